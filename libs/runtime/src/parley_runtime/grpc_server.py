@@ -1,0 +1,276 @@
+"""The gRPC server every Parley service runs.
+
+:func:`serve` starts a ``grpc.aio`` server with the standard health service, reflection,
+keepalive and a maximum connection age (so clients rebalance onto new replicas), Prometheus
+metrics on their own port, and :class:`RequestInterceptor`, which for every RPC:
+
+- reads the principal, request id and trace context from the metadata into context variables
+  (so logs carry them and outgoing calls propagate them) and records the caller's deadline;
+- opens one server span;
+- turns a :class:`~parley_runtime.errors.ParleyError` into its gRPC status (stable code in the
+  trailing metadata), and anything else into INTERNAL with a generic message and a logged
+  stack trace.
+
+On SIGTERM or SIGINT the server reports NOT_SERVING, stops accepting, lets in-flight RPCs
+(streams included) drain for ``SHUTDOWN_GRACE_SECONDS``, then runs the service's cleanup.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+
+from parley_runtime import telemetry
+from parley_runtime.context import (
+    REQUEST_ID_KEY,
+    Principal,
+    deadline_var,
+    principal_var,
+    request_id_var,
+)
+from parley_runtime.errors import ParleyError, trailing_metadata
+from parley_runtime.metrics import RPC_DURATION, RPC_HANDLED, serve_metrics
+from parley_runtime.settings import ServiceSettings
+
+log = logging.getLogger("parley.grpc")
+_tracer = trace.get_tracer("parley.grpc.server")
+
+# Calls that are not part of a request path: no principal, no span, no access log.
+_PLUMBING = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+
+
+@dataclass(frozen=True)
+class Registration:
+    """One gRPC service of a process: its full name and how to add it to a server."""
+
+    name: str
+    add: Callable[[grpc.aio.Server], None]
+
+
+class _Scope:
+    """Sets the request's context variables and span for the duration of one RPC."""
+
+    def __init__(self, method: str, context: grpc.aio.ServicerContext) -> None:
+        metadata = {
+            key: value
+            for key, value in (context.invocation_metadata() or ())
+            if isinstance(value, str)
+        }
+        self.method = method
+        self.context = context
+        self.started = time.perf_counter()
+        self.principal = Principal.from_metadata(metadata)
+        self.request_id = metadata.get(REQUEST_ID_KEY) or uuid.uuid4().hex
+        remaining = context.time_remaining()
+        self.deadline = None if remaining is None else time.monotonic() + remaining
+        self.parent = telemetry.extract(metadata)
+        self._tokens: list[Any] = []
+        self._span: trace.Span | None = None
+
+    def __enter__(self) -> _Scope:
+        self._tokens = [
+            (principal_var, principal_var.set(self.principal)),
+            (request_id_var, request_id_var.set(self.request_id)),
+            (deadline_var, deadline_var.set(self.deadline)),
+        ]
+        service, _, name = self.method.lstrip("/").partition("/")
+        self._span = _tracer.start_span(
+            self.method.lstrip("/"),
+            context=self.parent,
+            kind=trace.SpanKind.SERVER,
+            attributes={"rpc.system": "grpc", "rpc.service": service, "rpc.method": name},
+        )
+        self._otel_token = otel_context.attach(trace.set_span_in_context(self._span))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        otel_context.detach(self._otel_token)
+        for var, token in reversed(self._tokens):
+            var.reset(token)
+
+    def finish(self, code: grpc.StatusCode) -> None:
+        RPC_HANDLED.labels(self.method, code.name).inc()
+        RPC_DURATION.labels(self.method).observe(time.perf_counter() - self.started)
+        if self._span is not None:
+            self._span.set_attribute("rpc.grpc.status_code", code.value[0])
+            if code not in (grpc.StatusCode.OK, grpc.StatusCode.CANCELLED):
+                self._span.set_status(trace.StatusCode.ERROR, code.name)
+            self._span.end()
+
+    async def fail(self, error: BaseException) -> None:
+        """Abort the RPC with the status that matches ``error`` (raises AbortError)."""
+        if isinstance(error, ParleyError):
+            status, message = error.status, error.message
+            self.context.set_trailing_metadata(trailing_metadata(error))
+            if status == grpc.StatusCode.INTERNAL:
+                log.error("internal error in %s", self.method, exc_info=error)
+        else:
+            status, message = grpc.StatusCode.INTERNAL, "internal error"
+            log.error("unhandled error in %s", self.method, exc_info=error)
+        self.finish(status)
+        await self.context.abort(status, message)
+
+
+def _wrap_unary(method: str, behaviour: Callable[..., Awaitable[Any]]) -> Callable[..., Any]:
+    async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        with _Scope(method, context) as scope:
+            try:
+                response = await behaviour(request, context)
+            except asyncio.CancelledError:
+                scope.finish(grpc.StatusCode.CANCELLED)
+                raise
+            except grpc.aio.AbortError:
+                scope.finish(context.code() or grpc.StatusCode.UNKNOWN)
+                raise
+            except Exception as error:
+                await scope.fail(error)
+            scope.finish(grpc.StatusCode.OK)
+            return response
+
+    return handle
+
+
+def _wrap_stream(method: str, behaviour: Callable[..., AsyncIterator[Any]]) -> Callable[..., Any]:
+    async def handle(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        with _Scope(method, context) as scope:
+            try:
+                async for response in behaviour(request, context):
+                    yield response
+            except asyncio.CancelledError:
+                scope.finish(grpc.StatusCode.CANCELLED)
+                raise
+            except grpc.aio.AbortError:
+                scope.finish(context.code() or grpc.StatusCode.UNKNOWN)
+                raise
+            except Exception as error:
+                await scope.fail(error)
+            scope.finish(grpc.StatusCode.OK)
+
+    return handle
+
+
+class RequestInterceptor(grpc.aio.ServerInterceptor):
+    """Context, tracing, metrics and error mapping around every application RPC."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        method = handler_call_details.method
+        if handler is None or method.startswith(_PLUMBING):
+            return handler
+        kwargs = {
+            "request_deserializer": handler.request_deserializer,
+            "response_serializer": handler.response_serializer,
+        }
+        if handler.unary_unary:
+            return grpc.unary_unary_rpc_method_handler(
+                _wrap_unary(method, handler.unary_unary), **kwargs
+            )
+        if handler.unary_stream:
+            return grpc.unary_stream_rpc_method_handler(
+                _wrap_stream(method, handler.unary_stream), **kwargs
+            )
+        if handler.stream_unary:
+            return grpc.stream_unary_rpc_method_handler(
+                _wrap_unary(method, handler.stream_unary), **kwargs
+            )
+        if handler.stream_stream:
+            return grpc.stream_stream_rpc_method_handler(
+                _wrap_stream(method, handler.stream_stream), **kwargs
+            )
+        return handler
+
+
+def server_options(settings: ServiceSettings) -> list[tuple[str, Any]]:
+    age_ms = int(settings.grpc_max_connection_age_seconds * 1000)
+    return [
+        ("grpc.max_connection_age_ms", age_ms),
+        # Let in-flight streams finish after the age is reached, within the drain grace.
+        ("grpc.max_connection_age_grace_ms", int(settings.shutdown_grace_seconds * 1000)),
+        ("grpc.keepalive_time_ms", 30_000),
+        ("grpc.keepalive_timeout_ms", 10_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+        ("grpc.max_receive_message_length", 16 * 1024 * 1024),
+        ("grpc.max_send_message_length", 16 * 1024 * 1024),
+        ("grpc.so_reuseport", 0),
+    ]
+
+
+async def start_server(
+    settings: ServiceSettings, registrations: Iterable[Registration]
+) -> tuple[grpc.aio.Server, health.aio.HealthServicer, int]:
+    """Build and start a server with health, reflection and the request interceptor.
+
+    Returns the server, its health servicer and the bound port (``GRPC_PORT=0`` picks one).
+    """
+    registrations = list(registrations)
+    server = grpc.aio.server(interceptors=[RequestInterceptor()], options=server_options(settings))
+    for registration in registrations:
+        registration.add(server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    names = [r.name for r in registrations]
+    health_name = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+    reflection.enable_server_reflection([*names, health_name, reflection.SERVICE_NAME], server)
+    port = server.add_insecure_port(f"{settings.grpc_host}:{settings.grpc_port}")
+    await server.start()
+    for name in ["", *names]:
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    return server, health_servicer, port
+
+
+async def serve(
+    service: str,
+    settings: ServiceSettings,
+    registrations: Iterable[Registration],
+    *,
+    on_stop: Callable[[], Awaitable[None]] | None = None,
+) -> None:
+    """Run the gRPC server until SIGTERM or SIGINT, then drain and clean up."""
+    registrations = list(registrations)
+    serve_metrics(settings.grpc_host, settings.metrics_port)
+    server, health_servicer, port = await start_server(settings, registrations)
+    log.info(
+        "ready",
+        extra={
+            "address": f"{settings.grpc_host}:{port}",
+            "services": [r.name for r in registrations],
+        },
+    )
+
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    await stopping.wait()
+
+    log.info("stopping", extra={"grace_seconds": settings.shutdown_grace_seconds})
+    await health_servicer.enter_graceful_shutdown()
+    await server.stop(settings.shutdown_grace_seconds)
+    if on_stop is not None:
+        await on_stop()
+    telemetry.shutdown_tracing()
+    log.info("stopped")
+
+
+def run(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    """Run a service's async main on uvloop."""
+    import uvloop
+
+    uvloop.run(main())
