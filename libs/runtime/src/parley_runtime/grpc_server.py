@@ -59,6 +59,18 @@ class Registration:
     add: Callable[[grpc.aio.Server], None]
 
 
+@dataclass
+class Wiring:
+    """A service assembled by its ``main.build(settings)``: what to serve and how to close it.
+
+    ``serve`` runs it in production; tests serve the same wiring in-process with
+    :func:`parley_runtime.testing.grpc_server`.
+    """
+
+    registrations: list[Registration]
+    close: Callable[[], Awaitable[None]]
+
+
 class _Scope:
     """Sets the request's context variables and span for the duration of one RPC."""
 
