@@ -98,6 +98,13 @@ class Cancelled(ParleyError):
     default_code = "cancelled"
 
 
+class Unimplemented(ParleyError):
+    """The contract has this call, but this version of the service does not serve it."""
+
+    status = grpc.StatusCode.UNIMPLEMENTED
+    default_code = "not_implemented"
+
+
 class Internal(ParleyError):
     """A bug or an unexpected failure; the message stays generic."""
 
@@ -115,6 +122,7 @@ _BY_STATUS: dict[grpc.StatusCode, type[ParleyError]] = {
         Unavailable,
         DeadlineExceeded,
         Cancelled,
+        Unimplemented,
         Internal,
     )
 }

@@ -1,0 +1,1 @@
+"""LLM providers, each translating the router's messages to one wire protocol."""

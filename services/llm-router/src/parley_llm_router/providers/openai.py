@@ -1,0 +1,202 @@
+"""OpenAI Chat Completions, and every server that speaks it (vLLM, Ollama, LM Studio...).
+
+Uses the official ``openai`` SDK with its own retries turned off: the router decides retries
+and fallback, so they never stack.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx2
+import openai
+
+from parley_llm_router.messages import (
+    ChatRequest,
+    Finish,
+    FinishReason,
+    Message,
+    ProviderEvent,
+    Role,
+    TextDelta,
+    ToolCallDelta,
+    Usage,
+)
+from parley_llm_router.providers.base import (
+    FailureKind,
+    ProviderFailure,
+    Timeouts,
+    classify_status,
+)
+from parley_llm_router.tokens import estimate_messages, estimate_text
+
+_FINISH = {
+    "stop": FinishReason.STOP,
+    "length": FinishReason.LENGTH,
+    "tool_calls": FinishReason.TOOL_CALLS,
+    "function_call": FinishReason.TOOL_CALLS,
+    "content_filter": FinishReason.CONTENT_FILTER,
+}
+
+
+def to_openai_message(message: Message) -> dict[str, Any]:
+    """One router message in Chat Completions form."""
+    if message.role == Role.TOOL:
+        return {"role": "tool", "tool_call_id": message.tool_call_id, "content": message.text}
+    out: dict[str, Any] = {"role": message.role.value}
+    if all(p.text is not None for p in message.parts):
+        out["content"] = message.text
+    else:
+        out["content"] = [
+            {"type": "text", "text": p.text}
+            if p.text is not None
+            else {"type": "image_url", "image_url": {"url": p.image_url}}
+            for p in message.parts
+        ]
+    if message.tool_calls:
+        out["tool_calls"] = [
+            {
+                "id": call.id,
+                "type": "function",
+                "function": {"name": call.name, "arguments": call.arguments_json},
+            }
+            for call in message.tool_calls
+        ]
+        if not message.text:
+            out["content"] = None
+    if message.name and message.role == Role.USER:
+        out["name"] = message.name
+    return out
+
+
+def request_body(model: str, request: ChatRequest) -> dict[str, Any]:
+    """The Chat Completions parameters for ``request`` (without ``stream``)."""
+    body: dict[str, Any] = {
+        "model": model,
+        "messages": [to_openai_message(m) for m in request.messages],
+    }
+    if request.tools:
+        body["tools"] = [
+            {
+                "type": "function",
+                "function": {
+                    "name": t.name,
+                    "description": t.description,
+                    "parameters": json.loads(t.parameters_json or "{}"),
+                },
+            }
+            for t in request.tools
+        ]
+        if request.tool_choice in ("auto", "none", "required"):
+            body["tool_choice"] = request.tool_choice
+        elif request.tool_choice:
+            body["tool_choice"] = {"type": "function", "function": {"name": request.tool_choice}}
+    if request.temperature is not None:
+        body["temperature"] = request.temperature
+    if request.max_tokens is not None:
+        body["max_tokens"] = request.max_tokens
+    if request.top_p is not None:
+        body["top_p"] = request.top_p
+    if request.stop:
+        body["stop"] = list(request.stop)
+    return body
+
+
+def _retry_after(headers: httpx2.Headers) -> float | None:
+    value = headers.get("retry-after")
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def failure_from(error: Exception) -> ProviderFailure:
+    """Translate an SDK exception; the provider's body is never copied into the message."""
+    if isinstance(error, openai.APITimeoutError):
+        return ProviderFailure(FailureKind.TIMEOUT, "the provider did not answer in time")
+    if isinstance(error, openai.APIConnectionError):
+        return ProviderFailure(FailureKind.CONNECTION, "the provider could not be reached")
+    if isinstance(error, openai.APIStatusError):
+        kind = classify_status(error.status_code)
+        return ProviderFailure(
+            kind,
+            f"the provider answered HTTP {error.status_code}",
+            status=error.status_code,
+            retry_after=_retry_after(error.response.headers),
+        )
+    if isinstance(error, (httpx2.TransportError, openai.APIError)):
+        return ProviderFailure(FailureKind.STREAM_BROKEN, "the provider's stream broke")
+    raise error
+
+
+class OpenAIProvider:
+    """Chat Completions over the official SDK (see the module docstring)."""
+
+    def __init__(
+        self, *, name: str, api_key: str | None, base_url: str | None, timeouts: Timeouts
+    ) -> None:
+        self.name = name
+        self._client = openai.AsyncOpenAI(
+            api_key=api_key or "not-needed",
+            base_url=base_url,
+            max_retries=0,
+            timeout=httpx2.Timeout(timeouts.total, connect=timeouts.connect),
+            http_client=openai.DefaultAsyncHttpx2Client(
+                limits=httpx2.Limits(max_connections=2000, max_keepalive_connections=200),
+                timeout=httpx2.Timeout(timeouts.total, connect=timeouts.connect),
+            ),
+        )
+
+    async def close(self) -> None:
+        await self._client.close()
+
+    async def stream(
+        self, model: str, request: ChatRequest, timeouts: Timeouts
+    ) -> AsyncIterator[ProviderEvent]:
+        body = request_body(model, request)
+        try:
+            stream = await self._client.chat.completions.create(
+                **body, stream=True, stream_options={"include_usage": True}
+            )
+        except Exception as error:
+            raise failure_from(error) from None
+        usage: Usage | None = None
+        reason = FinishReason.STOP
+        produced: list[str] = []
+        try:
+            async for chunk in stream:
+                if chunk.usage is not None:
+                    usage = Usage(
+                        input_tokens=chunk.usage.prompt_tokens,
+                        output_tokens=chunk.usage.completion_tokens,
+                    )
+                for choice in chunk.choices:
+                    delta = choice.delta
+                    if delta.content:
+                        produced.append(delta.content)
+                        yield TextDelta(delta.content)
+                    for call in delta.tool_calls or ():
+                        function = call.function
+                        yield ToolCallDelta(
+                            index=call.index,
+                            id=call.id or "",
+                            name=(function.name if function else None) or "",
+                            arguments_delta=(function.arguments if function else None) or "",
+                        )
+                    if choice.finish_reason:
+                        reason = _FINISH.get(choice.finish_reason, FinishReason.STOP)
+        except Exception as error:
+            raise failure_from(error) from None
+        finally:
+            # Closing the response closes the HTTP stream: a cancelled caller frees the
+            # provider at once.
+            await stream.close()
+        if usage is None:
+            usage = Usage(
+                input_tokens=estimate_messages(request.messages, request.tools),
+                output_tokens=estimate_text("".join(produced)),
+                estimated=True,
+            )
+        yield Finish(reason, usage)

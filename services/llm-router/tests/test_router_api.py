@@ -1,0 +1,97 @@
+"""llm-router over real gRPC: the local route, and every kind of bad input."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import grpc
+import pytest
+from parley.llm_router.v1 import llm_router_pb2 as pb
+from parley.llm_router.v1 import llm_router_pb2_grpc as pb_grpc
+from parley_llm_router.main import build
+from parley_llm_router.settings import Settings
+from parley_runtime.grpc_client import channel
+from parley_runtime.testing import acting_as, grpc_server
+
+
+@pytest.fixture
+async def router() -> AsyncIterator[pb_grpc.LlmRouterStub]:
+    wiring = await build(Settings(grpc_port=0, local_token_delay_ms=0))
+    async with grpc_server(wiring.registrations) as address:
+        async with channel(address, "parley.llm_router.v1.LlmRouter") as chan:
+            with acting_as("t1", "u1"):
+                yield pb_grpc.LlmRouterStub(chan)
+    await wiring.close()
+
+
+def user(text: str) -> pb.ChatMessage:
+    return pb.ChatMessage(role=pb.ROLE_USER, content=[pb.ContentPart(text=text)])
+
+
+async def test_stream_chat_on_the_default_local_route(router: pb_grpc.LlmRouterStub) -> None:
+    request = pb.ChatRequest(
+        messages=[user("What is the refund window?")],
+        passages=[pb.GroundingPassage(marker="1", text="Refunds are accepted within 30 days.")],
+    )
+    events = [e async for e in router.StreamChat(request)]
+    kinds = [e.WhichOneof("event") for e in events]
+    assert kinds[0] == "start" and kinds[-1] == "finish"
+    assert set(kinds[1:-1]) == {"text_delta"}
+    assert events[0].start.provider == "local"
+    text = "".join(e.text_delta for e in events[1:-1])
+    assert "Refunds are accepted within 30 days. [1]" in text
+    assert events[-1].finish.finish_reason == pb.FINISH_REASON_STOP
+    assert events[-1].finish.usage.output_tokens > 0
+
+
+async def test_unary_chat_gathers_the_stream(router: pb_grpc.LlmRouterStub) -> None:
+    response = await router.Chat(pb.ChatRequest(model="local", messages=[user("hello")]))
+    assert response.provider == "local"
+    assert "nothing in your documents" in response.message.content[0].text
+    assert response.message.role == pb.ROLE_ASSISTANT
+
+
+async def test_list_models_names_the_default(router: pb_grpc.LlmRouterStub) -> None:
+    models = await router.ListModels(pb.ListModelsRequest())
+    assert models.default_model == "default"
+    assert {m.alias for m in models.models} == {"default", "local"}
+    assert all(m.local for m in models.models)
+
+
+async def test_count_tokens_estimates(router: pb_grpc.LlmRouterStub) -> None:
+    counted = await router.CountTokens(pb.CountTokensRequest(messages=[user("x" * 400)]))
+    assert counted.input_tokens == 104 and counted.estimated
+
+
+@pytest.mark.parametrize(
+    ("request_", "expected"),
+    [
+        (pb.ChatRequest(model="gpt-9", messages=[user("hi")]), "valid models: default, local"),
+        (pb.ChatRequest(), "messages must not be empty"),
+        (pb.ChatRequest(messages=[pb.ChatMessage(role=0)]), "messages[0].role must be one of"),
+        (pb.ChatRequest(messages=[user("hi")], max_tokens=10_000), "between 1 and 4096"),
+        (
+            pb.ChatRequest(
+                messages=[user("hi")],
+                tools=[pb.Tool(name="lookup", parameters_json='{"type": "object",')],
+            ),
+            "tools[0].parameters_json is not JSON",
+        ),
+        (
+            pb.ChatRequest(
+                messages=[user("hi")], tools=[pb.Tool(name="bad name", parameters_json="{}")]
+            ),
+            "tools[0].name must match",
+        ),
+    ],
+)
+async def test_bad_requests_are_invalid_argument_with_the_fault(
+    router: pb_grpc.LlmRouterStub, request_: pb.ChatRequest, expected: str
+) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        async for _ in router.StreamChat(request_):
+            pass
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert expected in (raised.value.details() or "")
+    metadata = dict(raised.value.trailing_metadata() or ())
+    assert metadata.get("parley-error-code")
