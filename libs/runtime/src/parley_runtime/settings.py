@@ -14,13 +14,11 @@ from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
-class ServiceSettings(BaseSettings):
-    """Settings every Parley gRPC service has."""
+class ProcessSettings(BaseSettings):
+    """Settings every Parley process has: logs, traces, metrics, shutdown."""
 
     model_config = SettingsConfigDict(env_prefix="", extra="ignore", case_sensitive=False)
 
-    grpc_host: str = Field("127.0.0.1", description="Address the gRPC server binds to.")
-    grpc_port: int = Field(50051, ge=0, le=65535, description="gRPC port.")
     metrics_port: int = Field(
         0, ge=0, le=65535, description="Prometheus /metrics port; 0 disables the endpoint."
     )
@@ -32,6 +30,13 @@ class ServiceSettings(BaseSettings):
     shutdown_grace_seconds: float = Field(
         10.0, gt=0, description="How long in-flight calls may drain after SIGTERM."
     )
+
+
+class ServiceSettings(ProcessSettings):
+    """Settings every Parley gRPC service has."""
+
+    grpc_host: str = Field("127.0.0.1", description="Address the gRPC server binds to.")
+    grpc_port: int = Field(50051, ge=0, le=65535, description="gRPC port.")
     grpc_max_connection_age_seconds: float = Field(
         300.0, gt=0, description="Clients reconnect after this, so new replicas get traffic."
     )

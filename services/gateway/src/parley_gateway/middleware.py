@@ -1,0 +1,79 @@
+"""ASGI middleware: request id, trace context and access metrics for every HTTP request.
+
+Plain ASGI rather than ``BaseHTTPMiddleware`` so streamed responses pass through untouched.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from parley_runtime import telemetry
+from parley_runtime.context import request_id_var
+from prometheus_client import Counter, Histogram
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+_tracer = trace.get_tracer("parley.gateway.http")
+
+HTTP_REQUESTS = Counter(
+    "parley_http_requests_total", "HTTP requests by route and status.", ["route", "status"]
+)
+HTTP_DURATION = Histogram(
+    "parley_http_request_duration_seconds",
+    "From request to response headers.",
+    ["route"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+
+
+class RequestContextMiddleware:
+    """Sets the request id (``X-Request-ID`` in and out) and the server span."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        incoming = headers.get("x-request-id", "")
+        request_id = incoming if 0 < len(incoming) <= 128 else uuid.uuid4().hex
+        token = request_id_var.set(request_id)
+        span = _tracer.start_span(
+            f"{scope['method']} {scope['path']}",
+            context=telemetry.extract(headers),
+            kind=trace.SpanKind.SERVER,
+            attributes={"http.request.method": scope["method"], "url.path": scope["path"]},
+        )
+        otel_token = otel_context.attach(trace.set_span_in_context(span))
+        started = time.perf_counter()
+        status: dict[str, Any] = {}
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+                message.setdefault("headers", [])
+                message["headers"] = [
+                    *message["headers"],
+                    (b"x-request-id", request_id.encode()),
+                ]
+                route = scope.get("route")
+                label = getattr(route, "path", "unmatched")
+                HTTP_REQUESTS.labels(label, str(message["status"])).inc()
+                HTTP_DURATION.labels(label).observe(time.perf_counter() - started)
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            code = status.get("code", 500)
+            span.set_attribute("http.response.status_code", code)
+            if code >= 500:
+                span.set_status(trace.StatusCode.ERROR)
+            span.end()
+            otel_context.detach(otel_token)
+            request_id_var.reset(token)

@@ -1,0 +1,254 @@
+"""Conversations and their messages, including the streamed chat turn."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+import grpc
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi.responses import JSONResponse
+from google.protobuf.field_mask_pb2 import FieldMask
+from parley.conversation.v1 import conversation_pb2 as conv
+from parley_runtime.context import Principal, request_id_var
+from parley_runtime.errors import InvalidArgument, from_rpc_error
+from pydantic import BaseModel, ConfigDict, Field
+from sse_starlette import EventSourceResponse
+
+from parley_gateway import views
+from parley_gateway.auth import authenticate
+from parley_gateway.backends import Backends
+from parley_gateway.errors import envelope
+from parley_gateway.settings import Settings
+
+router = APIRouter(prefix="/v1", tags=["conversations"])
+Caller = Annotated[Principal, Depends(authenticate)]
+
+
+class ConversationSettingsBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str | None = Field(None, max_length=100, description="Model alias for answers.")
+    knowledge_base_id: str | None = Field(None, max_length=200)
+    temperature: float | None = Field(None, ge=0, le=2)
+
+
+class CreateConversationBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    title: str = Field("", max_length=200)
+    settings: ConversationSettingsBody = Field(default_factory=ConversationSettingsBody)
+
+
+class UpdateConversationBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    title: str | None = Field(None, max_length=200)
+    settings: ConversationSettingsBody | None = None
+
+
+class SendMessageBody(BaseModel):
+    """A user message. There is no role: clients cannot send system messages."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    content: str = Field(description="The user's text.")
+    model: str | None = Field(None, max_length=100, description="Model alias for this turn.")
+
+
+def _backends(request: Request) -> Backends:
+    backends: Backends = request.app.state.backends
+    return backends
+
+
+def _settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def _settings_proto(body: ConversationSettingsBody) -> conv.ConversationSettings:
+    settings = conv.ConversationSettings(
+        model=body.model or "", knowledge_base_id=body.knowledge_base_id or ""
+    )
+    if body.temperature is not None:
+        settings.temperature = body.temperature
+    return settings
+
+
+@router.post("/conversations", status_code=201)
+async def create_conversation(
+    body: CreateConversationBody, request: Request, caller: Caller
+) -> dict[str, Any]:
+    created = await _backends(request).conversation.CreateConversation(
+        conv.CreateConversationRequest(title=body.title, settings=_settings_proto(body.settings))
+    )
+    return views.conversation(created)
+
+
+@router.get("/conversations")
+async def list_conversations(
+    request: Request,
+    caller: Caller,
+    page_size: Annotated[int, Query(ge=1, le=100)] = 20,
+    page_token: Annotated[str, Query(max_length=500)] = "",
+) -> dict[str, Any]:
+    page = await _backends(request).conversation.ListConversations(
+        conv.ListConversationsRequest(page_size=page_size, page_token=page_token)
+    )
+    return {
+        "conversations": [views.conversation(c) for c in page.conversations],
+        "next_page_token": page.next_page_token or None,
+    }
+
+
+@router.get("/conversations/{conversation_id}")
+async def get_conversation(
+    conversation_id: str, request: Request, caller: Caller
+) -> dict[str, Any]:
+    found = await _backends(request).conversation.GetConversation(
+        conv.GetConversationRequest(conversation_id=conversation_id)
+    )
+    return views.conversation(found)
+
+
+@router.patch("/conversations/{conversation_id}")
+async def update_conversation(
+    conversation_id: str, body: UpdateConversationBody, request: Request, caller: Caller
+) -> dict[str, Any]:
+    paths = []
+    update = conv.UpdateConversationRequest(conversation_id=conversation_id)
+    if body.title is not None:
+        update.title = body.title
+        paths.append("title")
+    if body.settings is not None:
+        update.settings.CopyFrom(_settings_proto(body.settings))
+        paths += [f"settings.{name}" for name in sorted(body.settings.model_fields_set)]
+    if not paths:
+        raise InvalidArgument("nothing to update: send title or settings", code="empty_update")
+    update.update_mask.CopyFrom(FieldMask(paths=paths))
+    updated = await _backends(request).conversation.UpdateConversation(update)
+    return views.conversation(updated)
+
+
+@router.delete("/conversations/{conversation_id}", status_code=204)
+async def delete_conversation(conversation_id: str, request: Request, caller: Caller) -> Response:
+    await _backends(request).conversation.DeleteConversation(
+        conv.DeleteConversationRequest(conversation_id=conversation_id)
+    )
+    return Response(status_code=204)
+
+
+@router.get("/conversations/{conversation_id}/messages")
+async def list_messages(
+    conversation_id: str,
+    request: Request,
+    caller: Caller,
+    page_size: Annotated[int, Query(ge=1, le=200)] = 50,
+    page_token: Annotated[str, Query(max_length=500)] = "",
+) -> dict[str, Any]:
+    page = await _backends(request).conversation.ListMessages(
+        conv.ListMessagesRequest(
+            conversation_id=conversation_id, page_size=page_size, page_token=page_token
+        )
+    )
+    return {
+        "messages": [views.message(m) for m in page.messages],
+        "next_page_token": page.next_page_token or None,
+    }
+
+
+@router.post("/conversations/{conversation_id}/messages", response_model=None)
+async def send_message(
+    conversation_id: str,
+    body: SendMessageBody,
+    request: Request,
+    caller: Caller,
+    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+    accept: Annotated[str, Header()] = "application/json",
+) -> Response:
+    """Send a user message; the answer streams as SSE, or returns as JSON when not asked to."""
+    settings = _settings(request)
+    if not body.content.strip():
+        raise InvalidArgument("body.content: must not be empty", code="empty_message")
+    if len(body.content) > settings.max_message_chars:
+        raise InvalidArgument(
+            f"body.content: at most {settings.max_message_chars} characters",
+            code="message_too_long",
+        )
+    call = _backends(request).conversation.SendMessage(
+        conv.SendMessageRequest(
+            conversation_id=conversation_id,
+            content=body.content,
+            idempotency_key=idempotency_key or "",
+            model=body.model or "",
+        ),
+        timeout=settings.stream_timeout_seconds,
+    )
+    # Wait for the first event so an unknown conversation or a dead service is a plain HTTP
+    # error, not a stream that starts and then fails.
+    try:
+        first = await call.read()
+    except grpc.RpcError as error:
+        call.cancel()
+        raise from_rpc_error(error) from None
+    if "text/event-stream" in accept:
+        return EventSourceResponse(_sse(call, first), ping=15)
+    return await _gathered(call, first)
+
+
+async def _turn_events(call: Any, first: Any) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+    """The turn's events as (name, data), always ending with exactly one done or error."""
+    request_id = request_id_var.get()
+    event = first
+    try:
+        while event is not grpc.aio.EOF:
+            name, data = views.turn_event(event, request_id)
+            yield name, data
+            if name in ("done", "error"):
+                return
+            event = await call.read()
+        yield (
+            "error",
+            {
+                "code": "stream_incomplete",
+                "message": "the answer stream ended without a result",
+                "retryable": True,
+                "request_id": request_id,
+            },
+        )
+    except grpc.RpcError as error:
+        failure = from_rpc_error(error)
+        yield (
+            "error",
+            {
+                "code": failure.code,
+                "message": failure.message,
+                "retryable": failure.status
+                in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED),
+                "request_id": request_id,
+            },
+        )
+    finally:
+        # A client that went away cancels the chain down to the provider.
+        call.cancel()
+
+
+async def _sse(call: Any, first: Any) -> AsyncIterator[dict[str, str]]:
+    async for name, data in _turn_events(call, first):
+        yield {"event": name, "data": json.dumps(data, separators=(",", ":"))}
+
+
+async def _gathered(call: Any, first: Any) -> JSONResponse:
+    accepted: dict[str, Any] = {}
+    async for name, data in _turn_events(call, first):
+        if name == "accepted":
+            accepted = data
+        elif name == "done":
+            return JSONResponse({**accepted, "message": data["message"]}, status_code=200)
+        elif name == "error":
+            body = envelope(data["code"], data["message"])
+            body["error"]["assistant_message_id"] = data.get("assistant_message_id")
+            headers = {"Retry-After": "1"} if data.get("retryable") else {}
+            return JSONResponse(body, status_code=502, headers=headers)
+    raise AssertionError("a turn always ends with done or error")

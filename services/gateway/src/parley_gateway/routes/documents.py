@@ -1,0 +1,115 @@
+"""Knowledge-base documents and their ingest jobs."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from parley.ingest.v1 import ingest_pb2 as ing
+from parley_runtime.context import Principal
+from parley_runtime.errors import InvalidArgument, ResourceExhausted
+from pydantic import BaseModel, ConfigDict, Field
+
+from parley_gateway import views
+from parley_gateway.auth import authenticate
+from parley_gateway.backends import Backends
+
+router = APIRouter(prefix="/v1", tags=["documents"])
+Caller = Annotated[Principal, Depends(authenticate)]
+TEXT_TYPES = ("text/plain", "text/markdown", "text/html")
+
+
+class CreateDocumentBody(BaseModel):
+    """A text document sent as JSON."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    content: str = Field(min_length=1)
+    title: str = Field("", max_length=300)
+    content_type: str = Field("text/markdown")
+    filename: str = Field("", max_length=300)
+    metadata: dict[str, str] = Field(default_factory=dict)
+    external_id: str = Field("", max_length=300)
+
+
+def _backends(request: Request) -> Backends:
+    backends: Backends = request.app.state.backends
+    return backends
+
+
+@router.post("/knowledge-bases/{knowledge_base_id}/documents", status_code=201)
+async def create_document(
+    knowledge_base_id: str, body: CreateDocumentBody, request: Request, caller: Caller
+) -> dict[str, Any]:
+    """Add a document to a knowledge base; it is parsed, chunked and indexed by a job."""
+    limit = request.app.state.settings.max_document_bytes
+    content = body.content.encode()
+    if len(content) > limit:
+        raise ResourceExhausted(
+            f"body.content: the document exceeds the limit of {limit} bytes",
+            code="document_too_large",
+        )
+    if body.content_type not in TEXT_TYPES:
+        raise InvalidArgument(
+            f"body.content_type: must be one of {', '.join(TEXT_TYPES)}",
+            code="unsupported_content_type",
+        )
+    created = await _backends(request).ingest.CreateDocument(
+        ing.CreateDocumentRequest(
+            document=ing.DocumentMetadata(
+                knowledge_base_id=knowledge_base_id,
+                title=body.title,
+                filename=body.filename,
+                content_type=body.content_type,
+                metadata=body.metadata,
+                external_id=body.external_id,
+            ),
+            content=content,
+        )
+    )
+    return {
+        "document": views.document(created.document),
+        "job": views.job(created.job),
+        "deduplicated": created.deduplicated,
+    }
+
+
+@router.get("/knowledge-bases/{knowledge_base_id}/documents")
+async def list_documents(
+    knowledge_base_id: str,
+    request: Request,
+    caller: Caller,
+    page_size: Annotated[int, Query(ge=1, le=100)] = 20,
+    page_token: Annotated[str, Query(max_length=500)] = "",
+) -> dict[str, Any]:
+    page = await _backends(request).ingest.ListDocuments(
+        ing.ListDocumentsRequest(
+            knowledge_base_id=knowledge_base_id, page_size=page_size, page_token=page_token
+        )
+    )
+    return {
+        "documents": [views.document(d) for d in page.documents],
+        "next_page_token": page.next_page_token or None,
+    }
+
+
+@router.get("/documents/{document_id}")
+async def get_document(document_id: str, request: Request, caller: Caller) -> dict[str, Any]:
+    found = await _backends(request).ingest.GetDocument(
+        ing.GetDocumentRequest(document_id=document_id)
+    )
+    return views.document(found)
+
+
+@router.delete("/documents/{document_id}", status_code=204)
+async def delete_document(document_id: str, request: Request, caller: Caller) -> Response:
+    await _backends(request).ingest.DeleteDocument(
+        ing.DeleteDocumentRequest(document_id=document_id)
+    )
+    return Response(status_code=204)
+
+
+@router.get("/jobs/{job_id}")
+async def get_job(job_id: str, request: Request, caller: Caller) -> dict[str, Any]:
+    found = await _backends(request).ingest.GetJob(ing.GetJobRequest(job_id=job_id))
+    return views.job(found)

@@ -1,0 +1,69 @@
+"""Liveness, readiness and the models callers may choose."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any
+
+import grpc
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from parley.llm_router.v1 import llm_router_pb2 as llm
+from parley_runtime.context import Principal
+
+from parley_gateway.auth import authenticate
+from parley_gateway.backends import Backends
+
+router = APIRouter(tags=["system"])
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    """The process is alive."""
+    return {"status": "ok"}
+
+
+async def _serving(chan: grpc.aio.Channel) -> bool:
+    try:
+        reply = await health_pb2_grpc.HealthStub(chan).Check(
+            health_pb2.HealthCheckRequest(), timeout=1.0
+        )
+    except grpc.RpcError:
+        return False
+    return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+
+@router.get("/readyz")
+async def readyz(request: Request) -> JSONResponse:
+    """Ready when every backend the API needs reports SERVING."""
+    backends: Backends = request.app.state.backends
+    names = ["conversation", "ingest", "llm-router"]
+    states = await asyncio.gather(*(_serving(c) for c in backends.channels))
+    checks = dict(zip(names, states, strict=True))
+    ready = all(states)
+    return JSONResponse(
+        {"status": "ready" if ready else "not_ready", "checks": checks},
+        status_code=200 if ready else 503,
+    )
+
+
+@router.get("/v1/models")
+async def list_models(
+    request: Request, caller: Annotated[Principal, Depends(authenticate)]
+) -> dict[str, Any]:
+    backends: Backends = request.app.state.backends
+    listed = await backends.router.ListModels(llm.ListModelsRequest())
+    return {
+        "default_model": listed.default_model,
+        "models": [
+            {
+                "id": m.alias,
+                "candidates": list(m.candidates),
+                "context_window": m.context_window,
+                "max_output_tokens": m.max_output_tokens,
+                "local": m.local,
+            }
+            for m in listed.models
+        ],
+    }

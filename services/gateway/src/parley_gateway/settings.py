@@ -1,0 +1,36 @@
+"""Gateway settings, read from the environment (see the README's table)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from parley_runtime.settings import ProcessSettings
+from pydantic import Field, model_validator
+
+DEV_SECRET = "parley-development-secret-change-me"
+
+
+class Settings(ProcessSettings):
+    """The public HTTP API's listener, backends, identity and limits."""
+
+    http_host: str = Field("127.0.0.1", description="Address the HTTP server binds to.")
+    http_port: int = Field(8080, ge=0, le=65535)
+    conversation_addr: str = "127.0.0.1:50061"
+    llm_router_addr: str = "127.0.0.1:50062"
+    retrieval_addr: str = "127.0.0.1:50063"
+    ingest_addr: str = "127.0.0.1:50064"
+    parley_env: Literal["development", "production"] = "development"
+    auth_secret: str = Field(DEV_SECRET, description="HMAC key of the bearer tokens (HS256).")
+    auth_issuer: str = "parley"
+    request_timeout_seconds: float = Field(10.0, gt=0, description="Deadline of unary calls.")
+    stream_timeout_seconds: float = Field(300.0, gt=0, description="Deadline of a streamed turn.")
+    max_message_chars: int = Field(32_000, gt=0)
+    max_document_bytes: int = Field(20 * 1024 * 1024, gt=0)
+
+    @model_validator(mode="after")
+    def _no_dev_secret_in_production(self) -> Settings:
+        if self.parley_env == "production" and (
+            self.auth_secret == DEV_SECRET or len(self.auth_secret) < 32
+        ):
+            raise ValueError("AUTH_SECRET must be set to 32 or more characters in production")
+        return self

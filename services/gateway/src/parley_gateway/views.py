@@ -1,0 +1,169 @@
+"""The public JSON shapes of Parley's resources, rendered from the internal protobufs.
+
+The public API is versioned on its own: these functions, not the proto field names, define
+what clients see.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from google.protobuf.timestamp_pb2 import Timestamp
+from parley.common.v1 import common_pb2
+from parley.conversation.v1 import conversation_pb2 as conv
+from parley.ingest.v1 import ingest_pb2 as ing
+
+_ROLE = {conv.MESSAGE_ROLE_USER: "user", conv.MESSAGE_ROLE_ASSISTANT: "assistant"}
+_STATUS = {
+    conv.MESSAGE_STATUS_IN_PROGRESS: "in_progress",
+    conv.MESSAGE_STATUS_COMPLETE: "complete",
+    conv.MESSAGE_STATUS_CANCELLED: "cancelled",
+    conv.MESSAGE_STATUS_FAILED: "failed",
+}
+_DOC_STATUS = {
+    ing.DOCUMENT_STATUS_PENDING: "pending",
+    ing.DOCUMENT_STATUS_PROCESSING: "processing",
+    ing.DOCUMENT_STATUS_READY: "ready",
+    ing.DOCUMENT_STATUS_FAILED: "failed",
+}
+_JOB_STATE = {
+    ing.JOB_STATE_QUEUED: "queued",
+    ing.JOB_STATE_RUNNING: "running",
+    ing.JOB_STATE_SUCCEEDED: "succeeded",
+    ing.JOB_STATE_FAILED: "failed",
+}
+
+
+def timestamp(value: Timestamp) -> str | None:
+    if not value.seconds and not value.nanos:
+        return None
+    return value.ToDatetime().isoformat(timespec="milliseconds") + "Z"
+
+
+def usage(value: common_pb2.Usage) -> dict[str, Any]:
+    return {
+        "input_tokens": value.input_tokens,
+        "output_tokens": value.output_tokens,
+        "cost_usd": value.cost_usd,
+        "estimated": value.estimated,
+    }
+
+
+def citation(value: common_pb2.Citation) -> dict[str, Any]:
+    return {
+        "marker": value.marker,
+        "document_id": value.document_id,
+        "chunk_id": value.chunk_id,
+        "title": value.title,
+        "source_uri": value.source_uri,
+        "snippet": value.snippet,
+        "score": round(value.score, 4),
+    }
+
+
+def conversation(value: conv.Conversation) -> dict[str, Any]:
+    settings = value.settings
+    return {
+        "id": value.id,
+        "title": value.title,
+        "settings": {
+            "model": settings.model or None,
+            "knowledge_base_id": settings.knowledge_base_id or None,
+            "temperature": settings.temperature if settings.HasField("temperature") else None,
+        },
+        "message_count": value.message_count,
+        "created_at": timestamp(value.create_time),
+        "updated_at": timestamp(value.update_time),
+    }
+
+
+def message(value: conv.Message) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "id": value.id,
+        "conversation_id": value.conversation_id,
+        "role": _ROLE.get(value.role, "unknown"),
+        "content": value.content,
+        "status": _STATUS.get(value.status, "unknown"),
+        "created_at": timestamp(value.create_time),
+    }
+    if value.role == conv.MESSAGE_ROLE_ASSISTANT:
+        out |= {
+            "model": value.model or None,
+            "usage": usage(value.usage),
+            "finish_reason": value.finish_reason or None,
+            "citations": [citation(c) for c in value.citations],
+            "error_code": value.error_code or None,
+        }
+    return out
+
+
+def turn_event(event: conv.TurnEvent, request_id: str | None) -> tuple[str, dict[str, Any]]:
+    """The SSE event name and JSON data of one turn event."""
+    kind = event.WhichOneof("event")
+    if kind == "accepted":
+        a = event.accepted
+        return "accepted", {
+            "user_message_id": a.user_message_id,
+            "assistant_message_id": a.assistant_message_id,
+            "replayed": a.replayed,
+        }
+    if kind == "citations":
+        return "citations", {"citations": [citation(c) for c in event.citations.citations]}
+    if kind == "delta":
+        return "delta", {"text": event.delta.text}
+    if kind == "tool_call":
+        t = event.tool_call
+        return "tool_call", {"call_id": t.call_id, "name": t.name, "arguments": t.arguments_json}
+    if kind == "tool_result":
+        r = event.tool_result
+        return "tool_result", {"call_id": r.call_id, "result": r.result, "is_error": r.is_error}
+    if kind == "usage":
+        return "usage", usage(event.usage.usage)
+    if kind == "done":
+        return "done", {"message": message(event.done.message)}
+    if kind == "error":
+        e = event.error
+        return "error", {
+            "code": e.error.code,
+            "message": e.error.message,
+            "retryable": e.error.retryable,
+            "request_id": request_id,
+            "assistant_message_id": e.assistant_message_id or None,
+        }
+    return "unknown", {}
+
+
+def job(value: ing.Job) -> dict[str, Any]:
+    return {
+        "id": value.id,
+        "document_id": value.document_id,
+        "state": _JOB_STATE.get(value.state, "unknown"),
+        "stage": value.stage,
+        "progress": round(value.progress, 3),
+        "chunks_total": value.chunks_total,
+        "chunks_indexed": value.chunks_indexed,
+        "error": value.error or None,
+        "created_at": timestamp(value.create_time),
+        "updated_at": timestamp(value.update_time),
+    }
+
+
+def document(value: ing.Document) -> dict[str, Any]:
+    return {
+        "id": value.id,
+        "knowledge_base_id": value.knowledge_base_id,
+        "title": value.title,
+        "filename": value.filename or None,
+        "content_type": value.content_type,
+        "size_bytes": value.size_bytes,
+        "sha256": value.sha256,
+        "version": value.version,
+        "status": _DOC_STATUS.get(value.status, "unknown"),
+        "chunk_count": value.chunk_count,
+        "metadata": dict(value.metadata),
+        "external_id": value.external_id or None,
+        "job_id": value.job_id or None,
+        "error": value.error or None,
+        "created_at": timestamp(value.create_time),
+        "updated_at": timestamp(value.update_time),
+    }
