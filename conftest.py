@@ -26,6 +26,13 @@ def _docker_available() -> bool:
         return False
 
 
+def _unavailable(reason: str) -> None:
+    """Skip locally; in CI (``CI`` set) a missing server is a failure, never a silent skip."""
+    if os.environ.get("CI"):
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
 @pytest.fixture(scope="session")
 def postgres_server_url() -> Iterator[str]:
     """A PostgreSQL server URL (admin database) for the whole session."""
@@ -38,7 +45,7 @@ def postgres_server_url() -> Iterator[str]:
         with PostgresContainer("postgres:15-alpine", driver=None) as container:
             yield container.get_connection_url()
         return
-    pytest.skip("PostgreSQL: no Docker engine and DATABASE_URL is not set")
+    _unavailable("PostgreSQL: no Docker engine and DATABASE_URL is not set")
 
 
 @asynccontextmanager
@@ -95,7 +102,7 @@ def redis_url() -> Iterator[str]:
             host = container.get_container_host_ip()
             yield f"redis://{host}:{container.get_exposed_port(6379)}/0"
         return
-    pytest.skip("Redis: no Docker engine and REDIS_URL is not set")
+    _unavailable("Redis: no Docker engine and REDIS_URL is not set")
 
 
 @pytest.fixture

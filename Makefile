@@ -1,0 +1,43 @@
+# Parley: `make run` starts the platform, `make test` installs and tests everything.
+SHELL := /bin/bash
+UV_VERSION := 0.13.8
+TOOLS := .tools
+UV := $(shell command -v uv 2>/dev/null || echo $(TOOLS)/bin/uv)
+
+.PHONY: run test lint format proto proto-check install bench clean
+
+$(TOOLS)/bin/uv:
+	python3 -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet uv==$(UV_VERSION)
+
+install: $(if $(shell command -v uv 2>/dev/null),,$(TOOLS)/bin/uv)
+	$(UV) sync --frozen
+
+run: install
+	$(UV) run parley-dev
+
+test: install proto-check
+	$(UV) run pytest
+
+lint: install
+	$(UV) run ruff check .
+	$(UV) run ruff format --check .
+	$(UV) run mypy libs/runtime/src libs/embeddings/src libs/provider-fakes/src libs/devstack/src \
+		services/gateway/src services/conversation/src services/llm-router/src \
+		services/retrieval/src services/ingest/src
+
+format: install
+	$(UV) run ruff check --fix .
+	$(UV) run ruff format .
+
+proto: install
+	$(UV) run python scripts/proto.py
+
+proto-check: install
+	$(UV) run python scripts/proto.py --check
+
+bench: install
+	$(UV) run python bench/turns.py
+
+clean:
+	rm -rf .parley .venv $(TOOLS)

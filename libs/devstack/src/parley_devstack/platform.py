@@ -1,0 +1,171 @@
+"""Start the five services as real processes on loopback ports, wait until each is ready,
+and stop them all cleanly.
+
+Each process gets its own environment (ports, peers' addresses, a data directory for its
+SQLite file and embedded Qdrant) and writes its JSON logs to ``<data_dir>/logs/<name>.log``.
+Readiness is the standard gRPC health check for the four internal services and ``/readyz``
+for the gateway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+import grpc
+import httpx
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+SERVICES = ("retrieval", "llm-router", "ingest", "conversation", "gateway")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class ServiceSpec:
+    """One process: its console script, environment and how to tell it is ready."""
+
+    name: str
+    port: int
+    env: dict[str, str]
+    http: bool = False
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def command(self) -> list[str]:
+        return [str(Path(sys.executable).parent / f"parley-{self.name}")]
+
+
+@dataclass
+class Platform:
+    """The five services on one machine (see the module docstring)."""
+
+    data_dir: Path
+    env: Mapping[str, str] = field(default_factory=dict)
+    per_service_env: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    gateway_port: int | None = None
+    specs: dict[str, ServiceSpec] = field(init=False, default_factory=dict)
+    processes: dict[str, asyncio.subprocess.Process] = field(init=False, default_factory=dict)
+    _logs: list[IO[bytes]] = field(init=False, default_factory=list)
+
+    def __post_init__(self) -> None:
+        ports = {name: free_port() for name in SERVICES}
+        if self.gateway_port is not None:
+            ports["gateway"] = self.gateway_port
+        peers = {
+            "CONVERSATION_ADDR": f"127.0.0.1:{ports['conversation']}",
+            "LLM_ROUTER_ADDR": f"127.0.0.1:{ports['llm-router']}",
+            "RETRIEVAL_ADDR": f"127.0.0.1:{ports['retrieval']}",
+            "INGEST_ADDR": f"127.0.0.1:{ports['ingest']}",
+        }
+        data = self.data_dir
+        own: dict[str, dict[str, str]] = {
+            "conversation": {"DATABASE_URL": f"sqlite:///{data}/conversation.db"},
+            "ingest": {"DATABASE_URL": f"sqlite:///{data}/ingest.db"},
+            "retrieval": {"QDRANT_PATH": str(data / "qdrant")},
+            "llm-router": {},
+            "gateway": {},
+        }
+        for name in SERVICES:
+            env = {
+                **os.environ,
+                **peers,
+                "PYTHONUNBUFFERED": "1",
+                **self.env,
+                **own[name],
+                **self.per_service_env.get(name, {}),
+            }
+            port_key = "HTTP_PORT" if name == "gateway" else "GRPC_PORT"
+            env[port_key] = str(ports[name])
+            self.specs[name] = ServiceSpec(name, ports[name], env, http=name == "gateway")
+
+    @property
+    def gateway_url(self) -> str:
+        return f"http://{self.specs['gateway'].address}"
+
+    def log_path(self, name: str) -> Path:
+        return self.data_dir / "logs" / f"{name}.log"
+
+    async def start(self, ready_within: float = 60.0) -> dict[str, float]:
+        """Start every service; return seconds from spawn to ready for each."""
+        (self.data_dir / "logs").mkdir(parents=True, exist_ok=True)
+        spawned = time.monotonic()
+        for spec in self.specs.values():
+            log = self.log_path(spec.name).open("ab")
+            self._logs.append(log)
+            self.processes[spec.name] = await asyncio.create_subprocess_exec(
+                *spec.command, env=spec.env, stdout=log, stderr=log, start_new_session=True
+            )
+        try:
+            async with asyncio.timeout(ready_within):
+                ready = await asyncio.gather(
+                    *(self._wait_ready(spec, spawned) for spec in self.specs.values())
+                )
+        except BaseException:
+            await self.stop()
+            raise
+        return dict(zip(self.specs, ready, strict=True))
+
+    async def _wait_ready(self, spec: ServiceSpec, spawned: float) -> float:
+        process = self.processes[spec.name]
+        while True:
+            if process.returncode is not None:
+                tail = self.log_path(spec.name).read_text(errors="replace")[-3000:]
+                raise RuntimeError(f"{spec.name} exited with {process.returncode}:\n{tail}")
+            if await (self._http_ready(spec) if spec.http else self._grpc_ready(spec)):
+                return time.monotonic() - spawned
+            await asyncio.sleep(0.05)
+
+    @staticmethod
+    async def _grpc_ready(spec: ServiceSpec) -> bool:
+        async with grpc.aio.insecure_channel(spec.address) as chan:
+            try:
+                reply = await health_pb2_grpc.HealthStub(chan).Check(
+                    health_pb2.HealthCheckRequest(), timeout=0.5
+                )
+            except grpc.RpcError:
+                return False
+        return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+    @staticmethod
+    async def _http_ready(spec: ServiceSpec) -> bool:
+        try:
+            async with httpx.AsyncClient(timeout=0.5) as client:
+                response = await client.get(f"http://{spec.address}/readyz")
+        except httpx.HTTPError:
+            return False
+        return response.status_code == 200
+
+    async def stop(self, grace: float = 10.0) -> dict[str, int | None]:
+        """SIGTERM every process, wait up to ``grace``, then SIGKILL; return exit codes."""
+        for process in self.processes.values():
+            if process.returncode is None:
+                process.send_signal(signal.SIGTERM)
+        codes: dict[str, int | None] = {}
+        for name, process in self.processes.items():
+            try:
+                async with asyncio.timeout(grace):
+                    codes[name] = await process.wait()
+            except TimeoutError:
+                process.kill()
+                codes[name] = await process.wait()
+        for log in self._logs:
+            log.close()
+        self._logs.clear()
+        return codes
