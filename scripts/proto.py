@@ -1,7 +1,7 @@
 """Generate Python code and type stubs from proto/ into libs/proto/src.
 
-    python scripts/proto.py           write the generated code
-    python scripts/proto.py --check   fail if the committed code differs from a fresh build
+python scripts/proto.py           write the generated code
+python scripts/proto.py --check   fail if the committed code differs from a fresh build
 """
 
 from __future__ import annotations

@@ -15,6 +15,8 @@ from parley_gateway.settings import Settings
 
 from .conftest import running_gateway
 
+OTHER_SECRET = "another-secret-of-at-least-32-bytes!"
+
 
 def _dead_address() -> str:
     """A loopback port with nothing listening."""
@@ -54,9 +56,14 @@ async def test_no_credentials_is_401_with_the_envelope(gateway: tuple) -> None:
 @pytest.mark.parametrize(
     ("token", "code"),
     [
-        (issue_token("another-secret-of-at-least-32-bytes!", "parley", tenant="t", user="u"), "invalid_token"),
-        (issue_token(Settings().auth_secret, "parley", tenant="t", user="u", ttl_seconds=-10),
-         "token_expired"),
+        (
+            issue_token("another-secret-of-at-least-32-bytes!", "parley", tenant="t", user="u"),
+            "invalid_token",
+        ),
+        (
+            issue_token(Settings().auth_secret, "parley", tenant="t", user="u", ttl_seconds=-10),
+            "token_expired",
+        ),
         ("not-a-jwt", "invalid_token"),
     ],
 )
@@ -144,7 +151,9 @@ async def test_readiness_reports_each_backend(gateway: tuple) -> None:
     response = await client.get("/readyz")
     assert response.status_code == 503
     assert response.json()["checks"] == {
-        "conversation": False, "ingest": False, "llm-router": False
+        "conversation": False,
+        "ingest": False,
+        "llm-router": False,
     }
 
 

@@ -50,7 +50,8 @@ async def test_stream_is_token_by_token_and_ends_with_usage() -> None:
     finish = events[-1]
     assert isinstance(finish, Finish)
     assert finish.reason == FinishReason.STOP
-    assert finish.usage.output_tokens > 0 and finish.usage.estimated
+    assert finish.usage.output_tokens > 0
+    assert finish.usage.estimated
 
 
 async def test_max_tokens_cuts_the_answer_with_reason_length() -> None:
@@ -59,4 +60,5 @@ async def test_max_tokens_cuts_the_answer_with_reason_length() -> None:
     )
     events = [e async for e in LocalProvider().stream("extractive-v1", request, TIMEOUTS)]
     assert len([e for e in events if isinstance(e, TextDelta)]) == 3
-    assert isinstance(events[-1], Finish) and events[-1].reason == FinishReason.LENGTH
+    assert isinstance(events[-1], Finish)
+    assert events[-1].reason == FinishReason.LENGTH

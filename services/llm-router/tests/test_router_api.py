@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 
 import grpc
 import pytest
+
 from parley.llm_router.v1 import llm_router_pb2 as pb
 from parley.llm_router.v1 import llm_router_pb2_grpc as pb_grpc
 from parley_llm_router.main import build
@@ -17,10 +18,12 @@ from parley_runtime.testing import acting_as, grpc_server
 @pytest.fixture
 async def router() -> AsyncIterator[pb_grpc.LlmRouterStub]:
     wiring = await build(Settings(grpc_port=0, local_token_delay_ms=0))
-    async with grpc_server(wiring.registrations) as address:
-        async with channel(address, "parley.llm_router.v1.LlmRouter") as chan:
-            with acting_as("t1", "u1"):
-                yield pb_grpc.LlmRouterStub(chan)
+    async with (
+        grpc_server(wiring.registrations) as address,
+        channel(address, "parley.llm_router.v1.LlmRouter") as chan,
+    ):
+        with acting_as("t1", "u1"):
+            yield pb_grpc.LlmRouterStub(chan)
     await wiring.close()
 
 
@@ -35,7 +38,8 @@ async def test_stream_chat_on_the_default_local_route(router: pb_grpc.LlmRouterS
     )
     events = [e async for e in router.StreamChat(request)]
     kinds = [e.WhichOneof("event") for e in events]
-    assert kinds[0] == "start" and kinds[-1] == "finish"
+    assert kinds[0] == "start"
+    assert kinds[-1] == "finish"
     assert set(kinds[1:-1]) == {"text_delta"}
     assert events[0].start.provider == "local"
     text = "".join(e.text_delta for e in events[1:-1])
@@ -60,7 +64,8 @@ async def test_list_models_names_the_default(router: pb_grpc.LlmRouterStub) -> N
 
 async def test_count_tokens_estimates(router: pb_grpc.LlmRouterStub) -> None:
     counted = await router.CountTokens(pb.CountTokensRequest(messages=[user("x" * 400)]))
-    assert counted.input_tokens == 104 and counted.estimated
+    assert counted.input_tokens == 104
+    assert counted.estimated
 
 
 @pytest.mark.parametrize(

@@ -16,10 +16,10 @@ import sys
 from pathlib import Path
 
 import httpx
-from parley_gateway.auth import issue_token
-from parley_gateway.settings import Settings as GatewaySettings
 
 from parley_devstack.platform import Platform
+from parley_gateway.auth import issue_token
+from parley_gateway.settings import Settings as GatewaySettings
 
 DEMO_KB = "parley-docs"
 DEMO_QUESTION = "How does a chat turn flow through Parley's services?"

@@ -11,6 +11,7 @@ import time
 
 import jwt
 from fastapi import Request
+
 from parley_runtime.context import Principal, principal_var
 from parley_runtime.errors import Unauthenticated
 

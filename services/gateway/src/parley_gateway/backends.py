@@ -5,12 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import grpc
+
 from parley.conversation.v1 import conversation_pb2_grpc
 from parley.ingest.v1 import ingest_pb2_grpc
 from parley.llm_router.v1 import llm_router_pb2_grpc
-from parley_runtime.grpc_client import channel
-
 from parley_gateway.settings import Settings
+from parley_runtime.grpc_client import channel
 
 
 @dataclass

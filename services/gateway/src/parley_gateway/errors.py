@@ -13,9 +13,10 @@ import grpc
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
 from parley_runtime.context import request_id_var
 from parley_runtime.errors import ParleyError, from_rpc_error
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger("parley.gateway")
 

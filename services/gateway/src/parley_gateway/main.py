@@ -11,14 +11,14 @@ import argparse
 import logging
 
 import uvicorn
-from parley_runtime.logs import setup_logging
-from parley_runtime.metrics import serve_metrics
-from parley_runtime.settings import load_settings
-from parley_runtime.telemetry import setup_tracing
 
 from parley_gateway.app import create_app
 from parley_gateway.auth import DEFAULT_SCOPES, issue_token
 from parley_gateway.settings import DEV_SECRET, Settings
+from parley_runtime.logs import setup_logging
+from parley_runtime.metrics import serve_metrics
+from parley_runtime.settings import load_settings
+from parley_runtime.telemetry import setup_tracing
 
 log = logging.getLogger("parley.gateway")
 

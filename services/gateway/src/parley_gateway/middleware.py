@@ -11,10 +11,11 @@ from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from parley_runtime import telemetry
-from parley_runtime.context import request_id_var
 from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from parley_runtime import telemetry
+from parley_runtime.context import request_id_var
 
 _tracer = trace.get_tracer("parley.gateway.http")
 

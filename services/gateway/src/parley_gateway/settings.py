@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from parley_runtime.settings import ProcessSettings
 from pydantic import Field, model_validator
+
+from parley_runtime.settings import ProcessSettings
 
 DEV_SECRET = "parley-development-secret-change-me"
 

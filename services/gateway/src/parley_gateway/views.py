@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
+
 from parley.common.v1 import common_pb2
 from parley.conversation.v1 import conversation_pb2 as conv
 from parley.ingest.v1 import ingest_pb2 as ing

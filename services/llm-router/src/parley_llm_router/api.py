@@ -6,11 +6,10 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import grpc
+
 from parley.common.v1 import common_pb2
 from parley.llm_router.v1 import llm_router_pb2 as pb
 from parley.llm_router.v1 import llm_router_pb2_grpc as pb_grpc
-from parley_runtime.errors import InvalidArgument, Unavailable, Unimplemented
-
 from parley_llm_router.dispatch import Failed, Started, dispatch
 from parley_llm_router.messages import (
     ChatRequest,
@@ -30,6 +29,7 @@ from parley_llm_router.providers.base import Provider, Timeouts
 from parley_llm_router.routing import RouteTable
 from parley_llm_router.tokens import estimate_messages
 from parley_llm_router.validation import check_request
+from parley_runtime.errors import InvalidArgument, Unavailable, Unimplemented
 
 _ROLES = {
     pb.ROLE_SYSTEM: Role.SYSTEM,

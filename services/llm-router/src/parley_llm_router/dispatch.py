@@ -14,8 +14,6 @@ import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 
-from parley_runtime.context import remaining_seconds
-from parley_runtime.errors import FailedPrecondition, ParleyError, Unavailable
 from prometheus_client import Counter, Histogram
 
 from parley_llm_router.messages import ChatRequest, Finish, ProviderEvent, TextDelta, Usage
@@ -27,6 +25,8 @@ from parley_llm_router.providers.base import (
 )
 from parley_llm_router.routing import Candidate, Route
 from parley_llm_router.tokens import estimate_messages, estimate_text
+from parley_runtime.context import remaining_seconds
+from parley_runtime.errors import FailedPrecondition, ParleyError, Unavailable
 
 log = logging.getLogger("parley.llm_router")
 

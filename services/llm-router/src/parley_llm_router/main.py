@@ -3,11 +3,6 @@
 from __future__ import annotations
 
 from parley.llm_router.v1 import llm_router_pb2_grpc as pb_grpc
-from parley_runtime.grpc_server import Registration, Wiring, run, serve
-from parley_runtime.logs import setup_logging
-from parley_runtime.settings import load_settings
-from parley_runtime.telemetry import setup_tracing
-
 from parley_llm_router.api import LlmRouterServicer
 from parley_llm_router.providers.base import Provider, Timeouts
 from parley_llm_router.providers.local import MODEL as LOCAL_MODEL
@@ -15,6 +10,10 @@ from parley_llm_router.providers.local import LocalProvider
 from parley_llm_router.providers.openai import OpenAIProvider
 from parley_llm_router.routing import Candidate, Route, RouteTable
 from parley_llm_router.settings import Settings
+from parley_runtime.grpc_server import Registration, Wiring, run, serve
+from parley_runtime.logs import setup_logging
+from parley_runtime.settings import load_settings
+from parley_runtime.telemetry import setup_tracing
 
 SERVICE = "parley.llm_router.v1.LlmRouter"
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from parley_runtime.settings import ServiceSettings
 from pydantic import Field
+
+from parley_runtime.settings import ServiceSettings
 
 
 class Settings(ServiceSettings):

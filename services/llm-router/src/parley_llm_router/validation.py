@@ -5,10 +5,9 @@ from __future__ import annotations
 import json
 import re
 
-from parley_runtime.errors import InvalidArgument
-
 from parley_llm_router.messages import ChatRequest, Role
 from parley_llm_router.routing import Route
+from parley_runtime.errors import InvalidArgument
 
 _TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 

@@ -10,17 +10,17 @@ import grpc
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
 from google.protobuf.field_mask_pb2 import FieldMask
-from parley.conversation.v1 import conversation_pb2 as conv
-from parley_runtime.context import Principal, request_id_var
-from parley_runtime.errors import InvalidArgument, from_rpc_error
 from pydantic import BaseModel, ConfigDict, Field
 from sse_starlette import EventSourceResponse
 
+from parley.conversation.v1 import conversation_pb2 as conv
 from parley_gateway import views
 from parley_gateway.auth import authenticate
 from parley_gateway.backends import Backends
 from parley_gateway.errors import envelope
 from parley_gateway.settings import Settings
+from parley_runtime.context import Principal, request_id_var
+from parley_runtime.errors import InvalidArgument, from_rpc_error
 
 router = APIRouter(prefix="/v1", tags=["conversations"])
 Caller = Annotated[Principal, Depends(authenticate)]

@@ -5,14 +5,14 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
-from parley.ingest.v1 import ingest_pb2 as ing
-from parley_runtime.context import Principal
-from parley_runtime.errors import InvalidArgument, ResourceExhausted
 from pydantic import BaseModel, ConfigDict, Field
 
+from parley.ingest.v1 import ingest_pb2 as ing
 from parley_gateway import views
 from parley_gateway.auth import authenticate
 from parley_gateway.backends import Backends
+from parley_runtime.context import Principal
+from parley_runtime.errors import InvalidArgument, ResourceExhausted
 
 router = APIRouter(prefix="/v1", tags=["documents"])
 Caller = Annotated[Principal, Depends(authenticate)]

@@ -9,11 +9,11 @@ import grpc
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from parley.llm_router.v1 import llm_router_pb2 as llm
-from parley_runtime.context import Principal
 
+from parley.llm_router.v1 import llm_router_pb2 as llm
 from parley_gateway.auth import authenticate
 from parley_gateway.backends import Backends
+from parley_runtime.context import Principal
 
 router = APIRouter(tags=["system"])
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from types import ModuleType
 from typing import Protocol
+
+import httpx2
 
 from parley_llm_router.messages import ChatRequest, ProviderEvent
 
@@ -77,6 +80,38 @@ def classify_status(status: int) -> FailureKind:
     if status == 409 or status >= 500:
         return FailureKind.UNAVAILABLE
     return FailureKind.BAD_REQUEST
+
+
+def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
+    """The ``Retry-After`` hint of a response, in seconds (numeric form only)."""
+    value = headers.get("retry-after")
+    try:
+        return max(float(value), 0.0) if value is not None else None
+    except ValueError:
+        return None
+
+
+def failure_from_sdk(error: Exception, sdk: ModuleType) -> ProviderFailure:
+    """Translate an ``openai`` or ``anthropic`` SDK exception (both share one shape).
+
+    The provider's response body is never copied into the message: it may echo the prompt
+    or key material.
+    """
+    if isinstance(error, sdk.APITimeoutError):
+        return ProviderFailure(FailureKind.TIMEOUT, "the provider did not answer in time")
+    if isinstance(error, sdk.APIConnectionError):
+        return ProviderFailure(FailureKind.CONNECTION, "the provider could not be reached")
+    if isinstance(error, sdk.APIStatusError):
+        status = int(error.status_code)
+        return ProviderFailure(
+            classify_status(status),
+            f"the provider answered HTTP {status}",
+            status=status,
+            retry_after=retry_after_seconds(error.response.headers),
+        )
+    if isinstance(error, (httpx2.TransportError, sdk.APIError)):
+        return ProviderFailure(FailureKind.STREAM_BROKEN, "the provider's stream broke")
+    raise error
 
 
 class Provider(Protocol):

@@ -24,12 +24,7 @@ from parley_llm_router.messages import (
     ToolCallDelta,
     Usage,
 )
-from parley_llm_router.providers.base import (
-    FailureKind,
-    ProviderFailure,
-    Timeouts,
-    classify_status,
-)
+from parley_llm_router.providers.base import Timeouts, failure_from_sdk
 from parley_llm_router.tokens import estimate_messages, estimate_text
 
 _FINISH = {
@@ -104,33 +99,6 @@ def request_body(model: str, request: ChatRequest) -> dict[str, Any]:
     return body
 
 
-def _retry_after(headers: httpx2.Headers) -> float | None:
-    value = headers.get("retry-after")
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
-        return None
-
-
-def failure_from(error: Exception) -> ProviderFailure:
-    """Translate an SDK exception; the provider's body is never copied into the message."""
-    if isinstance(error, openai.APITimeoutError):
-        return ProviderFailure(FailureKind.TIMEOUT, "the provider did not answer in time")
-    if isinstance(error, openai.APIConnectionError):
-        return ProviderFailure(FailureKind.CONNECTION, "the provider could not be reached")
-    if isinstance(error, openai.APIStatusError):
-        kind = classify_status(error.status_code)
-        return ProviderFailure(
-            kind,
-            f"the provider answered HTTP {error.status_code}",
-            status=error.status_code,
-            retry_after=_retry_after(error.response.headers),
-        )
-    if isinstance(error, (httpx2.TransportError, openai.APIError)):
-        return ProviderFailure(FailureKind.STREAM_BROKEN, "the provider's stream broke")
-    raise error
-
-
 class OpenAIProvider:
     """Chat Completions over the official SDK (see the module docstring)."""
 
@@ -161,7 +129,7 @@ class OpenAIProvider:
                 **body, stream=True, stream_options={"include_usage": True}
             )
         except Exception as error:
-            raise failure_from(error) from None
+            raise failure_from_sdk(error, openai) from None
         usage: Usage | None = None
         reason = FinishReason.STOP
         produced: list[str] = []
@@ -188,7 +156,7 @@ class OpenAIProvider:
                     if choice.finish_reason:
                         reason = _FINISH.get(choice.finish_reason, FinishReason.STOP)
         except Exception as error:
-            raise failure_from(error) from None
+            raise failure_from_sdk(error, openai) from None
         finally:
             # Closing the response closes the HTTP stream: a cancelled caller frees the
             # provider at once.
