@@ -15,11 +15,13 @@ from parley_llm_router.messages import ChatRequest, ProviderEvent
 
 @dataclass(frozen=True, slots=True)
 class Timeouts:
-    """Per-attempt limits, in seconds."""
+    """Per-attempt limits, in seconds: connecting, the first token, the whole answer, and
+    the silence allowed between two tokens."""
 
     connect: float
     first_token: float
     total: float
+    between_tokens: float = 30.0
 
 
 class FailureKind(StrEnum):
