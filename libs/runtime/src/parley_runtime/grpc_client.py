@@ -4,7 +4,7 @@
 ``dns:///`` targets (a headless service resolves to every pod) with round-robin balancing,
 keepalive, and retries of UNAVAILABLE only for methods the caller declares idempotent.
 
-:class:`PropagatingInterceptor` adds to every call the principal, request id and trace
+The propagating interceptors add to every call the principal, request id and trace
 context of the request being served, and a deadline: the caller's own timeout, capped by what
 is left of the incoming request's deadline, or the channel's default.
 """
@@ -54,12 +54,12 @@ class _Details(grpc.aio.ClientCallDetails):
     pass
 
 
-class PropagatingInterceptor(
-    grpc.aio.UnaryUnaryClientInterceptor,
-    grpc.aio.UnaryStreamClientInterceptor,
-    grpc.aio.StreamUnaryClientInterceptor,
-):
-    """Principal, request id, trace context and deadline on every outgoing call."""
+class _Propagation:
+    """Principal, request id, trace context and deadline on every outgoing call.
+
+    grpc.aio files each interceptor under the first call kind it implements, so each kind
+    gets its own subclass below.
+    """
 
     def __init__(self, default_timeout: float) -> None:
         self.default_timeout = default_timeout
@@ -104,20 +104,35 @@ class PropagatingInterceptor(
         call.add_done_callback(lambda _: span.end())
         return call
 
+
+class _UnaryUnary(_Propagation, grpc.aio.UnaryUnaryClientInterceptor):
     async def intercept_unary_unary(
         self, continuation: Callable[..., Any], client_call_details: Any, request: Any
     ) -> Any:
         return await self._call(continuation, client_call_details, request)
 
+
+class _UnaryStream(_Propagation, grpc.aio.UnaryStreamClientInterceptor):
     async def intercept_unary_stream(
         self, continuation: Callable[..., Any], client_call_details: Any, request: Any
     ) -> Any:
         return await self._call(continuation, client_call_details, request)
 
+
+class _StreamUnary(_Propagation, grpc.aio.StreamUnaryClientInterceptor):
     async def intercept_stream_unary(
         self, continuation: Callable[..., Any], client_call_details: Any, request_iterator: Any
     ) -> Any:
         return await self._call(continuation, client_call_details, request_iterator)
+
+
+def propagating_interceptors(default_timeout: float) -> list[Any]:
+    """One propagating interceptor per call kind (see :class:`_Propagation`)."""
+    return [
+        _UnaryUnary(default_timeout),
+        _UnaryStream(default_timeout),
+        _StreamUnary(default_timeout),
+    ]
 
 
 def channel(
@@ -141,7 +156,7 @@ def channel(
     return grpc.aio.insecure_channel(
         normalise_target(target),
         options=options,
-        interceptors=[PropagatingInterceptor(default_timeout)],
+        interceptors=propagating_interceptors(default_timeout),
     )
 
 

@@ -1,0 +1,124 @@
+"""The shared gRPC runtime over real sockets: what crosses a hop, and how errors map."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import grpc
+import pytest
+
+from parley_runtime.context import (
+    current_principal,
+    principal_var,
+    remaining_seconds,
+    request_id_var,
+)
+from parley_runtime.errors import NotFound, from_rpc_error
+from parley_runtime.grpc_client import channel
+from parley_runtime.grpc_server import Registration
+from parley_runtime.testing import acting_as, grpc_server
+
+SERVICE = "parley.test.Echo"
+
+
+def _seen() -> bytes:
+    """What a handler sees of the request context, as bytes."""
+    principal = current_principal()
+    remaining = remaining_seconds()
+    return (
+        f"{principal.tenant_id}|{principal.user_id}|{request_id_var.get()}|"
+        f"{remaining is not None and 0 < remaining <= 5.5}"
+    ).encode()
+
+
+async def _unary(request: bytes, context: Any) -> bytes:
+    if request == b"missing":
+        raise NotFound("no such thing", code="thing_not_found")
+    if request == b"bug":
+        raise RuntimeError("secret internals")
+    return _seen()
+
+
+async def _server_stream(request: bytes, context: Any) -> AsyncIterator[bytes]:
+    yield _seen()
+    yield b"second"
+
+
+async def _client_stream(requests: AsyncIterator[bytes], context: Any) -> bytes:
+    parts = [r async for r in requests]
+    return _seen() + b"|" + b"".join(parts)
+
+
+def _add(server: grpc.aio.Server) -> None:
+    handlers = {
+        "Unary": grpc.unary_unary_rpc_method_handler(_unary),
+        "ServerStream": grpc.unary_stream_rpc_method_handler(_server_stream),
+        "ClientStream": grpc.stream_unary_rpc_method_handler(_client_stream),
+    }
+    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(SERVICE, handlers)])
+
+
+@pytest.fixture(autouse=True)
+def caller() -> Iterator[None]:
+    token = request_id_var.set("req-42")
+    with acting_as("acme", "ann"):
+        yield
+    request_id_var.reset(token)
+
+
+@pytest.fixture
+async def chan() -> AsyncIterator[grpc.aio.Channel]:
+    async with (
+        grpc_server([Registration(SERVICE, _add)]) as address,
+        channel(address, SERVICE, default_timeout=5.0) as chan,
+    ):
+        yield chan
+
+
+EXPECTED = b"acme|ann|req-42|True"
+
+
+async def test_unary_call_carries_principal_request_id_and_deadline(chan: Any) -> None:
+    assert await chan.unary_unary(f"/{SERVICE}/Unary")(b"hi") == EXPECTED
+
+
+async def test_server_streaming_call_carries_them_too(chan: Any) -> None:
+    call = chan.unary_stream(f"/{SERVICE}/ServerStream")(b"hi")
+    assert [m async for m in call] == [EXPECTED, b"second"]
+
+
+async def test_client_streaming_call_carries_them_too(chan: Any) -> None:
+    async def parts() -> AsyncIterator[bytes]:
+        yield b"a"
+        yield b"b"
+
+    reply = await chan.stream_unary(f"/{SERVICE}/ClientStream")(parts())
+    assert reply == EXPECTED + b"|ab"
+
+
+async def test_domain_error_keeps_its_status_and_stable_code(chan: Any) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await chan.unary_unary(f"/{SERVICE}/Unary")(b"missing")
+    assert raised.value.code() == grpc.StatusCode.NOT_FOUND
+    error = from_rpc_error(raised.value)
+    assert isinstance(error, NotFound)
+    assert error.code == "thing_not_found"
+    assert error.message == "no such thing"
+
+
+async def test_unexpected_error_is_internal_without_its_details(chan: Any) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await chan.unary_unary(f"/{SERVICE}/Unary")(b"bug")
+    assert raised.value.code() == grpc.StatusCode.INTERNAL
+    assert "secret" not in (raised.value.details() or "")
+
+
+async def test_missing_principal_is_unauthenticated(chan: Any) -> None:
+    token = principal_var.set(None)
+    try:
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await chan.unary_unary(f"/{SERVICE}/Unary")(b"hi")
+    finally:
+        principal_var.reset(token)
+    assert raised.value.code() == grpc.StatusCode.UNAUTHENTICATED
