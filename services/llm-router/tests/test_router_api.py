@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import grpc
 import pytest
@@ -15,15 +16,24 @@ from parley_runtime.grpc_client import channel
 from parley_runtime.testing import acting_as, grpc_server
 
 
+@pytest.fixture(autouse=True)
+def caller() -> Iterator[None]:
+    """Calls carry this principal. A sync fixture: its context reaches the test's task."""
+    with acting_as("t1", "u1"):
+        yield
+
+
 @pytest.fixture
-async def router() -> AsyncIterator[pb_grpc.LlmRouterStub]:
-    wiring = await build(Settings(grpc_port=0, local_token_delay_ms=0))
+async def router(tmp_path: Path) -> AsyncIterator[pb_grpc.LlmRouterStub]:
+    settings = Settings(
+        grpc_port=0, local_token_delay_ms=0, database_url=f"sqlite:///{tmp_path}/router.db"
+    )
+    wiring = await build(settings, env={})
     async with (
         grpc_server(wiring.registrations) as address,
         channel(address, "parley.llm_router.v1.LlmRouter") as chan,
     ):
-        with acting_as("t1", "u1"):
-            yield pb_grpc.LlmRouterStub(chan)
+        yield pb_grpc.LlmRouterStub(chan)
     await wiring.close()
 
 

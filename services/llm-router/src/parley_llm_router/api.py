@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 import grpc
@@ -10,7 +11,9 @@ import grpc
 from parley.common.v1 import common_pb2
 from parley.llm_router.v1 import llm_router_pb2 as pb
 from parley.llm_router.v1 import llm_router_pb2_grpc as pb_grpc
-from parley_llm_router.dispatch import Failed, Started, dispatch
+from parley_llm_router.dispatch import Dispatcher, Failed, Started
+from parley_llm_router.engine import EngineHolder
+from parley_llm_router.ledger import UsageLedger
 from parley_llm_router.messages import (
     ChatRequest,
     Finish,
@@ -25,11 +28,9 @@ from parley_llm_router.messages import (
     ToolCallDelta,
     Usage,
 )
-from parley_llm_router.providers.base import Provider, Timeouts
-from parley_llm_router.routing import RouteTable
-from parley_llm_router.tokens import estimate_messages
 from parley_llm_router.validation import check_request
-from parley_runtime.errors import InvalidArgument, Unavailable, Unimplemented
+from parley_runtime.context import current_principal
+from parley_runtime.errors import InvalidArgument, PermissionDenied, Unavailable, Unimplemented
 
 _ROLES = {
     pb.ROLE_SYSTEM: Role.SYSTEM,
@@ -84,21 +85,24 @@ def usage_to_proto(usage: Usage) -> common_pb2.Usage:
     )
 
 
+_CACHE_MODE = {pb.CACHE_MODE_BYPASS: "bypass", pb.CACHE_MODE_PREFER: "prefer"}
+
+
 class LlmRouterServicer(pb_grpc.LlmRouterServicer):
     """One call for every provider: resolves the alias, validates, streams through the route."""
 
-    def __init__(
-        self, routes: RouteTable, providers: Mapping[str, Provider], timeouts: Timeouts
-    ) -> None:
-        self.routes = routes
-        self.providers = providers
-        self.timeouts = timeouts
+    def __init__(self, holder: EngineHolder, dispatcher: Dispatcher, ledger: UsageLedger) -> None:
+        self.holder = holder
+        self.dispatcher = dispatcher
+        self.ledger = ledger
 
     async def _events(self, request: pb.ChatRequest) -> AsyncIterator[pb.ChatEvent]:
-        route = self.routes.resolve(request.model)
+        engine = self.holder.engine  # one engine for the whole request, even across a reload
+        route = engine.routes.resolve(request.model)
         chat = request_from_proto(request)
         check_request(chat, route)
-        async for event in dispatch(route, chat, self.providers, self.timeouts):
+        mode = _CACHE_MODE.get(request.cache_mode, "default")
+        async for event in self.dispatcher.stream(engine, route, chat, mode):
             if isinstance(event, TextDelta):
                 yield pb.ChatEvent(text_delta=event.text)
             elif isinstance(event, Started):
@@ -174,20 +178,22 @@ class LlmRouterServicer(pb_grpc.LlmRouterServicer):
     async def CountTokens(
         self, request: pb.CountTokensRequest, context: grpc.aio.ServicerContext
     ) -> pb.CountTokensResponse:
-        """Count a request's input tokens (an estimate; see tokens.py)."""
-        self.routes.resolve(request.model)
+        """Count a request's input tokens with the tokenizer of the alias's first candidate."""
+        engine = self.holder.engine
+        route = engine.routes.resolve(request.model)
         messages = tuple(message_from_proto(i, m) for i, m in enumerate(request.messages))
         tools = tuple(Tool(t.name, t.description, t.parameters_json) for t in request.tools)
-        return pb.CountTokensResponse(
-            input_tokens=estimate_messages(messages, tools), estimated=True
-        )
+        counter = engine.counters[route.candidates[0].provider]
+        tokens, estimated = counter.count_messages(messages, tools)
+        return pb.CountTokensResponse(input_tokens=tokens, estimated=estimated)
 
     async def ListModels(
         self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListModelsResponse:
         """The aliases callers may use and what stands behind each."""
+        routes = self.holder.engine.routes
         return pb.ListModelsResponse(
-            default_model=self.routes.default_alias,
+            default_model=routes.default_alias,
             models=[
                 pb.ModelInfo(
                     alias=route.alias,
@@ -196,7 +202,7 @@ class LlmRouterServicer(pb_grpc.LlmRouterServicer):
                     max_output_tokens=route.max_output_tokens,
                     local=all(c.provider == "local" for c in route.candidates),
                 )
-                for route in sorted(self.routes.routes.values(), key=lambda r: r.alias)
+                for route in sorted(routes.routes.values(), key=lambda r: r.alias)
             ],
         )
 
@@ -209,5 +215,33 @@ class LlmRouterServicer(pb_grpc.LlmRouterServicer):
     async def GetUsage(
         self, request: pb.GetUsageRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetUsageResponse:
-        """The usage ledger is not kept by this version of llm-router."""
-        raise Unimplemented("GetUsage is not served by this version of llm-router")
+        """Usage of the caller's tenant; other users' usage needs the usage:read scope."""
+        principal = current_principal()
+        user = request.user_id or None
+        if user != principal.user_id and not principal.has_scope("usage:read"):
+            raise PermissionDenied(
+                "reading other users' usage needs the usage:read scope", code="missing_scope"
+            )
+        now = datetime.now(UTC)
+        start = (
+            request.start_time.ToDatetime(UTC)
+            if request.HasField("start_time")
+            else now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+        )
+        end = request.end_time.ToDatetime(UTC) if request.HasField("end_time") else now
+        if end <= start:
+            raise InvalidArgument("end_time must be after start_time", code="invalid_window")
+        totals = await self.ledger.totals(principal.tenant_id, user, start, end)
+        return pb.GetUsageResponse(
+            rows=[
+                pb.UsageRow(
+                    user_id=t.user_id,
+                    model=t.model,
+                    requests=t.requests,
+                    input_tokens=t.input_tokens,
+                    output_tokens=t.output_tokens,
+                    cost_usd=t.cost_usd,
+                )
+                for t in totals
+            ]
+        )

@@ -1,9 +1,17 @@
-"""Streaming a request through a route: candidates in order, fallback before the first token.
+"""Answering one request through its route: the heart of the router.
 
-Before a candidate has produced anything, a failure or a first-token timeout moves on to the
-next candidate; when none is left the call fails with UNAVAILABLE (or the most telling code)
-and a retry hint. After the first token the answer belongs to that candidate: a failure ends
-the stream with a :class:`Failed` event that carries the partial usage.
+For a request the dispatcher
+1. replays a cached answer when the request is cacheable and one is stored;
+2. orders the route's candidates (priority, weighted or latency) and, for each in turn,
+   takes a slot of its bulkhead (queueing at most its queue timeout), asks its circuit
+   breaker for admission, and calls the provider with connect and first-token timeouts;
+3. before the first token, retries a retryable failure on the same candidate with backoff
+   and full jitter (honouring ``Retry-After``, never past the caller's deadline), then falls
+   back to the next candidate; an authentication failure is never retried;
+4. after the first token, the answer belongs to that candidate: the between-token and total
+   timeouts apply, and a failure ends the stream with :class:`Failed` and partial usage;
+5. completes usage (counted when the provider reported none), prices it, records it in the
+   ledger and stores cacheable answers.
 """
 
 from __future__ import annotations
@@ -12,27 +20,44 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from prometheus_client import Counter, Histogram
+from opentelemetry import trace
+from prometheus_client import Counter, Gauge, Histogram
 
-from parley_llm_router.messages import ChatRequest, Finish, ProviderEvent, TextDelta, Usage
+from parley_llm_router.breaker import Admission, Breakers, BreakerState
+from parley_llm_router.cache import CachedAnswer, ResponseCache, cache_key, cacheable
+from parley_llm_router.ledger import UsageEntry, UsageLedger
+from parley_llm_router.messages import (
+    ChatRequest,
+    Finish,
+    FinishReason,
+    ProviderEvent,
+    TextDelta,
+    ToolCallDelta,
+    Usage,
+)
 from parley_llm_router.providers.base import (
     FailureKind,
     Provider,
     ProviderFailure,
     Timeouts,
 )
-from parley_llm_router.routing import Candidate, Route
-from parley_llm_router.tokens import estimate_messages, estimate_text
-from parley_runtime.context import remaining_seconds
+from parley_llm_router.resilience import Bulkhead, RetryPolicy, Saturated
+from parley_llm_router.routing import Candidate, LatencyTracker, Route, RouteTable, order
+from parley_llm_router.tokens import TokenCounter
+from parley_runtime.context import current_principal, remaining_seconds
 from parley_runtime.errors import FailedPrecondition, ParleyError, Unavailable
 
 log = logging.getLogger("parley.llm_router")
+_tracer = trace.get_tracer("parley.llm_router")
 
 REQUESTS = Counter(
-    "parley_llm_requests_total", "Model calls by candidate and outcome.", ["candidate", "outcome"]
+    "parley_llm_requests_total",
+    "Provider attempts by candidate and outcome.",
+    ["candidate", "outcome"],
 )
+RETRIES = Counter("parley_llm_retries_total", "Retries of the same candidate.", ["candidate"])
 FALLBACKS = Counter("parley_llm_fallbacks_total", "Moves to the next candidate.", ["alias"])
 TIME_TO_FIRST_TOKEN = Histogram(
     "parley_llm_time_to_first_token_seconds",
@@ -40,6 +65,27 @@ TIME_TO_FIRST_TOKEN = Histogram(
     ["candidate"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30),
 )
+TOKENS_PER_SECOND = Histogram(
+    "parley_llm_output_tokens_per_second",
+    "Output tokens per second of streaming, after the first token.",
+    ["candidate"],
+    buckets=(5, 10, 20, 40, 80, 160, 320, 640),
+)
+TOKENS = Counter(
+    "parley_llm_tokens_total", "Tokens by candidate and direction.", ["candidate", "direction"]
+)
+COST = Counter("parley_llm_cost_usd_total", "Cost in US dollars by candidate.", ["candidate"])
+CACHE = Counter("parley_llm_cache_total", "Response cache lookups by result.", ["result"])
+IN_FLIGHT = Gauge("parley_llm_in_flight", "Calls in flight per candidate.", ["candidate"])
+BREAKER = Gauge(
+    "parley_llm_breaker_state",
+    "Circuit state per candidate: 0 closed, 1 half open, 2 open.",
+    ["candidate"],
+)
+_BREAKER_VALUE = {BreakerState.CLOSED: 0, BreakerState.HALF_OPEN: 1, BreakerState.OPEN: 2}
+
+# Failures that say nothing about a candidate's health do not move its breaker.
+_NOT_HEALTH = {FailureKind.AUTH, FailureKind.BAD_REQUEST}
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +109,312 @@ class Failed:
 RouterEvent = Started | ProviderEvent | Failed
 
 
-def _attempt_timeouts(timeouts: Timeouts) -> Timeouts:
+@dataclass(frozen=True)
+class Engine:
+    """What one version of the routes produced: the table, providers and token counters.
+
+    Swapped whole when the routes file changes; requests in flight keep the one they began
+    with.
+    """
+
+    routes: RouteTable
+    providers: Mapping[str, Provider]
+    counters: Mapping[str, TokenCounter]
+
+
+@dataclass
+class Dispatcher:
+    """State that outlives a routes reload: breakers, bulkheads, latencies, cache, ledger."""
+
+    breakers: Breakers
+    cache: ResponseCache
+    ledger: UsageLedger
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    latency: LatencyTracker = field(default_factory=LatencyTracker)
+    bulkheads: dict[tuple[str, int], Bulkhead] = field(default_factory=dict)
+
+    def _bulkhead(self, candidate: Candidate) -> Bulkhead:
+        key = (candidate.label, candidate.max_concurrency)
+        bulkhead = self.bulkheads.get(key)
+        if bulkhead is None:
+            bulkhead = self.bulkheads[key] = Bulkhead(candidate.max_concurrency)
+        return bulkhead
+
+    async def stream(
+        self, engine: Engine, route: Route, request: ChatRequest, cache_mode: str
+    ) -> AsyncIterator[RouterEvent]:
+        """Yield ``Started``, deltas, and one ``Finish`` or ``Failed``; raise if nothing
+        could start (see the module docstring)."""
+        principal = current_principal()
+        key = None
+        if cacheable(request, cache_mode):
+            key = cache_key(principal.tenant_id, route.alias, request)
+            hit = await self.cache.get(key)
+            CACHE.labels("hit" if hit else "miss").inc()
+            if hit is not None:
+                async for event in _replay(hit, route):
+                    yield event
+                self._record(route, hit.provider, hit.model, hit.usage, cached=True, outcome="ok")
+                return
+
+        failures: list[ProviderFailure] = []
+        for index, candidate in enumerate(order(route, self.latency.averages)):
+            if index:
+                FALLBACKS.labels(route.alias).inc()
+            bulkhead = self._bulkhead(candidate)
+            try:
+                await bulkhead.acquire(candidate.queue_timeout)
+            except Saturated:
+                failures.append(
+                    ProviderFailure(FailureKind.UNAVAILABLE, "every slot of the model was busy")
+                )
+                REQUESTS.labels(candidate.label, "saturated").inc()
+                continue
+            IN_FLIGHT.labels(candidate.label).inc()
+            try:
+                admission = await self.breakers.admit(candidate.label)
+                if admission == Admission.REJECT:
+                    failures.append(
+                        ProviderFailure(FailureKind.UNAVAILABLE, "the model's circuit is open")
+                    )
+                    REQUESTS.labels(candidate.label, "circuit_open").inc()
+                    continue
+                outcome = _Outcome()
+                async for event in self._candidate(engine, route, candidate, request, outcome):
+                    yield event
+                if outcome.failure is None:
+                    if key is not None and outcome.answer is not None:
+                        await self.cache.put(key, outcome.answer)
+                    return
+                failures.append(outcome.failure)
+            finally:
+                IN_FLIGHT.labels(candidate.label).dec()
+                bulkhead.release()
+        raise _exhausted(route, failures)
+
+    async def _candidate(
+        self,
+        engine: Engine,
+        route: Route,
+        candidate: Candidate,
+        request: ChatRequest,
+        outcome: _Outcome,
+    ) -> AsyncIterator[RouterEvent]:
+        """Attempts on one candidate; sets ``outcome.failure`` when it could not start."""
+        provider = engine.providers[candidate.provider]
+        for attempt in range(1, candidate.max_attempts + 1):
+            limits = _capped(candidate.timeouts)
+            span = _tracer.start_span(
+                f"chat {candidate.model}",
+                kind=trace.SpanKind.CLIENT,
+                attributes={
+                    "gen_ai.operation.name": "chat",
+                    "gen_ai.system": candidate.provider,
+                    "gen_ai.provider.name": candidate.provider,
+                    "gen_ai.request.model": candidate.model,
+                    "parley.model_alias": route.alias,
+                    "parley.attempt": attempt,
+                },
+            )
+            with trace.use_span(span, end_on_exit=True):
+                events = aiter(provider.stream(candidate.model, request, limits))
+                started = time.perf_counter()
+                try:
+                    async with asyncio.timeout(limits.first_token):
+                        first = await anext(events)
+                except (ProviderFailure, TimeoutError) as error:
+                    await events.aclose()  # type: ignore[attr-defined]
+                    failure = _as_failure(error, "the provider sent no first token in time")
+                    span.set_status(trace.StatusCode.ERROR, failure.kind.value)
+                    span.set_attribute("error.type", failure.kind.value)
+                else:
+                    ttft = time.perf_counter() - started
+                    TIME_TO_FIRST_TOKEN.labels(candidate.label).observe(ttft)
+                    self.latency.observe(candidate.label, ttft)
+                    await self._health(candidate, ok=True)
+                    async for event in self._relay(
+                        engine,
+                        route,
+                        candidate,
+                        request,
+                        first,
+                        events,
+                        limits,
+                        started,
+                        span,
+                        outcome,
+                    ):
+                        yield event
+                    return
+            REQUESTS.labels(candidate.label, failure.kind.value).inc()
+            if failure.kind not in _NOT_HEALTH:
+                await self._health(candidate, ok=False)
+            outcome.failure = failure
+            wait = self.retry.wait_before_retry(
+                failure, attempt, candidate.max_attempts, remaining_seconds()
+            )
+            log.warning(
+                "candidate failed before its first token",
+                extra={
+                    "candidate": candidate.label,
+                    "failure": failure.kind.value,
+                    "attempt": attempt,
+                    "retry_in": wait,
+                },
+            )
+            if wait is None:
+                return
+            RETRIES.labels(candidate.label).inc()
+            await asyncio.sleep(wait)
+            if (await self.breakers.admit(candidate.label)) == Admission.REJECT:
+                return
+
+    async def _relay(
+        self,
+        engine: Engine,
+        route: Route,
+        candidate: Candidate,
+        request: ChatRequest,
+        first: ProviderEvent,
+        events: AsyncIterator[ProviderEvent],
+        limits: Timeouts,
+        started: float,
+        span: trace.Span,
+        outcome: _Outcome,
+    ) -> AsyncIterator[RouterEvent]:
+        counter = engine.counters[candidate.provider]
+        text: list[str] = []
+        calls: list[ToolCallDelta] = []
+        first_at = time.perf_counter()
+        yield Started(candidate)
+        event: ProviderEvent | None = first
+        deadline = started + limits.total
+        try:
+            while event is not None:
+                if isinstance(event, Finish):
+                    usage = _complete_usage(event.usage, counter, request, "".join(text))
+                    usage.cost_usd = candidate.cost(usage.input_tokens, usage.output_tokens)
+                    self._observe(candidate, usage, time.perf_counter() - first_at, span)
+                    span.set_attribute("gen_ai.response.finish_reasons", [event.reason.value])
+                    self._record(
+                        route,
+                        candidate.provider,
+                        candidate.model,
+                        usage,
+                        cached=False,
+                        outcome="ok",
+                    )
+                    outcome.answer = CachedAnswer(
+                        candidate.provider,
+                        candidate.model,
+                        "".join(text),
+                        tuple(calls),
+                        event.reason,
+                        usage,
+                    )
+                    yield Finish(event.reason, usage)
+                    return
+                if isinstance(event, TextDelta):
+                    text.append(event.text)
+                elif isinstance(event, ToolCallDelta):
+                    calls.append(event)
+                yield event
+                gap = min(limits.between_tokens, max(deadline - time.perf_counter(), 0.0))
+                async with asyncio.timeout(gap):
+                    event = await anext(events, None)
+            raise ProviderFailure(FailureKind.STREAM_BROKEN, "the provider's stream ended early")
+        except (ProviderFailure, TimeoutError) as error:
+            failure = _as_failure(error, "the provider stopped sending tokens in time")
+            await events.aclose()  # type: ignore[attr-defined]
+            REQUESTS.labels(candidate.label, failure.kind.value).inc()
+            await self._health(candidate, ok=False)
+            span.set_status(trace.StatusCode.ERROR, failure.kind.value)
+            partial = _complete_usage(Usage(), counter, request, "".join(text))
+            partial.cost_usd = candidate.cost(partial.input_tokens, partial.output_tokens)
+            self._record(
+                route,
+                candidate.provider,
+                candidate.model,
+                partial,
+                cached=False,
+                outcome=failure.kind.value,
+            )
+            yield Failed(failure.kind.value, failure.message, failure.retryable, partial)
+
+    async def _health(self, candidate: Candidate, *, ok: bool) -> None:
+        state = await self.breakers.record(candidate.label, ok)
+        BREAKER.labels(candidate.label).set(_BREAKER_VALUE[state])
+
+    def _observe(
+        self, candidate: Candidate, usage: Usage, streaming: float, span: trace.Span
+    ) -> None:
+        REQUESTS.labels(candidate.label, "ok").inc()
+        TOKENS.labels(candidate.label, "input").inc(usage.input_tokens)
+        TOKENS.labels(candidate.label, "output").inc(usage.output_tokens)
+        COST.labels(candidate.label).inc(usage.cost_usd)
+        if streaming > 0 and usage.output_tokens > 1:
+            TOKENS_PER_SECOND.labels(candidate.label).observe(usage.output_tokens / streaming)
+        span.set_attribute("gen_ai.response.model", candidate.model)
+        span.set_attribute("gen_ai.usage.input_tokens", usage.input_tokens)
+        span.set_attribute("gen_ai.usage.output_tokens", usage.output_tokens)
+
+    def _record(
+        self, route: Route, provider: str, model: str, usage: Usage, *, cached: bool, outcome: str
+    ) -> None:
+        principal = current_principal()
+        self.ledger.record(
+            UsageEntry(
+                tenant_id=principal.tenant_id,
+                user_id=principal.user_id,
+                alias=route.alias,
+                provider=provider,
+                model=model,
+                input_tokens=usage.input_tokens,
+                output_tokens=usage.output_tokens,
+                cost_usd=0.0 if cached else usage.cost_usd,
+                cached=cached,
+                outcome=outcome,
+            )
+        )
+
+
+@dataclass
+class _Outcome:
+    failure: ProviderFailure | None = None
+    answer: CachedAnswer | None = None
+
+
+async def _replay(hit: CachedAnswer, route: Route) -> AsyncIterator[RouterEvent]:
+    candidate = next(
+        (c for c in route.candidates if (c.provider, c.model) == (hit.provider, hit.model)),
+        Candidate(hit.provider, hit.model),
+    )
+    yield Started(candidate, cached=True)
+    if hit.text:
+        yield TextDelta(hit.text)
+    for call in hit.tool_calls:
+        yield call
+    yield Finish(hit.finish_reason, Usage(hit.usage.input_tokens, hit.usage.output_tokens, 0.0))
+
+
+def _as_failure(error: BaseException, timeout_message: str) -> ProviderFailure:
+    if isinstance(error, ProviderFailure):
+        return error
+    return ProviderFailure(FailureKind.TIMEOUT, timeout_message)
+
+
+def _complete_usage(
+    usage: Usage, counter: TokenCounter, request: ChatRequest, output: str
+) -> Usage:
+    """The provider's usage, or a count where it reported none."""
+    if usage.input_tokens or usage.output_tokens:
+        return Usage(usage.input_tokens, usage.output_tokens, usage.cost_usd, usage.estimated)
+    input_tokens, _ = counter.count_messages(request.messages, request.tools)
+    output_tokens, _ = counter.count_text(output)
+    return Usage(input_tokens, output_tokens, 0.0, estimated=True)
+
+
+def _capped(timeouts: Timeouts) -> Timeouts:
     """Cap the per-attempt limits by what is left of the caller's deadline."""
     remaining = remaining_seconds()
     if remaining is None:
@@ -73,6 +424,7 @@ def _attempt_timeouts(timeouts: Timeouts) -> Timeouts:
         connect=min(timeouts.connect, remaining),
         first_token=min(timeouts.first_token, remaining),
         total=min(timeouts.total, remaining),
+        between_tokens=min(timeouts.between_tokens, remaining),
     )
 
 
@@ -96,81 +448,4 @@ def _exhausted(route: Route, failures: list[ProviderFailure]) -> ParleyError:
     )
 
 
-async def dispatch(
-    route: Route,
-    request: ChatRequest,
-    providers: Mapping[str, Provider],
-    timeouts: Timeouts,
-) -> AsyncIterator[RouterEvent]:
-    """Yield ``Started``, the deltas and one ``Finish`` or ``Failed`` (see module docstring)."""
-    failures: list[ProviderFailure] = []
-    limits = _attempt_timeouts(timeouts)
-    for index, candidate in enumerate(route.candidates):
-        if index:
-            FALLBACKS.labels(route.alias).inc()
-        provider = providers[candidate.provider]
-        events = aiter(provider.stream(candidate.model, request, limits))
-        started = time.perf_counter()
-        try:
-            async with asyncio.timeout(limits.first_token):
-                first = await anext(events)
-        except ProviderFailure as failure:
-            failures.append(failure)
-        except TimeoutError:
-            failures.append(
-                ProviderFailure(FailureKind.TIMEOUT, "the provider sent no first token in time")
-            )
-        else:
-            TIME_TO_FIRST_TOKEN.labels(candidate.label).observe(time.perf_counter() - started)
-            async for event in _relay(candidate, request, first, events, limits, started):
-                yield event
-            return
-        await events.aclose()  # type: ignore[attr-defined]
-        REQUESTS.labels(candidate.label, failures[-1].kind.value).inc()
-        log.warning(
-            "candidate failed before its first token",
-            extra={"candidate": candidate.label, "failure": failures[-1].kind.value},
-        )
-    raise _exhausted(route, failures)
-
-
-async def _relay(
-    candidate: Candidate,
-    request: ChatRequest,
-    first: ProviderEvent,
-    events: AsyncIterator[ProviderEvent],
-    limits: Timeouts,
-    started: float,
-) -> AsyncIterator[RouterEvent]:
-    yield Started(candidate)
-    yield first
-    produced: list[str] = [first.text] if isinstance(first, TextDelta) else []
-    if isinstance(first, Finish):
-        REQUESTS.labels(candidate.label, "ok").inc()
-        return
-    remaining = max(limits.total - (time.perf_counter() - started), 0.001)
-    try:
-        async with asyncio.timeout(remaining):
-            async for event in events:
-                if isinstance(event, TextDelta):
-                    produced.append(event.text)
-                yield event
-    except (ProviderFailure, TimeoutError) as error:
-        failure = (
-            error
-            if isinstance(error, ProviderFailure)
-            else ProviderFailure(FailureKind.TIMEOUT, "the provider's answer took too long")
-        )
-        REQUESTS.labels(candidate.label, failure.kind.value).inc()
-        yield Failed(
-            code=failure.kind.value,
-            message=failure.message,
-            retryable=failure.retryable,
-            partial_usage=Usage(
-                input_tokens=estimate_messages(request.messages, request.tools),
-                output_tokens=estimate_text("".join(produced)),
-                estimated=True,
-            ),
-        )
-        return
-    REQUESTS.labels(candidate.label, "ok").inc()
+__all__ = ["Dispatcher", "Engine", "Failed", "FinishReason", "RouterEvent", "Started"]

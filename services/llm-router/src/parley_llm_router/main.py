@@ -1,59 +1,95 @@
-"""llm-router's entry point: reads settings, builds providers and routes, serves gRPC."""
+"""llm-router's entry point: settings, routes, shared state, ledger; then gRPC.
+
+parley-llm-router                               serve
+parley-llm-router migrate upgrade|downgrade [revision]
+"""
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import os
+from pathlib import Path
+
 from parley.llm_router.v1 import llm_router_pb2_grpc as pb_grpc
+from parley_llm_router.adapters.sql_ledger import SqlLedger
 from parley_llm_router.api import LlmRouterServicer
-from parley_llm_router.providers.base import Provider, Timeouts
-from parley_llm_router.providers.local import MODEL as LOCAL_MODEL
-from parley_llm_router.providers.local import LocalProvider
-from parley_llm_router.providers.openai import OpenAIProvider
-from parley_llm_router.routing import Candidate, Route, RouteTable
+from parley_llm_router.breaker import Breakers, LocalBreakers
+from parley_llm_router.cache import LocalCache, ResponseCache
+from parley_llm_router.config import RoutesConfig, from_environment, load
+from parley_llm_router.dispatch import Dispatcher
+from parley_llm_router.engine import EngineHolder
 from parley_llm_router.settings import Settings
+from parley_runtime import db
 from parley_runtime.grpc_server import Registration, Wiring, run, serve
 from parley_runtime.logs import setup_logging
 from parley_runtime.settings import load_settings
 from parley_runtime.telemetry import setup_tracing
 
 SERVICE = "parley.llm_router.v1.LlmRouter"
+MIGRATIONS = Path(__file__).parent / "migrations"
+VERSION_TABLE = "alembic_version_llm_router"
 
 
-def routes_from(settings: Settings, providers: dict[str, Provider]) -> RouteTable:
-    """``local`` always; ``default`` is OpenAI(-compatible) when configured, else local."""
-    local = Route("local", (Candidate("local", LOCAL_MODEL, 1_000_000, 4096),))
-    routes = {"local": local}
-    if "openai" in providers:
-        routes["openai"] = Route("openai", (Candidate("openai", settings.openai_model),))
-        routes[settings.default_model] = Route(settings.default_model, routes["openai"].candidates)
-    else:
-        routes[settings.default_model] = Route(settings.default_model, local.candidates)
-    return RouteTable(routes, settings.default_model)
-
-
-async def build(settings: Settings) -> Wiring:
-    """Providers, routes and the servicer, ready to serve."""
-    timeouts = Timeouts(
-        connect=settings.connect_timeout_seconds,
-        first_token=settings.first_token_timeout_seconds,
-        total=settings.total_timeout_seconds,
+def routes_config(settings: Settings) -> RoutesConfig:
+    """The routes file when given, else routes from the provider settings."""
+    if settings.routes_file is not None:
+        return load(settings.routes_file)
+    return from_environment(
+        {
+            "OPENAI_API_KEY": settings.openai_api_key,
+            "OPENAI_BASE_URL": settings.openai_base_url,
+            "ANTHROPIC_API_KEY": settings.anthropic_api_key,
+            "ANTHROPIC_BASE_URL": settings.anthropic_base_url,
+        },
+        default_model=settings.default_model,
+        openai_model=settings.openai_model,
+        anthropic_model=settings.anthropic_model,
     )
-    providers: dict[str, Provider] = {
-        "local": LocalProvider(settings.local_token_delay_ms / 1000),
+
+
+def _shared_state(settings: Settings) -> tuple[Breakers, ResponseCache]:
+    if settings.redis_url:
+        from redis.asyncio import Redis
+
+        from parley_llm_router.adapters.redis_state import RedisBreakers, RedisCache
+
+        redis = Redis.from_url(settings.redis_url)
+        return RedisBreakers(redis), RedisCache(redis, settings.cache_ttl_seconds)
+    return LocalBreakers(), LocalCache(settings.cache_ttl_seconds)
+
+
+async def build(settings: Settings, env: dict[str, str] | None = None) -> Wiring:
+    """Routes, providers, breakers, cache and ledger wired into the servicer."""
+    if settings.db_auto_migrate:
+        await db.upgrade(MIGRATIONS, settings.database_url, VERSION_TABLE)
+    environment = {
+        **(env if env is not None else dict(os.environ)),
+        **({"OPENAI_API_KEY": settings.openai_api_key} if settings.openai_api_key else {}),
+        **({"ANTHROPIC_API_KEY": settings.anthropic_api_key} if settings.anthropic_api_key else {}),
     }
-    openai_provider: OpenAIProvider | None = None
-    if settings.openai_api_key or settings.openai_base_url:
-        openai_provider = OpenAIProvider(
-            name="openai",
-            api_key=settings.openai_api_key,
-            base_url=settings.openai_base_url,
-            timeouts=timeouts,
-        )
-        providers["openai"] = openai_provider
-    servicer = LlmRouterServicer(routes_from(settings, providers), providers, timeouts)
+    holder = EngineHolder(
+        routes_config(settings),
+        environment,
+        local_delay=settings.local_token_delay_ms / 1000,
+        path=settings.routes_file,
+    )
+    breakers, cache = _shared_state(settings)
+    ledger = SqlLedger(settings.database_url)
+    ledger.start()
+    dispatcher = Dispatcher(breakers=breakers, cache=cache, ledger=ledger)
+    servicer = LlmRouterServicer(holder, dispatcher, ledger)
+    watcher = (
+        asyncio.create_task(holder.watch(settings.routes_reload_seconds))
+        if settings.routes_file is not None
+        else None
+    )
 
     async def close() -> None:
-        if openai_provider is not None:
-            await openai_provider.close()
+        if watcher is not None:
+            watcher.cancel()
+        await ledger.close()
+        await holder.close()
 
     return Wiring(
         registrations=[
@@ -69,8 +105,19 @@ async def _serve(settings: Settings) -> None:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(prog="parley-llm-router")
+    commands = parser.add_subparsers(dest="command")
+    migrate = commands.add_parser("migrate", help="apply or revert the ledger's migrations")
+    migrate.add_argument("direction", choices=["upgrade", "downgrade"])
+    migrate.add_argument("revision", nargs="?")
+    args = parser.parse_args()
     settings = load_settings(Settings, "llm-router")
     setup_logging("llm-router", settings.log_level)
+    if args.command == "migrate":
+        step = db.upgrade if args.direction == "upgrade" else db.downgrade
+        revision = args.revision or ("head" if args.direction == "upgrade" else "base")
+        asyncio.run(step(MIGRATIONS, settings.database_url, VERSION_TABLE, revision))
+        return
     setup_tracing(
         "llm-router", settings.otel_exporter_otlp_endpoint, settings.otel_traces_sampler_ratio
     )

@@ -149,20 +149,16 @@ class AnthropicProvider:
         name: str,
         api_key: str | None,
         base_url: str | None,
-        timeouts: Timeouts,
         max_tokens: int = DEFAULT_MAX_TOKENS,
     ) -> None:
         self.name = name
         self.max_tokens = max_tokens
-        timeout = httpx2.Timeout(timeouts.total, connect=timeouts.connect)
         self._client = anthropic.AsyncAnthropic(
             api_key=api_key or "not-set",
             base_url=base_url,
             max_retries=0,
-            timeout=timeout,
             http_client=anthropic.DefaultAsyncHttpxClient(
-                limits=httpx2.Limits(max_connections=2000, max_keepalive_connections=200),
-                timeout=timeout,
+                limits=httpx2.Limits(max_connections=4096, max_keepalive_connections=512)
             ),
         )
 
@@ -174,7 +170,11 @@ class AnthropicProvider:
     ) -> AsyncIterator[ProviderEvent]:
         body = to_anthropic(request, model, self.max_tokens)
         try:
-            stream = await self._client.messages.create(**body, stream=True)
+            stream = await self._client.messages.create(
+                **body,
+                stream=True,
+                timeout=httpx2.Timeout(timeouts.total, connect=timeouts.connect),
+            )
         except Exception as error:
             raise failure_from_sdk(error, anthropic) from None
         usage = Usage()

@@ -100,22 +100,39 @@ def request_body(model: str, request: ChatRequest) -> dict[str, Any]:
 
 
 class OpenAIProvider:
-    """Chat Completions over the official SDK (see the module docstring)."""
+    """Chat Completions over the official SDK (see the module docstring).
+
+    With ``api_version`` it talks to Azure OpenAI, where ``base_url`` is the resource's
+    endpoint and the model name is the deployment's.
+    """
 
     def __init__(
-        self, *, name: str, api_key: str | None, base_url: str | None, timeouts: Timeouts
+        self,
+        *,
+        name: str,
+        api_key: str | None,
+        base_url: str | None,
+        api_version: str | None = None,
     ) -> None:
         self.name = name
-        self._client = openai.AsyncOpenAI(
-            api_key=api_key or "not-needed",
-            base_url=base_url,
-            max_retries=0,
-            timeout=httpx2.Timeout(timeouts.total, connect=timeouts.connect),
-            http_client=openai.DefaultAsyncHttpx2Client(
-                limits=httpx2.Limits(max_connections=2000, max_keepalive_connections=200),
-                timeout=httpx2.Timeout(timeouts.total, connect=timeouts.connect),
-            ),
+        http_client = openai.DefaultAsyncHttpx2Client(
+            limits=httpx2.Limits(max_connections=4096, max_keepalive_connections=512)
         )
+        if api_version:
+            self._client: openai.AsyncOpenAI = openai.AsyncAzureOpenAI(
+                api_key=api_key or "not-set",
+                azure_endpoint=base_url or "",
+                api_version=api_version,
+                max_retries=0,
+                http_client=http_client,
+            )
+        else:
+            self._client = openai.AsyncOpenAI(
+                api_key=api_key or "not-needed",
+                base_url=base_url,
+                max_retries=0,
+                http_client=http_client,
+            )
 
     async def close(self) -> None:
         await self._client.close()
@@ -126,7 +143,10 @@ class OpenAIProvider:
         body = request_body(model, request)
         try:
             stream = await self._client.chat.completions.create(
-                **body, stream=True, stream_options={"include_usage": True}
+                **body,
+                stream=True,
+                stream_options={"include_usage": True},
+                timeout=httpx2.Timeout(timeouts.total, connect=timeouts.connect),
             )
         except Exception as error:
             raise failure_from_sdk(error, openai) from None

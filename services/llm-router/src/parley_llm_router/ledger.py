@@ -1,0 +1,42 @@
+"""The usage ledger's port: what the router records after every answered request."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class UsageEntry:
+    tenant_id: str
+    user_id: str
+    alias: str
+    provider: str
+    model: str
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float
+    cached: bool
+    outcome: str  # "ok", or the failure code of a stream that broke after starting
+
+
+@dataclass(frozen=True, slots=True)
+class UsageTotal:
+    user_id: str
+    model: str  # "provider/model"
+    requests: int
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float
+
+
+class UsageLedger(Protocol):
+    def record(self, entry: UsageEntry) -> None:
+        """Queue an entry; never blocks the request that produced it."""
+
+    async def totals(
+        self, tenant_id: str, user_id: str | None, start: datetime, end: datetime
+    ) -> list[UsageTotal]: ...
+
+    async def close(self) -> None: ...
