@@ -110,3 +110,21 @@ async def test_bad_requests_are_invalid_argument_with_the_fault(
     assert expected in (raised.value.details() or "")
     metadata = dict(raised.value.trailing_metadata() or ())
     assert metadata.get("parley-error-code")
+
+
+async def test_usage_of_the_caller_is_in_the_ledger(router: pb_grpc.LlmRouterStub) -> None:
+    await router.Chat(pb.ChatRequest(messages=[user("hello")]))
+    await router.Chat(pb.ChatRequest(messages=[user("hello again")]))
+    usage = await router.GetUsage(pb.GetUsageRequest(user_id="u1"))
+    assert [(r.user_id, r.model, r.requests) for r in usage.rows] == [
+        ("u1", "local/extractive-v1", 2)
+    ]
+    assert usage.rows[0].output_tokens > 0
+
+
+async def test_other_users_usage_needs_the_scope(router: pb_grpc.LlmRouterStub) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await router.GetUsage(pb.GetUsageRequest())
+    assert raised.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    with acting_as("t1", "admin", "usage:read"):
+        assert (await router.GetUsage(pb.GetUsageRequest())).rows == []

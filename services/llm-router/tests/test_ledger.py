@@ -1,0 +1,78 @@
+"""The usage ledger on SQLite and PostgreSQL, and GetUsage's scoping."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from parley_llm_router.adapters.sql_ledger import SqlLedger
+from parley_llm_router.ledger import UsageEntry
+from parley_llm_router.main import MIGRATIONS, VERSION_TABLE
+from parley_runtime import db
+
+
+def entry(user: str, tokens_out: int, *, tenant: str = "acme", model: str = "m1") -> UsageEntry:
+    return UsageEntry(
+        tenant_id=tenant,
+        user_id=user,
+        alias="default",
+        provider="openai",
+        model=model,
+        input_tokens=10,
+        output_tokens=tokens_out,
+        cost_usd=0.001 * tokens_out,
+        cached=False,
+        outcome="ok",
+    )
+
+
+async def test_migrations_go_up_and_down(database_url: str) -> None:
+    await db.upgrade(MIGRATIONS, database_url, VERSION_TABLE)
+    await db.downgrade(MIGRATIONS, database_url, VERSION_TABLE)
+    await db.upgrade(MIGRATIONS, database_url, VERSION_TABLE)
+
+
+async def test_totals_group_by_user_and_model_within_the_tenant(database_url: str) -> None:
+    await db.upgrade(MIGRATIONS, database_url, VERSION_TABLE)
+    ledger = SqlLedger(database_url)
+    ledger.start()
+    try:
+        for item in [
+            entry("ann", 5),
+            entry("ann", 7),
+            entry("ann", 1, model="m2"),
+            entry("bob", 3),
+            entry("eve", 100, tenant="globex"),
+        ]:
+            ledger.record(item)
+        now = datetime.now(UTC)
+        start, end = now - timedelta(minutes=1), now + timedelta(minutes=1)
+        rows = await ledger.totals("acme", None, start, end)
+        summary = {(r.user_id, r.model): (r.requests, r.output_tokens) for r in rows}
+        assert summary == {
+            ("ann", "openai/m1"): (2, 12),
+            ("ann", "openai/m2"): (1, 1),
+            ("bob", "openai/m1"): (1, 3),
+        }
+        ann = await ledger.totals("acme", "ann", start, end)
+        assert {r.user_id for r in ann} == {"ann"}
+        assert sum(r.cost_usd for r in ann) == pytest.approx(0.013)
+        assert await ledger.totals("acme", None, end, end + timedelta(hours=1)) == []
+    finally:
+        await ledger.close()
+
+
+async def test_queued_entries_are_flushed_on_close(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/ledger.db"
+    await db.upgrade(MIGRATIONS, url, VERSION_TABLE)
+    ledger = SqlLedger(url, flush_interval=60)
+    ledger.start()
+    ledger.record(entry("ann", 1))
+    await ledger.close()
+    reopened = SqlLedger(url)
+    now = datetime.now(UTC)
+    rows = await reopened.totals("acme", None, now - timedelta(hours=1), now + timedelta(hours=1))
+    await reopened.close()
+    assert [r.requests for r in rows] == [1]
