@@ -1,0 +1,383 @@
+"""Conversations, messages and feedback in the service's own database.
+
+Every method takes the principal and filters on its tenant and user: a conversation of
+someone else is indistinguishable from one that does not exist.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from parley_conversation.models import ConversationRow, FeedbackRow, MessageRow
+from parley_runtime.context import Principal
+from parley_runtime.errors import FailedPrecondition, NotFound
+from parley_runtime.ids import new_id
+
+USER, ASSISTANT = "user", "assistant"
+IN_PROGRESS, COMPLETE, CANCELLED, FAILED = "in_progress", "complete", "cancelled", "failed"
+TITLE_FROM_MESSAGE_CHARS = 60
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _aware(value: datetime) -> datetime:
+    # SQLite hands back naive datetimes; they were written as UTC.
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class TurnStart:
+    """The stored pair of a turn; ``replayed`` when the idempotency key was seen before."""
+
+    conversation: ConversationRow
+    user: MessageRow
+    assistant: MessageRow | None
+    replayed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class AssistantResult:
+    content: str
+    status: str
+    model: str = ""
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    usage_estimated: bool = False
+    finish_reason: str = ""
+    error_code: str = ""
+    citations: tuple[dict[str, Any], ...] = ()
+
+
+class ConversationStore:
+    """The repository of the conversation service (see the module docstring)."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self.sessions = async_sessionmaker(engine, expire_on_commit=False)
+
+    async def _owned(self, session: AsyncSession, who: Principal, cid: str) -> ConversationRow:
+        row = await session.get(ConversationRow, cid)
+        if row is None or row.tenant_id != who.tenant_id or row.user_id != who.user_id:
+            raise NotFound(f"conversation {cid!r} not found", code="conversation_not_found")
+        return row
+
+    async def create(
+        self, who: Principal, title: str, model: str, kb: str, temperature: float | None
+    ) -> ConversationRow:
+        now = _now()
+        row = ConversationRow(
+            id=new_id("conv"),
+            tenant_id=who.tenant_id,
+            user_id=who.user_id,
+            title=title,
+            model=model,
+            knowledge_base_id=kb,
+            temperature=temperature,
+            message_count=0,
+            created_at=now,
+            updated_at=now,
+        )
+        async with self.sessions.begin() as session:
+            session.add(row)
+        return row
+
+    async def get(self, who: Principal, cid: str) -> ConversationRow:
+        async with self.sessions() as session:
+            return await self._owned(session, who, cid)
+
+    async def list_for(
+        self, who: Principal, limit: int, after: tuple[datetime, str] | None
+    ) -> list[ConversationRow]:
+        """Most recently updated first; ``after`` is the (updated_at, id) of the last row seen."""
+        query = (
+            select(ConversationRow)
+            .where(
+                ConversationRow.tenant_id == who.tenant_id,
+                ConversationRow.user_id == who.user_id,
+            )
+            .order_by(ConversationRow.updated_at.desc(), ConversationRow.id.desc())
+            .limit(limit)
+        )
+        if after is not None:
+            at, cid = after
+            query = query.where(
+                (ConversationRow.updated_at < at)
+                | ((ConversationRow.updated_at == at) & (ConversationRow.id < cid))
+            )
+        async with self.sessions() as session:
+            return list((await session.scalars(query)).all())
+
+    async def update(self, who: Principal, cid: str, changes: dict[str, Any]) -> ConversationRow:
+        async with self.sessions.begin() as session:
+            row = await self._owned(session, who, cid)
+            for name, value in changes.items():
+                setattr(row, name, value)
+            row.updated_at = _now()
+        return row
+
+    async def delete(self, who: Principal, cid: str) -> None:
+        async with self.sessions.begin() as session:
+            row = await self._owned(session, who, cid)
+            await session.execute(delete(MessageRow).where(MessageRow.conversation_id == cid))
+            await session.delete(row)
+
+    async def messages(
+        self, who: Principal, cid: str, limit: int, after_seq: int
+    ) -> list[MessageRow]:
+        """Oldest first, superseded answers left out."""
+        async with self.sessions() as session:
+            await self._owned(session, who, cid)
+            query = (
+                select(MessageRow)
+                .where(
+                    MessageRow.conversation_id == cid,
+                    MessageRow.seq > after_seq,
+                    MessageRow.superseded.is_(False),
+                )
+                .order_by(MessageRow.seq)
+                .limit(limit)
+            )
+            return list((await session.scalars(query)).all())
+
+    async def history(self, cid: str, before_seq: int, limit: int) -> list[MessageRow]:
+        """The last ``limit`` shown messages before ``before_seq``, oldest first."""
+        query = (
+            select(MessageRow)
+            .where(
+                MessageRow.conversation_id == cid,
+                MessageRow.seq < before_seq,
+                MessageRow.superseded.is_(False),
+            )
+            .order_by(MessageRow.seq.desc())
+            .limit(limit)
+        )
+        async with self.sessions() as session:
+            rows = list((await session.scalars(query)).all())
+        rows.reverse()
+        return rows
+
+    async def begin_turn(
+        self, who: Principal, cid: str, content: str, idempotency_key: str | None
+    ) -> TurnStart:
+        """Store the user message and an in-progress answer, once per idempotency key."""
+        for _ in range(5):
+            if idempotency_key:
+                existing = await self._find_turn(who, cid, idempotency_key)
+                if existing is not None:
+                    return existing
+            try:
+                return await self._insert_turn(who, cid, content, idempotency_key)
+            except IntegrityError:
+                # Another request took the key or the position first: read again.
+                continue
+        raise FailedPrecondition(
+            "the conversation is busy; retry the message", code="conversation_busy"
+        )
+
+    async def _find_turn(self, who: Principal, cid: str, key: str) -> TurnStart | None:
+        async with self.sessions() as session:
+            conversation = await self._owned(session, who, cid)
+            user = await session.scalar(
+                select(MessageRow).where(
+                    MessageRow.conversation_id == cid, MessageRow.idempotency_key == key
+                )
+            )
+            if user is None:
+                return None
+            assistant = await session.scalar(
+                select(MessageRow)
+                .where(MessageRow.reply_to == user.id)
+                .order_by(MessageRow.seq.desc())
+                .limit(1)
+            )
+            return TurnStart(conversation, user, assistant, replayed=True)
+
+    async def _insert_turn(
+        self, who: Principal, cid: str, content: str, key: str | None
+    ) -> TurnStart:
+        async with self.sessions.begin() as session:
+            conversation = await self._owned(session, who, cid)
+            last = await session.scalar(
+                select(func.max(MessageRow.seq)).where(MessageRow.conversation_id == cid)
+            )
+            seq = (last or 0) + 1
+            now = _now()
+            user = self._message(who, cid, seq, USER, content, COMPLETE, now)
+            user.idempotency_key = key
+            assistant = self._message(who, cid, seq + 1, ASSISTANT, "", IN_PROGRESS, now)
+            assistant.reply_to = user.id
+            session.add_all([user, assistant])
+            await session.flush()
+            conversation.message_count += 2
+            conversation.updated_at = now
+            if not conversation.title:
+                conversation.title = " ".join(content.split())[:TITLE_FROM_MESSAGE_CHARS]
+        return TurnStart(conversation, user, assistant, replayed=False)
+
+    async def begin_regeneration(self, who: Principal, cid: str) -> TurnStart:
+        """Supersede the last answer and open a new one to the same user message."""
+        async with self.sessions.begin() as session:
+            conversation = await self._owned(session, who, cid)
+            user = await session.scalar(
+                select(MessageRow)
+                .where(MessageRow.conversation_id == cid, MessageRow.role == USER)
+                .order_by(MessageRow.seq.desc())
+                .limit(1)
+            )
+            if user is None:
+                raise FailedPrecondition(
+                    "the conversation has no message to answer again", code="nothing_to_regenerate"
+                )
+            await session.execute(
+                update(MessageRow).where(MessageRow.reply_to == user.id).values(superseded=True)
+            )
+            last = await session.scalar(
+                select(func.max(MessageRow.seq)).where(MessageRow.conversation_id == cid)
+            )
+            now = _now()
+            assistant = self._message(who, cid, (last or 0) + 1, ASSISTANT, "", IN_PROGRESS, now)
+            assistant.reply_to = user.id
+            session.add(assistant)
+            conversation.updated_at = now
+        return TurnStart(conversation, user, assistant, replayed=False)
+
+    @staticmethod
+    def _message(
+        who: Principal, cid: str, seq: int, role: str, content: str, status: str, at: datetime
+    ) -> MessageRow:
+        return MessageRow(
+            id=new_id("msg"),
+            conversation_id=cid,
+            tenant_id=who.tenant_id,
+            user_id=who.user_id,
+            seq=seq,
+            role=role,
+            content=content,
+            status=status,
+            model="",
+            input_tokens=0,
+            output_tokens=0,
+            cost_usd=0.0,
+            usage_estimated=False,
+            finish_reason="",
+            error_code="",
+            citations=[],
+            tool_activity=[],
+            superseded=False,
+            created_at=at,
+        )
+
+    async def finish_answer(self, message_id: str, result: AssistantResult) -> MessageRow:
+        """Store the outcome of an answer (complete, failed or cancelled, with its text)."""
+        async with self.sessions.begin() as session:
+            row = await session.get(MessageRow, message_id)
+            if row is None:
+                raise NotFound(f"message {message_id!r} not found", code="message_not_found")
+            row.content = result.content
+            row.status = result.status
+            row.model = result.model
+            row.input_tokens = result.input_tokens
+            row.output_tokens = result.output_tokens
+            row.cost_usd = result.cost_usd
+            row.usage_estimated = result.usage_estimated
+            row.finish_reason = result.finish_reason
+            row.error_code = result.error_code
+            row.citations = list(result.citations)
+        return row
+
+    async def feedback(
+        self, who: Principal, cid: str, message_id: str, rating: str, comment: str
+    ) -> FeedbackRow:
+        async with self.sessions.begin() as session:
+            await self._owned(session, who, cid)
+            message = await session.get(MessageRow, message_id)
+            if message is None or message.conversation_id != cid:
+                raise NotFound(f"message {message_id!r} not found", code="message_not_found")
+            if message.role != ASSISTANT:
+                raise FailedPrecondition(
+                    "feedback is for assistant messages", code="feedback_on_user_message"
+                )
+            row = await session.get(FeedbackRow, (message_id, who.user_id))
+            if row is None:
+                row = FeedbackRow(
+                    message_id=message_id, user_id=who.user_id, tenant_id=who.tenant_id
+                )
+                session.add(row)
+            row.rating, row.comment, row.created_at = rating, comment, _now()
+        return row
+
+    async def export(
+        self, who: Principal
+    ) -> list[tuple[ConversationRow, list[MessageRow], list[FeedbackRow]]]:
+        async with self.sessions() as session:
+            conversations = (
+                await session.scalars(
+                    select(ConversationRow)
+                    .where(
+                        ConversationRow.tenant_id == who.tenant_id,
+                        ConversationRow.user_id == who.user_id,
+                    )
+                    .order_by(ConversationRow.created_at)
+                )
+            ).all()
+            result = []
+            for conversation in conversations:
+                messages = (
+                    await session.scalars(
+                        select(MessageRow)
+                        .where(MessageRow.conversation_id == conversation.id)
+                        .order_by(MessageRow.seq)
+                    )
+                ).all()
+                ids = [m.id for m in messages]
+                feedback = (
+                    (
+                        await session.scalars(
+                            select(FeedbackRow).where(
+                                FeedbackRow.message_id.in_(ids), FeedbackRow.user_id == who.user_id
+                            )
+                        )
+                    ).all()
+                    if ids
+                    else []
+                )
+                result.append((conversation, list(messages), list(feedback)))
+            return result
+
+    async def delete_user(self, who: Principal) -> tuple[int, int]:
+        """Delete everything of the principal's user; return (conversations, messages)."""
+        owner = (ConversationRow.tenant_id == who.tenant_id) & (
+            ConversationRow.user_id == who.user_id
+        )
+        async with self.sessions.begin() as session:
+            ids = list((await session.scalars(select(ConversationRow.id).where(owner))).all())
+            messages = 0
+            if ids:
+                messages = int(
+                    await session.scalar(
+                        select(func.count())
+                        .select_from(MessageRow)
+                        .where(MessageRow.conversation_id.in_(ids))
+                    )
+                    or 0
+                )
+                await session.execute(
+                    delete(FeedbackRow).where(
+                        FeedbackRow.tenant_id == who.tenant_id, FeedbackRow.user_id == who.user_id
+                    )
+                )
+                await session.execute(delete(MessageRow).where(MessageRow.conversation_id.in_(ids)))
+                await session.execute(delete(ConversationRow).where(ConversationRow.id.in_(ids)))
+        return len(ids), messages
+
+
+__all__ = ["AssistantResult", "ConversationStore", "TurnStart", "_aware"]

@@ -1,0 +1,212 @@
+"""The ConversationService gRPC servicer: validates, translates, delegates."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Any
+
+import grpc
+
+from parley.conversation.v1 import conversation_pb2 as pb
+from parley.conversation.v1 import conversation_pb2_grpc as pb_grpc
+from parley_conversation import wire
+from parley_conversation.adapters.store import ConversationStore, _aware
+from parley_conversation.settings import Settings
+from parley_conversation.turn import TurnRunner
+from parley_runtime.context import current_principal
+from parley_runtime.errors import InvalidArgument
+from parley_runtime.pagination import decode_cursor, encode_cursor, page_size
+
+MAX_TITLE = 200
+MAX_COMMENT = 2000
+UPDATABLE = {"title", "settings.model", "settings.knowledge_base_id", "settings.temperature"}
+_RATING = {pb.RATING_UP: "up", pb.RATING_DOWN: "down"}
+
+
+def _check_settings(settings: pb.ConversationSettings) -> None:
+    if len(settings.model) > 100:
+        raise InvalidArgument("settings.model: at most 100 characters", code="invalid_settings")
+    if len(settings.knowledge_base_id) > 200:
+        raise InvalidArgument(
+            "settings.knowledge_base_id: at most 200 characters", code="invalid_settings"
+        )
+    if settings.HasField("temperature") and not 0 <= settings.temperature <= 2:
+        raise InvalidArgument(
+            "settings.temperature: must be between 0 and 2", code="invalid_settings"
+        )
+
+
+class ConversationServicer(pb_grpc.ConversationServiceServicer):
+    """Conversations and turns of the calling principal's user."""
+
+    def __init__(self, store: ConversationStore, turns: TurnRunner, settings: Settings) -> None:
+        self.store = store
+        self.turns = turns
+        self.settings = settings
+
+    async def CreateConversation(
+        self, request: pb.CreateConversationRequest, context: grpc.aio.ServicerContext
+    ) -> pb.Conversation:
+        """Start an empty conversation."""
+        if len(request.title) > MAX_TITLE:
+            raise InvalidArgument(f"title: at most {MAX_TITLE} characters", code="invalid_title")
+        _check_settings(request.settings)
+        s = request.settings
+        row = await self.store.create(
+            current_principal(),
+            request.title,
+            s.model,
+            s.knowledge_base_id,
+            s.temperature if s.HasField("temperature") else None,
+        )
+        return wire.conversation(row)
+
+    async def GetConversation(
+        self, request: pb.GetConversationRequest, context: grpc.aio.ServicerContext
+    ) -> pb.Conversation:
+        """Read one of the caller's conversations."""
+        return wire.conversation(await self.store.get(current_principal(), request.conversation_id))
+
+    async def ListConversations(
+        self, request: pb.ListConversationsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListConversationsResponse:
+        """The caller's conversations, most recently updated first."""
+        size = page_size(request.page_size, 20, 100)
+        after = None
+        if request.page_token:
+            at, cid = decode_cursor(request.page_token, 2)
+            after = (_aware(datetime.fromisoformat(at)), str(cid))
+        rows = await self.store.list_for(current_principal(), size + 1, after)
+        token = ""
+        if len(rows) > size:
+            rows = rows[:size]
+            token = encode_cursor(_aware(rows[-1].updated_at).isoformat(), rows[-1].id)
+        return pb.ListConversationsResponse(
+            conversations=[wire.conversation(r) for r in rows], next_page_token=token
+        )
+
+    async def UpdateConversation(
+        self, request: pb.UpdateConversationRequest, context: grpc.aio.ServicerContext
+    ) -> pb.Conversation:
+        """Change the title or settings named by the update mask."""
+        paths = set(request.update_mask.paths)
+        if not paths:
+            raise InvalidArgument("update_mask: name at least one field", code="empty_update")
+        unknown = paths - UPDATABLE
+        if unknown:
+            raise InvalidArgument(
+                f"update_mask: cannot update {', '.join(sorted(unknown))}",
+                code="invalid_update_mask",
+            )
+        if len(request.title) > MAX_TITLE:
+            raise InvalidArgument(f"title: at most {MAX_TITLE} characters", code="invalid_title")
+        _check_settings(request.settings)
+        s = request.settings
+        changes: dict[str, Any] = {}
+        if "title" in paths:
+            changes["title"] = request.title
+        if "settings.model" in paths:
+            changes["model"] = s.model
+        if "settings.knowledge_base_id" in paths:
+            changes["knowledge_base_id"] = s.knowledge_base_id
+        if "settings.temperature" in paths:
+            changes["temperature"] = s.temperature if s.HasField("temperature") else None
+        row = await self.store.update(current_principal(), request.conversation_id, changes)
+        return wire.conversation(row)
+
+    async def DeleteConversation(
+        self, request: pb.DeleteConversationRequest, context: grpc.aio.ServicerContext
+    ) -> pb.DeleteConversationResponse:
+        """Delete a conversation with its messages and feedback."""
+        await self.store.delete(current_principal(), request.conversation_id)
+        return pb.DeleteConversationResponse()
+
+    async def ListMessages(
+        self, request: pb.ListMessagesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListMessagesResponse:
+        """A conversation's messages, oldest first."""
+        size = page_size(request.page_size, 50, 200)
+        after = int(decode_cursor(request.page_token, 1)[0]) if request.page_token else 0
+        rows = await self.store.messages(
+            current_principal(), request.conversation_id, size + 1, after
+        )
+        token = ""
+        if len(rows) > size:
+            rows = rows[:size]
+            token = encode_cursor(rows[-1].seq)
+        return pb.ListMessagesResponse(
+            messages=[wire.message(r) for r in rows], next_page_token=token
+        )
+
+    async def SendMessage(
+        self, request: pb.SendMessageRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.TurnEvent]:
+        """Store the user message and stream the answer (see turn.py for the events)."""
+        content = request.content
+        if not content.strip():
+            raise InvalidArgument("content: must not be empty", code="empty_message")
+        limit = self.settings.max_message_chars
+        if len(content) > limit:
+            raise InvalidArgument(f"content: at most {limit} characters", code="message_too_long")
+        if len(request.idempotency_key) > 200:
+            raise InvalidArgument(
+                "idempotency_key: at most 200 characters", code="invalid_idempotency_key"
+            )
+        start = await self.store.begin_turn(
+            current_principal(),
+            request.conversation_id,
+            content,
+            request.idempotency_key or None,
+        )
+        async for event in self.turns.run(start, request.model):
+            yield event
+
+    async def RegenerateMessage(
+        self, request: pb.RegenerateMessageRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.TurnEvent]:
+        """Answer the last user message again; the previous answer is superseded (kept in
+        exports, left out of the conversation and of later prompts)."""
+        start = await self.store.begin_regeneration(current_principal(), request.conversation_id)
+        async for event in self.turns.run(start, request.model):
+            yield event
+
+    async def SubmitFeedback(
+        self, request: pb.SubmitFeedbackRequest, context: grpc.aio.ServicerContext
+    ) -> pb.Feedback:
+        """Rate an assistant message; a new rating replaces the caller's earlier one."""
+        rating = _RATING.get(request.rating)
+        if rating is None:
+            raise InvalidArgument("rating: must be RATING_UP or RATING_DOWN", code="invalid_rating")
+        if len(request.comment) > MAX_COMMENT:
+            raise InvalidArgument(
+                f"comment: at most {MAX_COMMENT} characters", code="invalid_comment"
+            )
+        row = await self.store.feedback(
+            current_principal(),
+            request.conversation_id,
+            request.message_id,
+            rating,
+            request.comment,
+        )
+        return wire.feedback(row)
+
+    async def ExportUserData(
+        self, request: pb.ExportUserDataRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.ExportedConversation]:
+        """Every conversation, message and rating of the caller's user."""
+        for conversation, messages, feedback in await self.store.export(current_principal()):
+            yield pb.ExportedConversation(
+                conversation=wire.conversation(conversation),
+                messages=[wire.message(m) for m in messages],
+                feedback=[wire.feedback(f) for f in feedback],
+            )
+
+    async def DeleteUserData(
+        self, request: pb.DeleteUserDataRequest, context: grpc.aio.ServicerContext
+    ) -> pb.DeleteUserDataResponse:
+        """Delete everything of the caller's user."""
+        conversations, messages = await self.store.delete_user(current_principal())
+        return pb.DeleteUserDataResponse(
+            conversations_deleted=conversations, messages_deleted=messages
+        )

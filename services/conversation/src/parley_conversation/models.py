@@ -1,0 +1,95 @@
+"""conversation's tables: conversations, messages, feedback."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class ConversationRow(Base):
+    __tablename__ = "conversations"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(128))
+    user_id: Mapped[str] = mapped_column(String(128))
+    title: Mapped[str] = mapped_column(String(200), default="")
+    model: Mapped[str] = mapped_column(String(100), default="")
+    knowledge_base_id: Mapped[str] = mapped_column(String(200), default="")
+    temperature: Mapped[float | None] = mapped_column(Float, nullable=True)
+    message_count: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        Index("ix_conversations_owner_updated", "tenant_id", "user_id", "updated_at", "id"),
+    )
+
+
+class MessageRow(Base):
+    __tablename__ = "messages"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    conversation_id: Mapped[str] = mapped_column(
+        String(40), ForeignKey("conversations.id", ondelete="CASCADE")
+    )
+    tenant_id: Mapped[str] = mapped_column(String(128))
+    user_id: Mapped[str] = mapped_column(String(128))
+    # Position in the conversation, from 1; orders messages and pages them.
+    seq: Mapped[int] = mapped_column(Integer)
+    role: Mapped[str] = mapped_column(String(16))
+    content: Mapped[str] = mapped_column(Text, default="")
+    status: Mapped[str] = mapped_column(String(16))
+    model: Mapped[str] = mapped_column(String(200), default="")
+    input_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    output_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    cost_usd: Mapped[float] = mapped_column(Float, default=0.0)
+    usage_estimated: Mapped[bool] = mapped_column(Boolean, default=False)
+    finish_reason: Mapped[str] = mapped_column(String(32), default="")
+    error_code: Mapped[str] = mapped_column(String(64), default="")
+    citations: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    tool_activity: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    idempotency_key: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    # Assistant messages: the user message they answer.
+    reply_to: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    # Assistant messages replaced by a regenerated answer; kept, but not shown or sent.
+    superseded: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        UniqueConstraint("conversation_id", "seq", name="uq_messages_conversation_seq"),
+        UniqueConstraint(
+            "conversation_id", "idempotency_key", name="uq_messages_conversation_idempotency"
+        ),
+        Index("ix_messages_owner", "tenant_id", "user_id"),
+    )
+
+
+class FeedbackRow(Base):
+    __tablename__ = "feedback"
+
+    message_id: Mapped[str] = mapped_column(
+        String(40), ForeignKey("messages.id", ondelete="CASCADE"), primary_key=True
+    )
+    user_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(128))
+    rating: Mapped[str] = mapped_column(String(8))
+    comment: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
