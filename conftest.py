@@ -108,3 +108,11 @@ def redis_url() -> Iterator[str]:
 @pytest.fixture
 def unique_prefix() -> str:
     return f"test:{uuid.uuid4().hex[:12]}:"
+
+
+@pytest.fixture(scope="session")
+def local_embedder() -> object:
+    """The local embedding model, loaded once for the whole session."""
+    from parley_embeddings import LocalEmbedder
+
+    return LocalEmbedder(threads=2)

@@ -1,0 +1,31 @@
+"""The retrieval service in-process on embedded Qdrant (memory) with the local model."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+from parley.retrieval.v1 import retrieval_pb2_grpc as pb_grpc
+from parley_embeddings import LocalEmbedder
+from parley_retrieval.main import build
+from parley_retrieval.settings import Settings
+from parley_runtime.grpc_client import channel
+from parley_runtime.testing import acting_as, grpc_server
+
+
+@pytest.fixture(autouse=True)
+def caller() -> Iterator[None]:
+    with acting_as("acme", "ann"):
+        yield
+
+
+@pytest.fixture
+async def retrieval(local_embedder: LocalEmbedder) -> AsyncIterator[pb_grpc.RetrievalStub]:
+    wiring = await build(Settings(grpc_port=0, qdrant_path=":memory:"), local_embedder)
+    async with (
+        grpc_server(wiring.registrations) as address,
+        channel(address, "parley.retrieval.v1.Retrieval") as chan,
+    ):
+        yield pb_grpc.RetrievalStub(chan)
+    await wiring.close()
