@@ -1,0 +1,158 @@
+"""Anthropic's Messages API (streaming events and plain responses) as a fake provider."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+from starlette.responses import JSONResponse, Response
+
+from parley_fakes.behaviour import Behaviour
+from parley_fakes.recording import RecordedRequest
+from parley_fakes.streaming import paced_tokens
+
+ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    529: "overloaded_error",
+}
+
+
+def error_response(status: int, retry_after: float | None, message: str = "") -> JSONResponse:
+    kind = ERROR_TYPES.get(status, "api_error")
+    headers = {"retry-after": f"{retry_after:g}"} if retry_after is not None else {}
+    return JSONResponse(
+        {"type": "error", "error": {"type": kind, "message": message or f"fake {kind}"}},
+        status_code=status,
+        headers=headers,
+    )
+
+
+def check(body: dict[str, Any], headers: dict[str, str]) -> JSONResponse | None:
+    """Anthropic's own request checks that clients most often trip on."""
+    if "x-api-key" not in headers and "authorization" not in headers:
+        return error_response(401, None, "x-api-key header is required")
+    if "anthropic-version" not in headers:
+        return error_response(400, None, "anthropic-version header is required")
+    if not isinstance(body.get("max_tokens"), int):
+        return error_response(400, None, "max_tokens: Field required")
+    if any(m.get("role") == "system" for m in body.get("messages", [])):
+        return error_response(400, None, "messages: system is not a valid role; use system")
+    return None
+
+
+def input_tokens(body: dict[str, Any]) -> int:
+    return max(1, len(json.dumps([body.get("system"), body.get("messages")])) // 4)
+
+
+def _event(name: str, data: dict[str, Any]) -> bytes:
+    return f"event: {name}\ndata: {json.dumps(data)}\n\n".encode()
+
+
+def _tool_pieces(behaviour: Behaviour) -> list[str]:
+    arguments = json.dumps(behaviour.tool_arguments)
+    return [arguments[i : i + 8] for i in range(0, len(arguments), 8)] or [""]
+
+
+def _wants_tool(behaviour: Behaviour, body: dict[str, Any]) -> bool:
+    return behaviour.tool_name is not None and bool(body.get("tools"))
+
+
+async def stream(
+    behaviour: Behaviour, body: dict[str, Any], record: RecordedRequest
+) -> AsyncIterator[bytes]:
+    model = str(body.get("model", "fake"))
+    tool = _wants_tool(behaviour, body)
+    pieces = _tool_pieces(behaviour) if tool else behaviour.answer_tokens()
+    limit = int(body.get("max_tokens", 4096))
+    stop = "tool_use" if tool else "end_turn"
+    if not tool and len(pieces) > limit:
+        pieces, stop = pieces[:limit], "max_tokens"
+    yield _event(
+        "message_start",
+        {
+            "type": "message_start",
+            "message": {
+                "id": f"msg_{uuid.uuid4().hex[:12]}",
+                "type": "message",
+                "role": "assistant",
+                "model": model,
+                "content": [],
+                "stop_reason": None,
+                "stop_sequence": None,
+                "usage": {"input_tokens": input_tokens(body), "output_tokens": 1},
+            },
+        },
+    )
+    block: dict[str, Any] = (
+        {
+            "type": "tool_use",
+            "id": f"toolu_{uuid.uuid4().hex[:8]}",
+            "name": behaviour.tool_name,
+            "input": {},
+        }
+        if tool
+        else {"type": "text", "text": ""}
+    )
+    yield _event(
+        "content_block_start", {"type": "content_block_start", "index": 0, "content_block": block}
+    )
+    yield _event("ping", {"type": "ping"})
+    async for _, piece in paced_tokens(behaviour, record, pieces):
+        delta = (
+            {"type": "input_json_delta", "partial_json": piece}
+            if tool
+            else {"type": "text_delta", "text": piece}
+        )
+        yield _event(
+            "content_block_delta", {"type": "content_block_delta", "index": 0, "delta": delta}
+        )
+    yield _event("content_block_stop", {"type": "content_block_stop", "index": 0})
+    yield _event(
+        "message_delta",
+        {
+            "type": "message_delta",
+            "delta": {"stop_reason": stop, "stop_sequence": None},
+            "usage": {"output_tokens": len(pieces)},
+        },
+    )
+    yield _event("message_stop", {"type": "message_stop"})
+
+
+async def complete(behaviour: Behaviour, body: dict[str, Any], record: RecordedRequest) -> Response:
+    tool = _wants_tool(behaviour, body)
+    pieces = _tool_pieces(behaviour) if tool else behaviour.answer_tokens()
+    async for _ in paced_tokens(behaviour, record, pieces):
+        pass
+    content: list[dict[str, Any]] = (
+        [
+            {
+                "type": "tool_use",
+                "id": f"toolu_{uuid.uuid4().hex[:8]}",
+                "name": behaviour.tool_name,
+                "input": behaviour.tool_arguments,
+            }
+        ]
+        if tool
+        else [{"type": "text", "text": "".join(pieces)}]
+    )
+    record.end("complete")
+    return JSONResponse(
+        {
+            "id": f"msg_{uuid.uuid4().hex[:12]}",
+            "type": "message",
+            "role": "assistant",
+            "model": body.get("model", "fake"),
+            "content": content,
+            "stop_reason": "tool_use" if tool else "end_turn",
+            "stop_sequence": None,
+            "usage": {"input_tokens": input_tokens(body), "output_tokens": len(pieces)},
+        }
+    )

@@ -1,0 +1,43 @@
+"""What a fake received and how each stream ended."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class RecordedRequest:
+    path: str
+    headers: dict[str, str]
+    body: dict[str, Any]
+    received_at: float = field(default_factory=time.monotonic)
+    # How the answer ended: "complete", "failed", "dropped", "disconnected" or "" while open.
+    outcome: str = ""
+    ended_at: float | None = None
+    tokens_sent: int = 0
+
+    def end(self, outcome: str) -> None:
+        if not self.outcome:
+            self.outcome = outcome
+            self.ended_at = time.monotonic()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "headers": self.headers,
+            "body": self.body,
+            "outcome": self.outcome,
+            "tokens_sent": self.tokens_sent,
+        }
+
+
+@dataclass
+class Recording:
+    requests: list[RecordedRequest] = field(default_factory=list)
+    in_flight: int = 0
+
+    def add(self, request: RecordedRequest) -> RecordedRequest:
+        self.requests.append(request)
+        return request
