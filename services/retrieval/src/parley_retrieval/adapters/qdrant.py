@@ -72,6 +72,8 @@ class QdrantChunks:
                 DENSE: models.VectorParams(size=self.dimensions, distance=models.Distance.COSINE)
             },
         )
+        if not self.server:
+            return  # embedded Qdrant has no payload indexes
         for field, tenant in (
             ("tenant_id", True),
             ("knowledge_base_id", False),

@@ -1,0 +1,89 @@
+"""ingest's tables: documents, their bytes, and the jobs that index them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class DocumentRow(Base):
+    __tablename__ = "documents"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(128))
+    user_id: Mapped[str] = mapped_column(String(128))
+    knowledge_base_id: Mapped[str] = mapped_column(String(200))
+    title: Mapped[str] = mapped_column(String(300))
+    filename: Mapped[str] = mapped_column(String(300))
+    content_type: Mapped[str] = mapped_column(String(100))
+    size_bytes: Mapped[int] = mapped_column(Integer)
+    sha256: Mapped[str] = mapped_column(String(64))
+    version: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16))
+    chunk_count: Mapped[int] = mapped_column(Integer)
+    metadata_: Mapped[dict[str, str]] = mapped_column("metadata", JSON)
+    error: Mapped[str] = mapped_column(Text)
+    external_id: Mapped[str | None] = mapped_column(String(300), nullable=True)
+    job_id: Mapped[str] = mapped_column(String(40))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "knowledge_base_id", "sha256", name="uq_documents_content"),
+        UniqueConstraint(
+            "tenant_id", "knowledge_base_id", "external_id", name="uq_documents_external_id"
+        ),
+        Index("ix_documents_kb_created", "tenant_id", "knowledge_base_id", "created_at", "id"),
+    )
+
+
+class DocumentContentRow(Base):
+    """The bytes of a document's current version (kept apart: rows stay small to list)."""
+
+    __tablename__ = "document_contents"
+
+    document_id: Mapped[str] = mapped_column(
+        String(40), ForeignKey("documents.id", ondelete="CASCADE"), primary_key=True
+    )
+    content: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class JobRow(Base):
+    __tablename__ = "jobs"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    document_id: Mapped[str] = mapped_column(
+        String(40), ForeignKey("documents.id", ondelete="CASCADE")
+    )
+    tenant_id: Mapped[str] = mapped_column(String(128))
+    user_id: Mapped[str] = mapped_column(String(128))
+    version: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(16))
+    stage: Mapped[str] = mapped_column(String(16))
+    progress: Mapped[float] = mapped_column(Float)
+    chunks_total: Mapped[int] = mapped_column(Integer)
+    chunks_indexed: Mapped[int] = mapped_column(Integer)
+    error: Mapped[str] = mapped_column(Text)
+    # A worker owns a running job until then; past it, any replica may take the job over.
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (Index("ix_jobs_state", "state"),)
