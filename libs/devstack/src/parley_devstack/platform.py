@@ -79,7 +79,7 @@ class Platform:
             "conversation": {"DATABASE_URL": f"sqlite:///{data}/conversation.db"},
             "ingest": {"DATABASE_URL": f"sqlite:///{data}/ingest.db"},
             "retrieval": {"QDRANT_PATH": str(data / "qdrant")},
-            "llm-router": {},
+            "llm-router": {"DATABASE_URL": f"sqlite:///{data}/llm-router.db"},
             "gateway": {},
         }
         for name in SERVICES:

@@ -59,7 +59,7 @@ def verify_token(token: str, secret: str, issuer: str) -> Principal:
     return Principal(tenant_id=tenant, user_id=user, scopes=scopes)
 
 
-def authenticate(request: Request) -> Principal:
+async def authenticate(request: Request) -> Principal:
     """FastAPI dependency: the caller's principal, also set for outgoing gRPC calls."""
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")

@@ -8,7 +8,9 @@ parley-gateway token --tenant T --user U [--scopes "chat documents"] [--ttl 8640
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+from collections.abc import Iterator
 
 import uvicorn
 
@@ -21,6 +23,22 @@ from parley_runtime.settings import load_settings
 from parley_runtime.telemetry import setup_tracing
 
 log = logging.getLogger("parley.gateway")
+
+
+class _Server(uvicorn.Server):
+    """uvicorn, exiting with status 0 after a graceful shutdown on SIGTERM or SIGINT.
+
+    uvicorn re-raises the signal once it has drained, so the process would end "killed by
+    SIGTERM"; every Parley service exits 0 after draining instead.
+    """
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        with super().capture_signals():
+            try:
+                yield
+            finally:
+                self._captured_signals.clear()
 
 
 def serve(settings: Settings) -> None:
@@ -41,7 +59,7 @@ def serve(settings: Settings) -> None:
         access_log=False,
         timeout_graceful_shutdown=int(settings.shutdown_grace_seconds),
     )
-    uvicorn.Server(config).run()
+    _Server(config).run()
 
 
 def main() -> None:
