@@ -47,6 +47,7 @@ async def served(tmp_path: Path) -> AsyncIterator[tuple[pb_grpc.LlmRouterStub, P
         routes_reload_seconds=0.05,
         local_token_delay_ms=1,
         database_url=f"sqlite:///{tmp_path}/router.db",
+        redis_url=None,
     )
     wiring = await build(settings, env={})
     async with (

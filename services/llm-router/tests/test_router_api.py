@@ -26,7 +26,10 @@ def caller() -> Iterator[None]:
 @pytest.fixture
 async def router(tmp_path: Path) -> AsyncIterator[pb_grpc.LlmRouterStub]:
     settings = Settings(
-        grpc_port=0, local_token_delay_ms=0, database_url=f"sqlite:///{tmp_path}/router.db"
+        grpc_port=0,
+        local_token_delay_ms=0,
+        database_url=f"sqlite:///{tmp_path}/router.db",
+        redis_url=None,
     )
     wiring = await build(settings, env={})
     async with (

@@ -54,7 +54,8 @@ def _shared_state(settings: Settings) -> tuple[Breakers, ResponseCache]:
 
         from parley_llm_router.adapters.redis_state import RedisBreakers, RedisCache
 
-        redis = Redis.from_url(settings.redis_url)
+        # Short timeouts: a slow or lost Redis must not hold requests up (both fail open).
+        redis = Redis.from_url(settings.redis_url, socket_timeout=0.5, socket_connect_timeout=0.5)
         return RedisBreakers(redis), RedisCache(redis, settings.cache_ttl_seconds)
     return LocalBreakers(), LocalCache(settings.cache_ttl_seconds)
 
