@@ -228,6 +228,7 @@ class Dispatcher:
                     span.set_status(trace.StatusCode.ERROR, failure.kind.value)
                     span.set_attribute("error.type", failure.kind.value)
                 else:
+                    outcome.failure = None  # an earlier attempt's failure no longer counts
                     ttft = time.perf_counter() - started
                     TIME_TO_FIRST_TOKEN.labels(candidate.label).observe(ttft)
                     self.latency.observe(candidate.label, ttft)

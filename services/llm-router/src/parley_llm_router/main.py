@@ -14,7 +14,7 @@ from pathlib import Path
 from parley.llm_router.v1 import llm_router_pb2_grpc as pb_grpc
 from parley_llm_router.adapters.sql_ledger import SqlLedger
 from parley_llm_router.api import LlmRouterServicer
-from parley_llm_router.breaker import Breakers, LocalBreakers
+from parley_llm_router.breaker import BreakerPolicy, Breakers, LocalBreakers
 from parley_llm_router.cache import LocalCache, ResponseCache
 from parley_llm_router.config import RoutesConfig, from_environment, load
 from parley_llm_router.dispatch import Dispatcher
@@ -49,6 +49,14 @@ def routes_config(settings: Settings) -> RoutesConfig:
 
 
 def _shared_state(settings: Settings) -> tuple[Breakers, ResponseCache]:
+    policy = BreakerPolicy(
+        consecutive_failures=settings.breaker_consecutive_failures,
+        window_seconds=settings.breaker_window_seconds,
+        min_requests=settings.breaker_min_requests,
+        error_rate=settings.breaker_error_rate,
+        cooldown_seconds=settings.breaker_cooldown_seconds,
+        probe_timeout_seconds=max(settings.breaker_cooldown_seconds, 30.0),
+    )
     if settings.redis_url:
         from redis.asyncio import Redis
 
@@ -56,8 +64,8 @@ def _shared_state(settings: Settings) -> tuple[Breakers, ResponseCache]:
 
         # Short timeouts: a slow or lost Redis must not hold requests up (both fail open).
         redis = Redis.from_url(settings.redis_url, socket_timeout=0.5, socket_connect_timeout=0.5)
-        return RedisBreakers(redis), RedisCache(redis, settings.cache_ttl_seconds)
-    return LocalBreakers(), LocalCache(settings.cache_ttl_seconds)
+        return RedisBreakers(redis, policy), RedisCache(redis, settings.cache_ttl_seconds)
+    return LocalBreakers(policy), LocalCache(settings.cache_ttl_seconds)
 
 
 async def build(settings: Settings, env: dict[str, str] | None = None) -> Wiring:

@@ -33,6 +33,13 @@ class Settings(ServiceSettings):
         None, description="Shares breakers and the response cache between replicas."
     )
     cache_ttl_seconds: float = Field(3600.0, gt=0)
+    breaker_consecutive_failures: int = Field(5, ge=1, description="Failures in a row that open.")
+    breaker_error_rate: float = Field(0.5, gt=0, le=1, description="Failure share that opens.")
+    breaker_window_seconds: float = Field(30.0, gt=0)
+    breaker_min_requests: int = Field(
+        20, ge=1, description="Calls in the window before the rate counts."
+    )
+    breaker_cooldown_seconds: float = Field(15.0, gt=0, description="Open time before a probe.")
     database_url: str = Field(
         "sqlite:///.parley/llm-router.db", description="The usage ledger's database."
     )

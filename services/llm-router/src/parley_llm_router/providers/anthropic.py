@@ -27,7 +27,7 @@ from parley_llm_router.messages import (
     ToolCallDelta,
     Usage,
 )
-from parley_llm_router.providers.base import Timeouts, failure_from_sdk
+from parley_llm_router.providers.base import Timeouts, failure_from_sdk, failure_mid_stream
 
 DEFAULT_MAX_TOKENS = 4096
 
@@ -203,7 +203,7 @@ class AnthropicProvider:
                         reason = _STOP.get(event.delta.stop_reason, FinishReason.STOP)
                     usage.output_tokens = event.usage.output_tokens
         except Exception as error:
-            raise failure_from_sdk(error, anthropic) from None
+            raise failure_mid_stream(error, anthropic) from None
         finally:
             await stream.close()
         yield Finish(reason, usage)

@@ -116,6 +116,17 @@ def failure_from_sdk(error: Exception, sdk: ModuleType) -> ProviderFailure:
     raise error
 
 
+def failure_mid_stream(error: Exception, sdk: ModuleType) -> ProviderFailure:
+    """A failure while reading a stream that had started: a lost connection is a broken
+    stream, not a provider that cannot be reached."""
+    failure = failure_from_sdk(error, sdk)
+    if failure.kind == FailureKind.CONNECTION:
+        return ProviderFailure(
+            FailureKind.STREAM_BROKEN, "the provider's stream broke", status=failure.status
+        )
+    return failure
+
+
 class Provider(Protocol):
     """A source of chat completions.
 

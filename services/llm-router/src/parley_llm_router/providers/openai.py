@@ -24,7 +24,7 @@ from parley_llm_router.messages import (
     ToolCallDelta,
     Usage,
 )
-from parley_llm_router.providers.base import Timeouts, failure_from_sdk
+from parley_llm_router.providers.base import Timeouts, failure_from_sdk, failure_mid_stream
 from parley_llm_router.tokens import estimate_messages, estimate_text
 
 _FINISH = {
@@ -176,7 +176,7 @@ class OpenAIProvider:
                     if choice.finish_reason:
                         reason = _FINISH.get(choice.finish_reason, FinishReason.STOP)
         except Exception as error:
-            raise failure_from_sdk(error, openai) from None
+            raise failure_mid_stream(error, openai) from None
         finally:
             # Closing the response closes the HTTP stream: a cancelled caller frees the
             # provider at once.
