@@ -71,6 +71,7 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
         settings = Settings(
             grpc_port=0,
             routes_file=routes,
+            routes_reload_seconds=0.05,
             database_url=f"sqlite:///{tmp_path}/router.db",
             redis_url=None,
             breaker_consecutive_failures=3,
@@ -310,3 +311,41 @@ async def test_usage_cost_and_the_ledger(rig: Rig, tmp_path: Path) -> None:
     assert not usage.estimated
     rows = (await rig.router.GetUsage(pb.GetUsageRequest(user_id="ann"))).rows
     assert [(r.model, r.requests) for r in rows] == [("oa/gpt-fake", 1)]
+
+
+async def test_embeddings_through_the_local_model_and_a_provider(rig: Rig, tmp_path: Path) -> None:
+    local = await rig.router.Embed(pb.EmbedRequest(inputs=["annual leave", "paid holidays"]))
+    assert local.model == "all-MiniLM-L6-v2-int8"
+    assert local.dimensions == 384
+    assert len(local.embeddings) == 2
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await rig.router.Embed(pb.EmbedRequest(model="nope", inputs=["x"]))
+    assert "valid models: local" in (raised.value.details() or "")
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await rig.router.Embed(pb.EmbedRequest(inputs=[]))
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+    routes = tmp_path / "routes.yaml"
+    routes.write_text(
+        routes.read_text()
+        + "embedding_models:\n  small: {provider: oa, model: emb-fake, price: {input: 0.02}}\n"
+        + "default_embedding_model: small\n"
+    )
+    for _ in range(100):
+        if "small" in await _embedding_aliases(rig):
+            break
+        await asyncio.sleep(0.05)
+    remote = await rig.router.Embed(pb.EmbedRequest(inputs=["a", "b", "c"]))
+    assert remote.model == "emb-fake"
+    assert len(remote.embeddings) == 3
+    assert remote.usage.input_tokens > 0
+    assert not remote.usage.estimated
+    assert rig.openai.requests[-1].body["input"] == ["a", "b", "c"]
+
+
+async def _embedding_aliases(rig: Rig) -> set[str]:
+    try:
+        await rig.router.Embed(pb.EmbedRequest(model="small", inputs=["probe"]))
+    except grpc.aio.AioRpcError:
+        return set()
+    return {"small"}

@@ -12,8 +12,9 @@ from parley.common.v1 import common_pb2
 from parley.llm_router.v1 import llm_router_pb2 as pb
 from parley.llm_router.v1 import llm_router_pb2_grpc as pb_grpc
 from parley_llm_router.dispatch import Dispatcher, Failed, Started
+from parley_llm_router.embeddings import check_inputs, embed
 from parley_llm_router.engine import EngineHolder
-from parley_llm_router.ledger import UsageLedger
+from parley_llm_router.ledger import UsageEntry, UsageLedger
 from parley_llm_router.messages import (
     ChatRequest,
     Finish,
@@ -30,7 +31,7 @@ from parley_llm_router.messages import (
 )
 from parley_llm_router.validation import check_request
 from parley_runtime.context import current_principal
-from parley_runtime.errors import InvalidArgument, PermissionDenied, Unavailable, Unimplemented
+from parley_runtime.errors import InvalidArgument, PermissionDenied, Unavailable
 
 _ROLES = {
     pb.ROLE_SYSTEM: Role.SYSTEM,
@@ -85,6 +86,7 @@ def usage_to_proto(usage: Usage) -> common_pb2.Usage:
     )
 
 
+EMBED_TIMEOUT_SECONDS = 30.0
 _CACHE_MODE = {pb.CACHE_MODE_BYPASS: "bypass", pb.CACHE_MODE_PREFER: "prefer"}
 
 
@@ -209,8 +211,45 @@ class LlmRouterServicer(pb_grpc.LlmRouterServicer):
     async def Embed(
         self, request: pb.EmbedRequest, context: grpc.aio.ServicerContext
     ) -> pb.EmbedResponse:
-        """Embeddings are served by the retrieval service in this version."""
-        raise Unimplemented("Embed is not served by this version of llm-router")
+        """Vectors for up to 256 texts, through the alias's provider or the local model."""
+        engine = self.holder.engine
+        alias = request.model or engine.default_embedding_model
+        model = engine.embedding_models.get(alias)
+        if model is None:
+            valid = ", ".join(sorted(engine.embedding_models))
+            raise InvalidArgument(
+                f"unknown embedding model {alias!r}; valid models: {valid}", code="unknown_model"
+            )
+        inputs = list(request.inputs)
+        check_inputs(inputs)
+        result = await embed(
+            model, engine.providers.get(model.provider), inputs, EMBED_TIMEOUT_SECONDS
+        )
+        principal = current_principal()
+        self.ledger.record(
+            UsageEntry(
+                tenant_id=principal.tenant_id,
+                user_id=principal.user_id,
+                alias=alias,
+                provider=model.provider,
+                model=result.model,
+                input_tokens=result.input_tokens,
+                output_tokens=0,
+                cost_usd=result.cost_usd,
+                cached=False,
+                outcome="ok",
+            )
+        )
+        return pb.EmbedResponse(
+            embeddings=[pb.Embedding(values=v) for v in result.vectors],
+            model=result.model,
+            dimensions=len(result.vectors[0]) if result.vectors else 0,
+            usage=common_pb2.Usage(
+                input_tokens=result.input_tokens,
+                cost_usd=result.cost_usd,
+                estimated=result.estimated,
+            ),
+        )
 
     async def GetUsage(
         self, request: pb.GetUsageRequest, context: grpc.aio.ServicerContext

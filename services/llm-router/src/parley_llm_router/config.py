@@ -118,6 +118,7 @@ class RoutesConfig(_Strict):
     providers: dict[str, ProviderConfig]
     models: dict[str, ModelConfig] = Field(min_length=1)
     embedding_models: dict[str, EmbeddingModelConfig] = Field(default_factory=dict)
+    # Without embedding_models, "local" (the packaged MiniLM model) is the only one.
     default_embedding_model: str = "local"
 
     @model_validator(mode="after")
@@ -131,12 +132,19 @@ class RoutesConfig(_Strict):
                         f"models.{alias}.candidates[{index}].provider "
                         f"{candidate.provider!r} is not under providers"
                     )
+        if self.embedding_models and self.default_embedding_model not in self.embedding_models:
+            raise ValueError(
+                f"default_embedding_model {self.default_embedding_model!r} is not under "
+                "embedding_models"
+            )
         for alias, embedding in self.embedding_models.items():
             if embedding.provider not in self.providers:
                 raise ValueError(
                     f"embedding_models.{alias}.provider {embedding.provider!r} is not under "
                     "providers"
                 )
+            if self.providers[embedding.provider].type == ProviderType.ANTHROPIC:
+                raise ValueError(f"embedding_models.{alias}: Anthropic serves no embeddings")
         return self
 
 

@@ -27,6 +27,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from parley_llm_router.breaker import Admission, Breakers, BreakerState
 from parley_llm_router.cache import CachedAnswer, ResponseCache, cache_key, cacheable
+from parley_llm_router.embeddings import EmbeddingModel
 from parley_llm_router.ledger import UsageEntry, UsageLedger
 from parley_llm_router.messages import (
     ChatRequest,
@@ -120,6 +121,8 @@ class Engine:
     routes: RouteTable
     providers: Mapping[str, Provider]
     counters: Mapping[str, TokenCounter]
+    embedding_models: Mapping[str, EmbeddingModel] = field(default_factory=dict)
+    default_embedding_model: str = "local"
 
 
 @dataclass

@@ -23,6 +23,7 @@ from parley_llm_router.config import (
     load,
 )
 from parley_llm_router.dispatch import Engine
+from parley_llm_router.embeddings import embedding_models
 from parley_llm_router.providers.anthropic import AnthropicProvider
 from parley_llm_router.providers.base import Provider
 from parley_llm_router.providers.local import LocalProvider
@@ -92,10 +93,13 @@ class EngineHolder:
         # at shutdown, and their idle connections expire on their own before then.
         self._retired.extend(p for k, p in self._clients.items() if k not in clients)
         self._clients = clients
+        models, default = embedding_models(config)
         return Engine(
             routes=RouteTable.from_config(config),
             providers=providers,
             counters={name: _counter(c) for name, c in config.providers.items()},
+            embedding_models=models,
+            default_embedding_model=default,
         )
 
     def reload(self) -> bool:

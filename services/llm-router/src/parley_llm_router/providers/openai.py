@@ -137,6 +137,19 @@ class OpenAIProvider:
     async def close(self) -> None:
         await self._client.close()
 
+    async def embed(
+        self, model: str, texts: list[str], timeout: float
+    ) -> tuple[list[list[float]], int]:
+        """Vectors in input order, and the tokens the provider counted."""
+        try:
+            response = await self._client.embeddings.create(
+                model=model, input=texts, timeout=httpx2.Timeout(timeout, connect=min(timeout, 5))
+            )
+        except Exception as error:
+            raise failure_from_sdk(error, openai) from None
+        ordered = sorted(response.data, key=lambda item: item.index)
+        return [list(item.embedding) for item in ordered], response.usage.prompt_tokens
+
     async def stream(
         self, model: str, request: ChatRequest, timeouts: Timeouts
     ) -> AsyncIterator[ProviderEvent]:
