@@ -56,6 +56,7 @@ class Circuit:
     opened_at: float = 0.0
     probe_started: float | None = None
     outcomes: deque[tuple[float, bool]] = field(default_factory=deque)
+    failures: int = 0  # failures among ``outcomes``, kept as they come and go
 
     def admit(self, now: float) -> Admission:
         if self.state == BreakerState.OPEN:
@@ -83,11 +84,13 @@ class Circuit:
         if self.state == BreakerState.OPEN:
             return self.state  # a straggler from before the circuit opened
         self.outcomes.append((now, ok))
+        self.failures += not ok
         horizon = now - self.policy.window_seconds
         while self.outcomes and self.outcomes[0][0] < horizon:
-            self.outcomes.popleft()
+            _, good = self.outcomes.popleft()
+            self.failures -= not good
         self.consecutive = 0 if ok else self.consecutive + 1
-        failures = sum(1 for _, good in self.outcomes if not good)
+        failures = self.failures
         total = len(self.outcomes)
         if self.consecutive >= self.policy.consecutive_failures or (
             total >= self.policy.min_requests and failures / total >= self.policy.error_rate
@@ -105,6 +108,7 @@ class Circuit:
         self.consecutive = 0
         self.probe_started = None
         self.outcomes.clear()
+        self.failures = 0
 
 
 class Breakers(Protocol):

@@ -24,7 +24,13 @@ from parley_llm_router.messages import (
     ToolCallDelta,
     Usage,
 )
-from parley_llm_router.providers.base import Timeouts, failure_from_sdk, failure_mid_stream
+from parley_llm_router.providers.base import (
+    FailureKind,
+    ProviderFailure,
+    Timeouts,
+    failure_from_sdk,
+    failure_mid_stream,
+)
 from parley_llm_router.tokens import estimate_messages, estimate_text
 
 _FINISH = {
@@ -154,46 +160,67 @@ class OpenAIProvider:
         self, model: str, request: ChatRequest, timeouts: Timeouts
     ) -> AsyncIterator[ProviderEvent]:
         body = request_body(model, request)
+        # The SDK sends the request and raises its typed errors; the stream's lines are read
+        # here, as plain JSON, because building an SDK object per chunk costs more CPU than
+        # the rest of the router's work on a stream.
         try:
-            stream = await self._client.chat.completions.create(
+            context = self._client.chat.completions.with_streaming_response.create(
                 **body,
                 stream=True,
                 stream_options={"include_usage": True},
                 timeout=httpx2.Timeout(timeouts.total, connect=timeouts.connect),
             )
+            response = await context.__aenter__()
         except Exception as error:
             raise failure_from_sdk(error, openai) from None
         usage: Usage | None = None
         reason = FinishReason.STOP
         produced: list[str] = []
         try:
-            async for chunk in stream:
-                if chunk.usage is not None:
-                    usage = Usage(
-                        input_tokens=chunk.usage.prompt_tokens,
-                        output_tokens=chunk.usage.completion_tokens,
+            async for line in response.iter_lines():
+                if not line.startswith("data:"):
+                    continue
+                data = line[5:].strip()
+                if data == "[DONE]":
+                    break
+                chunk = json.loads(data)
+                if "error" in chunk:
+                    raise ProviderFailure(
+                        FailureKind.STREAM_BROKEN, "the provider reported an error mid-stream"
                     )
-                for choice in chunk.choices:
-                    delta = choice.delta
-                    if delta.content:
-                        produced.append(delta.content)
-                        yield TextDelta(delta.content)
-                    for call in delta.tool_calls or ():
-                        function = call.function
+                if chunk.get("usage"):
+                    usage = Usage(
+                        input_tokens=int(chunk["usage"].get("prompt_tokens") or 0),
+                        output_tokens=int(chunk["usage"].get("completion_tokens") or 0),
+                    )
+                for choice in chunk.get("choices") or ():
+                    delta = choice.get("delta") or {}
+                    content = delta.get("content")
+                    if content:
+                        produced.append(content)
+                        yield TextDelta(content)
+                    for call in delta.get("tool_calls") or ():
+                        function = call.get("function") or {}
                         yield ToolCallDelta(
-                            index=call.index,
-                            id=call.id or "",
-                            name=(function.name if function else None) or "",
-                            arguments_delta=(function.arguments if function else None) or "",
+                            index=int(call.get("index", 0)),
+                            id=call.get("id") or "",
+                            name=function.get("name") or "",
+                            arguments_delta=function.get("arguments") or "",
                         )
-                    if choice.finish_reason:
-                        reason = _FINISH.get(choice.finish_reason, FinishReason.STOP)
+                    if choice.get("finish_reason"):
+                        reason = _FINISH.get(choice["finish_reason"], FinishReason.STOP)
+        except ProviderFailure:
+            raise
+        except json.JSONDecodeError:
+            raise ProviderFailure(
+                FailureKind.STREAM_BROKEN, "the provider sent a malformed stream"
+            ) from None
         except Exception as error:
             raise failure_mid_stream(error, openai) from None
         finally:
-            # Closing the response closes the HTTP stream: a cancelled caller frees the
+            # Leaving the response closes the HTTP stream: a cancelled caller frees the
             # provider at once.
-            await stream.close()
+            await context.__aexit__(None, None, None)
         if usage is None:
             usage = Usage(
                 input_tokens=estimate_messages(request.messages, request.tools),

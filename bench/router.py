@@ -1,0 +1,398 @@
+"""Router benchmark: time to first token and total time through llm-router, straight to the
+provider, and through a LiteLLM proxy, against the same fake OpenAI server.
+
+    uv run python bench/router.py                 # 1, 50 and 200 concurrent streams, 3 runs
+    uv run python bench/router.py --levels 1 50 --runs 1 --requests 200
+
+Every server is its own process on loopback: the fake provider (``python -m parley_fakes``),
+llm-router (``parley-llm-router``) and, when it installs, the LiteLLM proxy from its own
+environment under ``.bench/litellm`` (``litellm[proxy]==1.106.2``). The load generator shares
+the machine's cores with them, so absolute numbers are pessimistic; compare columns of one
+run. Per level it reports p50 and p99 of time to first token and of total time, the router's
+and the proxy's added time to first token (their p50/p99 minus the direct ones), errors, and
+CPU seconds per request of the router or proxy process (from /proc).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import grpc
+import httpx
+import openai
+import uvloop
+
+from parley.llm_router.v1 import llm_router_pb2 as pb
+from parley.llm_router.v1 import llm_router_pb2_grpc as pb_grpc
+from parley_runtime.context import Principal, principal_var
+from parley_runtime.grpc_client import channel
+
+ROOT = Path(__file__).resolve().parent.parent
+LITELLM_PYTHON = ROOT / ".bench" / "litellm" / "bin" / "python"
+# The fake provider answers like a fast hosted model: 200 ms to the first token, then 20
+# tokens 20 ms apart (about 0.6 s an answer). Overridable with --ttft-ms and friends.
+TOKENS = 20
+TTFT_MS = 200
+TOKEN_DELAY_MS = 20
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of a process, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks
+
+
+async def wait_http(url: str, within: float = 60.0) -> None:
+    deadline = time.monotonic() + within
+    async with httpx.AsyncClient(timeout=1) as client:
+        while time.monotonic() < deadline:
+            try:
+                if (await client.get(url)).status_code < 500:
+                    return
+            except httpx.HTTPError:
+                pass
+            await asyncio.sleep(0.1)
+    raise RuntimeError(f"{url} did not come up")
+
+
+@dataclass
+class Sample:
+    ttft: float
+    total: float
+
+
+@dataclass
+class Level:
+    target: str
+    concurrency: int
+    requests: int
+    ttft_p50_ms: float
+    ttft_p99_ms: float
+    total_p50_ms: float
+    total_p99_ms: float
+    errors: int
+    cpu_ms_per_request: float | None
+    added_ttft_p50_ms: float | None = None
+    added_ttft_p99_ms: float | None = None
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+async def run_level(
+    one: Callable[[], Awaitable[Sample]], concurrency: int, requests: int
+) -> tuple[list[Sample], int]:
+    samples: list[Sample] = []
+    errors = 0
+    remaining = requests
+
+    async def worker() -> None:
+        nonlocal remaining, errors
+        while remaining > 0:
+            remaining -= 1
+            try:
+                samples.append(await asyncio.wait_for(one(), 30))
+            except Exception:
+                errors += 1
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return samples, errors
+
+
+def openai_stream(client: openai.AsyncOpenAI, model: str) -> Callable[[], Awaitable[Sample]]:
+    async def one() -> Sample:
+        started = time.perf_counter()
+        first = None
+        stream = await client.chat.completions.create(
+            model=model, messages=[{"role": "user", "content": "hello"}], stream=True
+        )
+        async for chunk in stream:
+            if first is None and chunk.choices and chunk.choices[0].delta.content:
+                first = time.perf_counter()
+        end = time.perf_counter()
+        return Sample((first or end) - started, end - started)
+
+    return one
+
+
+def router_stream(stub: pb_grpc.LlmRouterStub) -> Callable[[], Awaitable[Sample]]:
+    request = pb.ChatRequest(
+        messages=[pb.ChatMessage(role=pb.ROLE_USER, content=[pb.ContentPart(text="hello")])]
+    )
+
+    async def one() -> Sample:
+        started = time.perf_counter()
+        first = None
+        async for event in stub.StreamChat(request):
+            if first is None and event.HasField("text_delta"):
+                first = time.perf_counter()
+            if event.HasField("error"):
+                raise RuntimeError(event.error.error.code)
+        end = time.perf_counter()
+        return Sample((first or end) - started, end - started)
+
+    return one
+
+
+@dataclass
+class Servers:
+    fake_url: str
+    router_address: str
+    router_pid: int
+    litellm_url: str | None = None
+    litellm_pid: int | None = None
+    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def stop(self) -> None:
+        for process in self.processes:
+            process.send_signal(signal.SIGTERM)
+        for process in self.processes:
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def spawn(workdir: Path, with_litellm: bool) -> Servers:
+    """Start the fake, the router and (when installed) the LiteLLM proxy as processes."""
+    logs = workdir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    fake_port, router_port = free_port(), free_port()
+    fake = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "parley_fakes",
+            "openai",
+            "--port",
+            str(fake_port),
+            "--tokens",
+            str(TOKENS),
+            "--ttft-ms",
+            str(TTFT_MS),
+            "--token-delay-ms",
+            str(TOKEN_DELAY_MS),
+        ],
+        stdout=(logs / "fake.log").open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    fake_url = f"http://127.0.0.1:{fake_port}"
+    router_env = {
+        **os.environ,
+        "GRPC_PORT": str(router_port),
+        "OPENAI_BASE_URL": f"{fake_url}/v1",
+        "OPENAI_MODEL": "gpt-fake",
+        "DATABASE_URL": f"sqlite:///{workdir}/router.db",
+        "LOG_LEVEL": "WARNING",
+    }
+    router_env.pop("REDIS_URL", None)
+    router = subprocess.Popen(
+        [str(Path(sys.executable).parent / "parley-llm-router")],
+        env=router_env,
+        stdout=(logs / "router.log").open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    servers = Servers(fake_url, f"127.0.0.1:{router_port}", router.pid, processes=[fake, router])
+    if with_litellm and LITELLM_PYTHON.exists():
+        port = free_port()
+        config = workdir / "litellm.yaml"
+        config.write_text(
+            "model_list:\n"
+            "  - model_name: gpt-fake\n"
+            "    litellm_params:\n"
+            "      model: openai/gpt-fake\n"
+            f"      api_base: {fake_url}/v1\n"
+            "      api_key: not-needed\n"
+        )
+        proxy = subprocess.Popen(
+            [
+                str(LITELLM_PYTHON.parent / "litellm"),
+                "--config",
+                str(config),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--num_workers",
+                "1",
+            ],
+            env={
+                **os.environ,
+                "LITELLM_MASTER_KEY": "sk-bench",
+                "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+                "LITELLM_LOG": "ERROR",
+            },
+            stdout=(logs / "litellm.log").open("wb"),
+            stderr=subprocess.STDOUT,
+        )
+        servers.processes.append(proxy)
+        servers.litellm_url = f"http://127.0.0.1:{port}"
+        servers.litellm_pid = proxy.pid
+    return servers
+
+
+async def wait_ready(servers: Servers) -> None:
+    await wait_http(f"{servers.fake_url}/_fake/stats")
+    async with grpc.aio.insecure_channel(servers.router_address) as chan:
+        await asyncio.wait_for(chan.channel_ready(), 60)
+    if servers.litellm_url:
+        await wait_http(f"{servers.litellm_url}/health/liveliness", within=120)
+
+
+async def bench(levels: list[int], requests: int, runs: int, with_litellm: bool) -> list[Level]:
+    workdir = Path(tempfile.mkdtemp(prefix="parley-bench-"))
+    servers = spawn(workdir, with_litellm)
+    await wait_ready(servers)
+    principal_var.set(Principal("bench", "bench"))
+    limits = httpx.Limits(max_connections=1000, max_keepalive_connections=1000)
+    direct = openai.AsyncOpenAI(
+        base_url=f"{servers.fake_url}/v1",
+        api_key="k",
+        max_retries=0,
+        http_client=openai.DefaultAsyncHttpxClient(limits=limits),
+    )
+    proxy = (
+        openai.AsyncOpenAI(
+            base_url=f"{servers.litellm_url}/v1",
+            api_key="sk-bench",
+            max_retries=0,
+            http_client=openai.DefaultAsyncHttpxClient(limits=limits),
+        )
+        if servers.litellm_url
+        else None
+    )
+    chan = channel(servers.router_address, "parley.llm_router.v1.LlmRouter", default_timeout=60)
+    stub = pb_grpc.LlmRouterStub(chan)
+    targets: dict[str, tuple[Callable[[], Awaitable[Sample]], int | None]] = {
+        "direct": (openai_stream(direct, "gpt-fake"), None),
+        "llm-router": (router_stream(stub), servers.router_pid),
+    }
+    if proxy is not None:
+        targets["litellm-proxy"] = (openai_stream(proxy, "gpt-fake"), servers.litellm_pid)
+    results: list[Level] = []
+    try:
+        for one, _ in targets.values():  # warm connections and caches
+            await run_level(one, 10, 50)
+        for concurrency in levels:
+            count = max(requests, concurrency * 3) if concurrency > 1 else min(requests, 150)
+            per_run: dict[str, list[Level]] = {name: [] for name in targets}
+            for _ in range(runs):
+                for name, (one, pid) in targets.items():
+                    cpu_before = cpu_seconds(pid) if pid else 0.0
+                    samples, errors = await run_level(one, concurrency, count)
+                    cpu = (cpu_seconds(pid) - cpu_before) if pid else None
+                    ttft = [s.ttft * 1000 for s in samples] or [float("nan")]
+                    total = [s.total * 1000 for s in samples] or [float("nan")]
+                    per_run[name].append(
+                        Level(
+                            name,
+                            concurrency,
+                            count,
+                            percentile(ttft, 50),
+                            percentile(ttft, 99),
+                            percentile(total, 50),
+                            percentile(total, 99),
+                            errors,
+                            None if cpu is None else cpu * 1000 / max(len(samples), 1),
+                        )
+                    )
+            direct_runs = per_run["direct"]
+            for name, level_runs in per_run.items():
+                merged = _median(level_runs)
+                if name != "direct":
+                    merged.added_ttft_p50_ms = merged.ttft_p50_ms - _median(direct_runs).ttft_p50_ms
+                    merged.added_ttft_p99_ms = merged.ttft_p99_ms - _median(direct_runs).ttft_p99_ms
+                results.append(merged)
+                print(_row(merged), flush=True)
+    finally:
+        await chan.close()
+        servers.stop()
+    return results
+
+
+def _median(levels: list[Level]) -> Level:
+    first = levels[0]
+
+    def med(attr: str) -> float:
+        return statistics.median(getattr(level, attr) for level in levels)
+
+    cpu = [lv.cpu_ms_per_request for lv in levels if lv.cpu_ms_per_request is not None]
+    return Level(
+        first.target,
+        first.concurrency,
+        first.requests,
+        med("ttft_p50_ms"),
+        med("ttft_p99_ms"),
+        med("total_p50_ms"),
+        med("total_p99_ms"),
+        sum(lv.errors for lv in levels),
+        statistics.median(cpu) if cpu else None,
+    )
+
+
+def _fmt(value: float | None) -> str:
+    return "–" if value is None else f"{value:.1f}"
+
+
+HEADER = (
+    "| target | streams | requests/run | TTFT p50 ms | TTFT p99 ms | total p50 ms | "
+    "total p99 ms | added TTFT p50 ms | added TTFT p99 ms | CPU ms/request | errors |\n"
+    "|---|---|---|---|---|---|---|---|---|---|---|"
+)
+
+
+def _row(level: Level) -> str:
+    return (
+        f"| {level.target} | {level.concurrency} | {level.requests} | "
+        f"{_fmt(level.ttft_p50_ms)} | {_fmt(level.ttft_p99_ms)} | {_fmt(level.total_p50_ms)} | "
+        f"{_fmt(level.total_p99_ms)} | {_fmt(level.added_ttft_p50_ms)} | "
+        f"{_fmt(level.added_ttft_p99_ms)} | {_fmt(level.cpu_ms_per_request)} | {level.errors} |"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--levels", type=int, nargs="+", default=[1, 50, 200])
+    parser.add_argument("--requests", type=int, default=600, help="requests per level and run")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--no-litellm", action="store_true")
+    parser.add_argument("--ttft-ms", type=float, default=TTFT_MS)
+    parser.add_argument("--token-delay-ms", type=float, default=TOKEN_DELAY_MS)
+    parser.add_argument("--tokens", type=int, default=TOKENS)
+    args = parser.parse_args()
+    global TTFT_MS, TOKEN_DELAY_MS, TOKENS
+    TTFT_MS, TOKEN_DELAY_MS, TOKENS = args.ttft_ms, args.token_delay_ms, args.tokens
+    print(HEADER, flush=True)
+    results = uvloop.run(bench(args.levels, args.requests, args.runs, not args.no_litellm))
+    out = ROOT / "bench" / "results" / f"router-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out.write_text(json.dumps([asdict(r) for r in results], indent=2))
+    print(f"\nraw results: {out.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
