@@ -176,11 +176,12 @@ class Servers:
                 process.kill()
 
 
-def spawn(workdir: Path, with_litellm: bool) -> Servers:
+def spawn(workdir: Path, with_litellm: bool, timing: tuple[float, float, int]) -> Servers:
     """Start the fake, the router and (when installed) the LiteLLM proxy as processes."""
     logs = workdir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     fake_port, router_port = free_port(), free_port()
+    ttft_ms, token_delay_ms, tokens = timing
     fake = subprocess.Popen(
         [
             sys.executable,
@@ -190,11 +191,11 @@ def spawn(workdir: Path, with_litellm: bool) -> Servers:
             "--port",
             str(fake_port),
             "--tokens",
-            str(TOKENS),
+            str(tokens),
             "--ttft-ms",
-            str(TTFT_MS),
+            str(ttft_ms),
             "--token-delay-ms",
-            str(TOKEN_DELAY_MS),
+            str(token_delay_ms),
         ],
         stdout=(logs / "fake.log").open("wb"),
         stderr=subprocess.STDOUT,
@@ -262,9 +263,15 @@ async def wait_ready(servers: Servers) -> None:
         await wait_http(f"{servers.litellm_url}/health/liveliness", within=120)
 
 
-async def bench(levels: list[int], requests: int, runs: int, with_litellm: bool) -> list[Level]:
+async def bench(
+    levels: list[int],
+    requests: int,
+    runs: int,
+    with_litellm: bool,
+    timing: tuple[float, float, int],
+) -> list[Level]:
     workdir = Path(tempfile.mkdtemp(prefix="parley-bench-"))
-    servers = spawn(workdir, with_litellm)
+    servers = spawn(workdir, with_litellm, timing)
     await wait_ready(servers)
     principal_var.set(Principal("bench", "bench"))
     limits = httpx.Limits(max_connections=1000, max_keepalive_connections=1000)
@@ -297,7 +304,7 @@ async def bench(levels: list[int], requests: int, runs: int, with_litellm: bool)
         for one, _ in targets.values():  # warm connections and caches
             await run_level(one, 10, 50)
         for concurrency in levels:
-            count = max(requests, concurrency * 3) if concurrency > 1 else min(requests, 150)
+            count = max(requests, concurrency * 3) if concurrency > 1 else min(requests, 40)
             per_run: dict[str, list[Level]] = {name: [] for name in targets}
             for _ in range(runs):
                 for name, (one, pid) in targets.items():
@@ -385,10 +392,9 @@ def main() -> None:
     parser.add_argument("--token-delay-ms", type=float, default=TOKEN_DELAY_MS)
     parser.add_argument("--tokens", type=int, default=TOKENS)
     args = parser.parse_args()
-    global TTFT_MS, TOKEN_DELAY_MS, TOKENS
-    TTFT_MS, TOKEN_DELAY_MS, TOKENS = args.ttft_ms, args.token_delay_ms, args.tokens
     print(HEADER, flush=True)
-    results = uvloop.run(bench(args.levels, args.requests, args.runs, not args.no_litellm))
+    timing = (args.ttft_ms, args.token_delay_ms, args.tokens)
+    results = uvloop.run(bench(args.levels, args.requests, args.runs, not args.no_litellm, timing))
     out = ROOT / "bench" / "results" / f"router-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.write_text(json.dumps([asdict(r) for r in results], indent=2))
     print(f"\nraw results: {out.relative_to(ROOT)}")
