@@ -37,7 +37,7 @@ proto-check: install
 	$(UV) run python scripts/proto.py --check
 
 bench: install
-	$(UV) run python bench/turns.py
+	$(UV) run python bench/router.py
 
 clean:
 	rm -rf .parley .venv $(TOOLS)
