@@ -6,8 +6,6 @@ parley-ingest migrate upgrade|downgrade [revision]
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 from pathlib import Path
 
 from parley.ingest.v1 import ingest_pb2_grpc as pb_grpc
@@ -17,10 +15,8 @@ from parley_ingest.api import IngestServicer
 from parley_ingest.jobs import JobRunner
 from parley_ingest.settings import Settings
 from parley_runtime import db
-from parley_runtime.grpc_server import Registration, Wiring, run, serve
-from parley_runtime.logs import setup_logging
-from parley_runtime.settings import load_settings
-from parley_runtime.telemetry import setup_tracing
+from parley_runtime.cli import Migrations, service_main
+from parley_runtime.grpc_server import Registration, Wiring
 
 SERVICE = "parley.ingest.v1.Ingest"
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -51,29 +47,8 @@ async def build(settings: Settings) -> Wiring:
     )
 
 
-async def _serve(settings: Settings) -> None:
-    wiring = await build(settings)
-    await serve("ingest", settings, wiring.registrations, on_stop=wiring.close)
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="parley-ingest")
-    commands = parser.add_subparsers(dest="command")
-    migrate = commands.add_parser("migrate", help="apply or revert migrations")
-    migrate.add_argument("direction", choices=["upgrade", "downgrade"])
-    migrate.add_argument("revision", nargs="?")
-    args = parser.parse_args()
-    settings = load_settings(Settings, "ingest")
-    setup_logging("ingest", settings.log_level)
-    if args.command == "migrate":
-        step = db.upgrade if args.direction == "upgrade" else db.downgrade
-        revision = args.revision or ("head" if args.direction == "upgrade" else "base")
-        asyncio.run(step(MIGRATIONS, settings.database_url, VERSION_TABLE, revision))
-        return
-    setup_tracing(
-        "ingest", settings.otel_exporter_otlp_endpoint, settings.otel_traces_sampler_ratio
-    )
-    run(lambda: _serve(settings))
+    service_main("ingest", Settings, build, Migrations(MIGRATIONS, VERSION_TABLE))
 
 
 if __name__ == "__main__":

@@ -6,7 +6,6 @@ parley-llm-router migrate upgrade|downgrade [revision]
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import os
 from pathlib import Path
@@ -21,10 +20,8 @@ from parley_llm_router.dispatch import Dispatcher
 from parley_llm_router.engine import EngineHolder
 from parley_llm_router.settings import Settings
 from parley_runtime import db
-from parley_runtime.grpc_server import Registration, Wiring, run, serve
-from parley_runtime.logs import setup_logging
-from parley_runtime.settings import load_settings
-from parley_runtime.telemetry import setup_tracing
+from parley_runtime.cli import Migrations, service_main
+from parley_runtime.grpc_server import Registration, Wiring
 
 SERVICE = "parley.llm_router.v1.LlmRouter"
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -108,29 +105,8 @@ async def build(settings: Settings, env: dict[str, str] | None = None) -> Wiring
     )
 
 
-async def _serve(settings: Settings) -> None:
-    wiring = await build(settings)
-    await serve("llm-router", settings, wiring.registrations, on_stop=wiring.close)
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="parley-llm-router")
-    commands = parser.add_subparsers(dest="command")
-    migrate = commands.add_parser("migrate", help="apply or revert the ledger's migrations")
-    migrate.add_argument("direction", choices=["upgrade", "downgrade"])
-    migrate.add_argument("revision", nargs="?")
-    args = parser.parse_args()
-    settings = load_settings(Settings, "llm-router")
-    setup_logging("llm-router", settings.log_level)
-    if args.command == "migrate":
-        step = db.upgrade if args.direction == "upgrade" else db.downgrade
-        revision = args.revision or ("head" if args.direction == "upgrade" else "base")
-        asyncio.run(step(MIGRATIONS, settings.database_url, VERSION_TABLE, revision))
-        return
-    setup_tracing(
-        "llm-router", settings.otel_exporter_otlp_endpoint, settings.otel_traces_sampler_ratio
-    )
-    run(lambda: _serve(settings))
+    service_main("llm-router", Settings, build, Migrations(MIGRATIONS, VERSION_TABLE))
 
 
 if __name__ == "__main__":

@@ -12,10 +12,8 @@ from parley_retrieval.adapters.qdrant import QdrantChunks
 from parley_retrieval.api import RetrievalServicer
 from parley_retrieval.search import Retrieval
 from parley_retrieval.settings import Settings
-from parley_runtime.grpc_server import Registration, Wiring, run, serve
-from parley_runtime.logs import setup_logging
-from parley_runtime.settings import load_settings
-from parley_runtime.telemetry import setup_tracing
+from parley_runtime.cli import service_main
+from parley_runtime.grpc_server import Registration, Wiring
 
 SERVICE = "parley.retrieval.v1.Retrieval"
 
@@ -59,18 +57,8 @@ async def build(settings: Settings, shared_embedder: Embedder | None = None) -> 
     )
 
 
-async def _serve(settings: Settings) -> None:
-    wiring = await build(settings)
-    await serve("retrieval", settings, wiring.registrations, on_stop=wiring.close)
-
-
 def main() -> None:
-    settings = load_settings(Settings, "retrieval")
-    setup_logging("retrieval", settings.log_level)
-    setup_tracing(
-        "retrieval", settings.otel_exporter_otlp_endpoint, settings.otel_traces_sampler_ratio
-    )
-    run(lambda: _serve(settings))
+    service_main("retrieval", Settings, build)
 
 
 if __name__ == "__main__":

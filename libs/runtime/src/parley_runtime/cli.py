@@ -1,0 +1,61 @@
+"""The command line every gRPC service shares.
+
+parley-<service>                                    serve until SIGTERM
+parley-<service> migrate upgrade|downgrade [rev]    services with a database only
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+from parley_runtime import db
+from parley_runtime.grpc_server import Wiring, run, serve
+from parley_runtime.logs import setup_logging
+from parley_runtime.settings import ServiceSettings, load_settings
+from parley_runtime.telemetry import setup_tracing
+
+S = TypeVar("S", bound=ServiceSettings)
+
+
+@dataclass(frozen=True)
+class Migrations:
+    """A service's Alembic folder and its own version table."""
+
+    location: Path
+    version_table: str
+
+
+def service_main(
+    service: str,
+    settings_type: type[S],
+    build: Callable[[S], Awaitable[Wiring]],
+    migrations: Migrations | None = None,
+) -> None:
+    """Parse the command line, then serve ``build(settings)`` or run migrations."""
+    parser = argparse.ArgumentParser(prog=f"parley-{service}")
+    commands = parser.add_subparsers(dest="command")
+    if migrations is not None:
+        migrate = commands.add_parser("migrate", help="apply or revert the migrations")
+        migrate.add_argument("direction", choices=["upgrade", "downgrade"])
+        migrate.add_argument("revision", nargs="?")
+    args = parser.parse_args()
+    settings = load_settings(settings_type, service)
+    setup_logging(service, settings.log_level)
+    if migrations is not None and args.command == "migrate":
+        step = db.upgrade if args.direction == "upgrade" else db.downgrade
+        revision = args.revision or ("head" if args.direction == "upgrade" else "base")
+        url: str = getattr(settings, "database_url")  # noqa: B009
+        asyncio.run(step(migrations.location, url, migrations.version_table, revision))
+        return
+    setup_tracing(service, settings.otel_exporter_otlp_endpoint, settings.otel_traces_sampler_ratio)
+
+    async def serve_built() -> None:
+        wiring = await build(settings)
+        await serve(service, settings, wiring.registrations, on_stop=wiring.close)
+
+    run(serve_built)
