@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cache
+from typing import TYPE_CHECKING
 
-from parley_embeddings import LocalEmbedder
 from parley_llm_router.config import RoutesConfig
 from parley_llm_router.providers.base import Provider, ProviderFailure
-from parley_llm_router.providers.openai import OpenAIProvider
 from parley_llm_router.tokens import estimate_text
+
+if TYPE_CHECKING:
+    from parley_embeddings import LocalEmbedder
 from parley_runtime.errors import FailedPrecondition, InvalidArgument, Unavailable
 
 MAX_INPUTS = 256
@@ -24,6 +26,9 @@ LOCAL_MODEL = "all-MiniLM-L6-v2-int8"
 
 @cache
 def _local() -> LocalEmbedder:
+    # Imported here: onnxruntime costs about a second and 100 MB, paid only when used.
+    from parley_embeddings import LocalEmbedder
+
     return LocalEmbedder()
 
 
@@ -79,6 +84,8 @@ async def embed(
         vectors = await _local().embed(inputs)
         tokens = sum(estimate_text(t) for t in inputs)
         return Embedded(vectors, LOCAL_MODEL, tokens, 0.0, estimated=True)
+    from parley_llm_router.providers.openai import OpenAIProvider
+
     if not isinstance(provider, OpenAIProvider):
         raise FailedPrecondition(
             f"embedding model {model.alias!r} has no embeddings provider", code="no_embeddings"

@@ -24,10 +24,8 @@ from parley_llm_router.config import (
 )
 from parley_llm_router.dispatch import Engine
 from parley_llm_router.embeddings import embedding_models
-from parley_llm_router.providers.anthropic import AnthropicProvider
 from parley_llm_router.providers.base import Provider
 from parley_llm_router.providers.local import LocalProvider
-from parley_llm_router.providers.openai import OpenAIProvider
 from parley_llm_router.routing import RouteTable
 from parley_llm_router.tokens import EstimatingCounter, TiktokenCounter, TokenCounter
 
@@ -37,11 +35,16 @@ log = logging.getLogger("parley.llm_router.routes")
 def _provider(
     name: str, config: ProviderConfig, env: Mapping[str, str], local_delay: float
 ) -> Provider:
+    # Provider SDKs are imported when configured: each costs start time and memory.
     key = env.get(config.api_key_env) if config.api_key_env else None
     if config.type == ProviderType.LOCAL:
         return LocalProvider(local_delay)
     if config.type == ProviderType.ANTHROPIC:
+        from parley_llm_router.providers.anthropic import AnthropicProvider
+
         return AnthropicProvider(name=name, api_key=key, base_url=config.base_url)
+    from parley_llm_router.providers.openai import OpenAIProvider
+
     return OpenAIProvider(
         name=name, api_key=key, base_url=config.base_url, api_version=config.api_version
     )
