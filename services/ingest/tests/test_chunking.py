@@ -1,4 +1,4 @@
-"""Parsing and chunking: sizes, overlap, sections, stable order."""
+"""Chunking: sizes, overlap, headings, empty documents, stable ids."""
 
 from __future__ import annotations
 
@@ -6,9 +6,7 @@ import itertools
 
 import pytest
 
-from parley_ingest.chunking import chunk_text
-from parley_ingest.parsing import html_to_text, to_text
-from parley_runtime.errors import InvalidArgument
+from parley_ingest.chunking import chunk_id, chunk_text
 
 HANDBOOK = """# Handbook
 
@@ -23,6 +21,8 @@ Employees have 25 days of paid leave a year. Unused days expire in March.
 Book trains for journeys under 500 km.
 """
 
+LONG = " ".join(f"Sentence number {i} says something useful." for i in range(200))
+
 
 def test_sections_carry_their_heading_path() -> None:
     chunks = chunk_text(HANDBOOK, size=60, overlap=0)
@@ -35,15 +35,39 @@ def test_sections_carry_their_heading_path() -> None:
     assert [c.position for c in chunks] == list(range(len(chunks)))
 
 
-def test_chunks_respect_the_size_and_overlap() -> None:
-    text = " ".join(f"Sentence number {i} says something useful." for i in range(200))
-    chunks = chunk_text(text, size=400, overlap=60)
-    assert len(chunks) > 10
-    assert all(len(c.text) <= 400 + 60 + 1 for c in chunks)
-    for before, after in itertools.pairwise(chunks):
-        assert after.text[:30] in before.text  # the next chunk begins with the last one's tail
+def test_a_chunk_never_spans_two_sections() -> None:
+    chunks = chunk_text(HANDBOOK, size=1000, overlap=100)
+    assert [c.metadata["section"] for c in chunks] == [
+        "Handbook",
+        "Handbook > Leave",
+        "Handbook > Travel",
+    ]
+
+
+def test_paragraphs_are_packed_together_up_to_the_size() -> None:
+    text = "\n\n".join(f"Paragraph {i} is short." for i in range(10))
+    [chunk] = chunk_text(text, size=1000, overlap=0)
+    assert chunk.text.split("\n\n") == [f"Paragraph {i} is short." for i in range(10)]
+
+
+@pytest.mark.parametrize(("size", "overlap"), [(400, 60), (200, 0), (1200, 150), (300, 149)])
+def test_chunks_never_exceed_the_size_overlap_included(size: int, overlap: int) -> None:
+    chunks = chunk_text(LONG, size=size, overlap=overlap)
+    assert len(chunks) > 1
+    assert all(len(c.text) <= size for c in chunks)
     joined = " ".join(c.text for c in chunks)
     assert all(f"Sentence number {i} " in joined for i in range(200))
+
+
+def test_each_chunk_begins_with_the_tail_of_the_one_before() -> None:
+    chunks = chunk_text(LONG, size=400, overlap=60)
+    for before, after in itertools.pairwise(chunks):
+        assert after.text[:30] in before.text[-60:]
+
+
+def test_no_overlap_means_no_repeated_text() -> None:
+    chunks = chunk_text(LONG, size=400, overlap=0)
+    assert " ".join(c.text for c in chunks) == LONG
 
 
 def test_a_word_longer_than_a_chunk_is_still_cut() -> None:
@@ -53,21 +77,32 @@ def test_a_word_longer_than_a_chunk_is_still_cut() -> None:
 
 
 def test_empty_text_has_no_chunks() -> None:
+    assert chunk_text("") == []
     assert chunk_text("\n\n   \n") == []
+    assert chunk_text("# \n\n") == []
 
 
-def test_html_becomes_visible_text_with_headings() -> None:
-    html = (
-        "<html><head><title>x</title><style>p{}</style></head><body><h2>Leave</h2>"
-        "<p>25 &amp; more days.</p><script>alert(1)</script><ul><li>One</li><li>Two</li></ul>"
-        "</body></html>"
-    )
-    assert html_to_text(html) == "## Leave\n\n25 & more days.\n\nOne\n\nTwo"
+def test_plain_text_lines_starting_with_a_hash_are_not_headings() -> None:
+    text = "# not a heading, a shell comment\n\necho hello"
+    [chunk] = chunk_text(text, markdown=False)
+    assert chunk.metadata == {}
+    assert chunk.text.startswith("# not a heading")
 
 
-def test_bad_bytes_and_types_are_refused_clearly() -> None:
-    with pytest.raises(InvalidArgument, match="not UTF-8 text"):
-        to_text(b"\xff\xfe\x00bad", "text/plain")
-    with pytest.raises(InvalidArgument, match="use one of text/plain"):
-        to_text(b"%PDF-1.7", "application/pdf")
-    assert to_text("é\r\nok".encode(), "text/plain; charset=utf-8") == "é\nok"
+def test_headings_inside_code_blocks_are_code() -> None:
+    text = "# Setup\n\n```\n# install\npip install parley\n```\n"
+    assert {c.metadata["section"] for c in chunk_text(text)} == {"Setup"}
+
+
+def test_the_same_text_always_gives_the_same_chunks_and_ids() -> None:
+    first = chunk_text(HANDBOOK + LONG, size=300, overlap=50)
+    again = chunk_text(HANDBOOK + LONG, size=300, overlap=50)
+    assert first == again
+    ids = [chunk_id("doc_1", 3, c.position) for c in first]
+    assert ids[0] == "doc_1:v3:0"
+    assert len(set(ids)) == len(ids)
+
+
+def test_an_overlap_of_half_the_size_or_more_is_refused() -> None:
+    with pytest.raises(ValueError, match="overlap"):
+        chunk_text(LONG, size=100, overlap=50)

@@ -4,21 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import update
 
 from parley.ingest.v1 import ingest_pb2 as pb
 from parley.ingest.v1 import ingest_pb2_grpc as pb_grpc
 from parley.retrieval.v1 import retrieval_pb2 as ret
 from parley.retrieval.v1 import retrieval_pb2_grpc as ret_grpc
 from parley_embeddings import LocalEmbedder
-from parley_ingest.adapters.store import IngestStore, NewDocument
+from parley_ingest.adapters.store import IngestStore, NewDocument, now
 from parley_ingest.main import MIGRATIONS, VERSION_TABLE
 from parley_ingest.main import build as build_ingest
+from parley_ingest.models import Base, JobRow
 from parley_ingest.settings import Settings
 from parley_retrieval.main import build as build_retrieval
 from parley_retrieval.settings import Settings as RetrievalSettings
@@ -56,17 +60,21 @@ async def _ingest(
 
 
 @pytest.fixture
-async def running(database_url: str, local_embedder: LocalEmbedder) -> AsyncIterator[Running]:
+async def retrieval_address(local_embedder: LocalEmbedder) -> AsyncIterator[str]:
+    """The real retrieval service in-process (embedded Qdrant in memory, the local model)."""
     retrieval = await build_retrieval(
         RetrievalSettings(grpc_port=0, qdrant_path=":memory:"), local_embedder
     )
-    async with (
-        grpc_server(retrieval.registrations) as retrieval_address,
-        channel(retrieval_address, "parley.retrieval.v1.Retrieval") as chan,
-    ):
+    async with grpc_server(retrieval.registrations) as address:
+        yield address
+    await retrieval.close()
+
+
+@pytest.fixture
+async def running(database_url: str, retrieval_address: str) -> AsyncIterator[Running]:
+    async with channel(retrieval_address, "parley.retrieval.v1.Retrieval") as chan:
         async for ingest in _ingest(database_url, retrieval_address, max_document_bytes=4096):
             yield Running(ingest, ret_grpc.RetrievalStub(chan))
-    await retrieval.close()
 
 
 def doc(
@@ -88,10 +96,67 @@ async def finished(stub: pb_grpc.IngestStub, job_id: str) -> list[pb.Job]:
     return [job async for job in stub.WatchJob(pb.WatchJobRequest(job_id=job_id))]
 
 
+async def search(running: Running, query: str, kb: str = "handbook") -> list[ret.ScoredChunk]:
+    found = await running.retrieval.Search(
+        ret.SearchRequest(knowledge_base_id=kb, query=query, top_k=20)
+    )
+    return list(found.chunks)
+
+
+async def stored_but_not_processed(url: str, content: str = LEAVE) -> str:
+    """What a process that died right after storing an upload leaves: a QUEUED job."""
+    await db.upgrade(MIGRATIONS, url, VERSION_TABLE)
+    engine = db.create_engine(url)
+    try:
+        with acting_as("acme", "ann") as who:
+            created = await IngestStore(engine).create(
+                who,
+                NewDocument("handbook", "Policy", "", "text/markdown", {}, ""),
+                content.encode(),
+                hashlib.sha256(content.encode()).hexdigest(),
+            )
+    finally:
+        await engine.dispose()
+    assert created.job.state == "queued"
+    return created.job.id
+
+
+async def _tables(url: str) -> set[str]:
+    engine = db.create_engine(url)
+    try:
+        async with engine.connect() as connection:
+            names: list[str] = await connection.run_sync(
+                lambda sync: sync.dialect.get_table_names(sync)
+            )
+    finally:
+        await engine.dispose()
+    return set(names)
+
+
 async def test_migrations_go_up_and_down(database_url: str) -> None:
     await db.upgrade(MIGRATIONS, database_url, VERSION_TABLE)
+    assert {"documents", "document_contents", "jobs"} <= await _tables(database_url)
     await db.downgrade(MIGRATIONS, database_url, VERSION_TABLE)
+    assert not {"documents", "document_contents", "jobs"} & await _tables(database_url)
     await db.upgrade(MIGRATIONS, database_url, VERSION_TABLE)
+
+
+async def test_the_migrations_build_what_the_models_describe(database_url: str) -> None:
+    await db.upgrade(MIGRATIONS, database_url, VERSION_TABLE)
+    engine = db.create_engine(database_url)
+    try:
+        async with engine.connect() as connection:
+            differences = await connection.run_sync(
+                lambda sync: compare_metadata(
+                    MigrationContext.configure(
+                        sync, opts={"version_table": VERSION_TABLE, "compare_type": True}
+                    ),
+                    Base.metadata,
+                )
+            )
+    finally:
+        await engine.dispose()
+    assert differences == []
 
 
 async def test_a_document_is_chunked_indexed_and_found(running: Running) -> None:
@@ -115,6 +180,7 @@ async def test_a_document_is_chunked_indexed_and_found(running: Running) -> None
     assert found.chunks[0].title == "Policy"
     assert found.chunks[0].metadata["team"] == "hr"
     assert found.chunks[0].metadata["section"] == "Leave"
+    assert found.chunks[0].chunk_id == f"{created.document.id}:v1:0"
 
 
 async def test_the_same_bytes_are_stored_once(running: Running) -> None:
@@ -143,6 +209,60 @@ async def test_a_new_version_replaces_the_chunks(running: Running) -> None:
     texts = " ".join(c.text for c in found.chunks)
     assert "30 days" in texts
     assert "25 days" not in texts
+    assert {c.chunk_id for c in found.chunks} == {f"{v1.document.id}:v2:0"}
+
+
+async def test_versions_uploaded_back_to_back_end_with_the_last(running: Running) -> None:
+    # The second upload arrives while the first version's job may still be running.
+    v1 = await running.ingest.CreateDocument(doc(LEAVE, external_id="policy"))
+    v2 = await running.ingest.CreateDocument(
+        doc("# Leave\n\nLeave is now 30 days.", external_id="policy")
+    )
+    first, second = await asyncio.gather(
+        finished(running.ingest, v1.job.id), finished(running.ingest, v2.job.id)
+    )
+    assert second[-1].state == pb.JOB_STATE_SUCCEEDED
+    assert first[-1].state == pb.JOB_STATE_SUCCEEDED or "superseded" in first[-1].error
+    document = await running.ingest.GetDocument(pb.GetDocumentRequest(document_id=v1.document.id))
+    assert (document.version, document.status, document.job_id) == (
+        2,
+        pb.DOCUMENT_STATUS_READY,
+        v2.job.id,
+    )
+    texts = " ".join(c.text for c in await search(running, "leave days"))
+    assert "30 days" in texts
+    assert "25 days" not in texts
+
+
+async def test_documents_are_listed_newest_first_a_page_at_a_time(running: Running) -> None:
+    ids = [
+        (await running.ingest.CreateDocument(doc(f"Document number {i}."))).document.id
+        for i in range(5)
+    ]
+    await running.ingest.CreateDocument(doc("Elsewhere.", kb="other"))
+    seen: list[str] = []
+    token = ""
+    pages = 0
+    while True:
+        page = await running.ingest.ListDocuments(
+            pb.ListDocumentsRequest(knowledge_base_id="handbook", page_size=2, page_token=token)
+        )
+        pages += 1
+        seen += [d.id for d in page.documents]
+        token = page.next_page_token
+        if not token:
+            break
+    assert seen == ids[::-1]
+    assert pages == 3
+    for bad in (
+        pb.ListDocumentsRequest(knowledge_base_id="handbook", page_size=101),
+        pb.ListDocumentsRequest(knowledge_base_id="handbook", page_token="not-a-token"),
+        pb.ListDocumentsRequest(knowledge_base_id="handbook", page_token="WyJ4IiwieSJd"),
+    ):
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await running.ingest.ListDocuments(bad)
+        assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "page_" in (raised.value.details() or "")
 
 
 async def test_a_streamed_upload_and_the_size_limit(running: Running) -> None:
@@ -165,9 +285,17 @@ async def test_a_streamed_upload_and_the_size_limit(running: Running) -> None:
 @pytest.mark.parametrize(
     ("request_", "fragment"),
     [
-        (doc("x", content_type="application/pdf"), "is not supported"),
+        (doc("x", content_type="application/pdf"), "use one of text/plain, text/markdown"),
+        (doc("x", content_type=""), "content_type"),
         (doc("   "), "has no text"),
         (doc("x", kb=""), "knowledge_base_id: required"),
+        (
+            pb.CreateDocumentRequest(
+                document=pb.DocumentMetadata(knowledge_base_id="kb", content_type="text/plain"),
+                content=b"caf\xe9 au lait",
+            ),
+            "content: not UTF-8 text",
+        ),
     ],
 )
 async def test_bad_documents_are_invalid_argument(
@@ -177,6 +305,41 @@ async def test_bad_documents_are_invalid_argument(
         await running.ingest.CreateDocument(request_)
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert fragment in (raised.value.details() or "")
+
+
+async def test_a_single_message_over_the_limit_is_refused(running: Running) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await running.ingest.CreateDocument(doc("x" * 4097, content_type="text/plain"))
+    assert raised.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "limit of 4096 bytes" in (raised.value.details() or "")
+
+
+async def test_ids_are_required_and_unknown_ids_are_not_found(running: Running) -> None:
+    calls: list[tuple[Any, Callable[..., Any], str]] = [
+        (running.ingest.GetDocument, pb.GetDocumentRequest, "document_id"),
+        (running.ingest.DeleteDocument, pb.DeleteDocumentRequest, "document_id"),
+        (running.ingest.GetJob, pb.GetJobRequest, "job_id"),
+    ]
+    for call, request, field in calls:
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await call(request())
+        assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert f"{field}: required" in (raised.value.details() or "")
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await call(request(**{field: "doc_nothing"}))
+        assert raised.value.code() == grpc.StatusCode.NOT_FOUND
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await finished(running.ingest, "job_nothing")
+    assert raised.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_a_finished_job_is_watched_once(running: Running) -> None:
+    created = await running.ingest.CreateDocument(doc(LEAVE))
+    await finished(running.ingest, created.job.id)
+    [job] = await finished(running.ingest, created.job.id)
+    assert job.state == pb.JOB_STATE_SUCCEEDED
+    assert job.stage == "done"
+    assert job.progress == pytest.approx(1.0)
 
 
 async def test_delete_removes_the_chunks(running: Running) -> None:
@@ -209,40 +372,71 @@ async def test_another_tenant_sees_nothing(running: Running) -> None:
             pb.ListDocumentsRequest(knowledge_base_id="handbook")
         )
         assert list(listed.documents) == []
+        # The same bytes in the same knowledge base id are a new document for another tenant.
+        theirs = await running.ingest.CreateDocument(doc(LEAVE))
+        assert not theirs.deduplicated
+        assert theirs.document.id != created.document.id
+        assert (await finished(running.ingest, theirs.job.id))[-1].state == (pb.JOB_STATE_SUCCEEDED)
+        assert {c.document_id for c in await search(running, "leave")} == {theirs.document.id}
+    assert (await finished(running.ingest, created.job.id))[-1].state == pb.JOB_STATE_SUCCEEDED
+    assert {c.document_id for c in await search(running, "leave")} == {created.document.id}
 
 
-async def test_retrieval_down_fails_the_job_with_a_reason(database_url: str) -> None:
+async def test_retrieval_down_fails_the_job_and_a_new_upload_retries_it(
+    database_url: str, retrieval_address: str
+) -> None:
     async for ingest in _ingest(database_url, "127.0.0.1:1", index_timeout_seconds=2):
         created = await ingest.CreateDocument(doc(LEAVE))
         states = await asyncio.wait_for(finished(ingest, created.job.id), 10)
         assert states[-1].state == pb.JOB_STATE_FAILED
-        assert "indexing failed" in states[-1].error
+        assert states[-1].error == "indexing failed: the retrieval service is unavailable"
         document = await ingest.GetDocument(pb.GetDocumentRequest(document_id=created.document.id))
         assert document.status == pb.DOCUMENT_STATUS_FAILED
+        assert document.error == states[-1].error
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await ingest.DeleteDocument(pb.DeleteDocumentRequest(document_id=created.document.id))
+        assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert "retrieval" in (raised.value.details() or "")
+        # Nothing was deleted: the delete can be retried.
+        await ingest.GetDocument(pb.GetDocumentRequest(document_id=created.document.id))
+
+    # Once retrieval is back, sending the same bytes again retries the failed document.
+    async for ingest in _ingest(database_url, retrieval_address):
+        again = await ingest.CreateDocument(doc(LEAVE))
+        assert not again.deduplicated
+        assert again.document.id == created.document.id
+        assert again.job.id != created.job.id
+        states = await asyncio.wait_for(finished(ingest, again.job.id), 15)
+        assert states[-1].state == pb.JOB_STATE_SUCCEEDED
+        document = await ingest.GetDocument(pb.GetDocumentRequest(document_id=created.document.id))
+        assert (document.status, document.error) == (pb.DOCUMENT_STATUS_READY, "")
 
 
 async def test_a_job_left_queued_is_done_after_a_restart(
-    tmp_path: Path, local_embedder: LocalEmbedder
+    database_url: str, retrieval_address: str
 ) -> None:
-    url = f"sqlite:///{tmp_path}/ingest.db"
-    # A process stored the document and its job, then died before working on it.
-    await db.upgrade(MIGRATIONS, url, VERSION_TABLE)
-    engine = db.create_engine(url)
-    with acting_as("acme", "ann") as who:
-        created = await IngestStore(engine).create(
-            who,
-            NewDocument("handbook", "Policy", "", "text/markdown", {}, ""),
-            LEAVE.encode(),
-            hashlib.sha256(LEAVE.encode()).hexdigest(),
-        )
-    await engine.dispose()
-    assert created.job.state == "queued"
-    retrieval = await build_retrieval(
-        RetrievalSettings(grpc_port=0, qdrant_path=":memory:"), local_embedder
-    )
-    async with grpc_server(retrieval.registrations) as retrieval_address:
-        async for ingest in _ingest(url, retrieval_address):
-            states = await asyncio.wait_for(finished(ingest, created.job.id), 15)
-    await retrieval.close()
+    job_id = await stored_but_not_processed(database_url)
+    async for ingest in _ingest(database_url, retrieval_address):
+        states = await asyncio.wait_for(finished(ingest, job_id), 15)
     assert states[-1].state == pb.JOB_STATE_SUCCEEDED
     assert states[-1].chunks_indexed == 2
+
+
+async def test_a_job_whose_worker_died_is_taken_over(
+    database_url: str, retrieval_address: str
+) -> None:
+    job_id = await stored_but_not_processed(database_url)
+    # A worker claimed it, then its process died: the job is RUNNING and its lease lapses.
+    engine = db.create_engine(database_url)
+    try:
+        store = IngestStore(engine)
+        assert await store.claim(job_id) is not None
+        async with store.sessions.begin() as session:
+            await session.execute(
+                update(JobRow).where(JobRow.id == job_id).values(lease_until=now())
+            )
+    finally:
+        await engine.dispose()
+    async for ingest in _ingest(database_url, retrieval_address):
+        states = await asyncio.wait_for(finished(ingest, job_id), 15)
+    assert states[-1].state == pb.JOB_STATE_SUCCEEDED

@@ -1,7 +1,12 @@
-"""The Ingest gRPC servicer: validates, translates, delegates to the store and the worker."""
+"""The Ingest gRPC servicer: validates, translates, delegates to the store and the worker.
+
+Every call acts for the principal in the request's metadata and sees only its tenant's
+documents and jobs.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import AsyncIterator
 from datetime import datetime
@@ -10,7 +15,7 @@ import grpc
 
 from parley.ingest.v1 import ingest_pb2 as pb
 from parley.ingest.v1 import ingest_pb2_grpc as pb_grpc
-from parley_ingest.adapters.index import RetrievalIndex
+from parley_ingest.adapters.index import ChunkIndex
 from parley_ingest.adapters.store import (
     FAILED,
     JOB_FAILED,
@@ -45,7 +50,24 @@ _JOB_STATE = {
     SUCCEEDED: pb.JOB_STATE_SUCCEEDED,
     JOB_FAILED: pb.JOB_STATE_FAILED,
 }
+# WatchJob re-reads the job this often even without a local notification, so it also sees
+# progress made by another replica's worker.
 WATCH_POLL_SECONDS = 1.0
+
+
+def _required(name: str, value: str) -> str:
+    if not value:
+        raise InvalidArgument(f"{name}: required", code=f"missing_{name}")
+    if len(value) > 100:
+        raise InvalidArgument(f"{name}: at most 100 characters", code=f"invalid_{name}")
+    return value
+
+
+def _check(content: bytes, content_type: str) -> str:
+    """Validate the bytes as a document (UTF-8 text with something in it); their sha256."""
+    if not to_text(content, content_type).strip():
+        raise InvalidArgument("content: the document has no text", code="empty_document")
+    return hashlib.sha256(content).hexdigest()
 
 
 def document_proto(row: DocumentRow) -> pb.Document:
@@ -88,7 +110,7 @@ class IngestServicer(pb_grpc.IngestServicer):
     """Documents and jobs of the caller's tenant."""
 
     def __init__(
-        self, store: IngestStore, jobs: JobRunner, index: RetrievalIndex, max_bytes: int
+        self, store: IngestStore, jobs: JobRunner, index: ChunkIndex, max_bytes: int
     ) -> None:
         self.store = store
         self.jobs = jobs
@@ -133,11 +155,9 @@ class IngestServicer(pb_grpc.IngestServicer):
     async def _create(self, new: NewDocument, content: bytes) -> pb.CreateDocumentResponse:
         if len(content) > self.max_bytes:
             raise self._too_large()
-        if not to_text(content, new.content_type).strip():
-            raise InvalidArgument("content: the document has no text", code="empty_document")
-        created = await self.store.create(
-            current_principal(), new, content, hashlib.sha256(content).hexdigest()
-        )
+        # Decoding and hashing up to MAX_DOCUMENT_BYTES is CPU work: keep it off the loop.
+        sha256 = await asyncio.to_thread(_check, content, new.content_type)
+        created = await self.store.create(current_principal(), new, content, sha256)
         if not created.deduplicated:
             self.jobs.submit(created.job.id)
         return pb.CreateDocumentResponse(
@@ -184,7 +204,8 @@ class IngestServicer(pb_grpc.IngestServicer):
         self, request: pb.GetDocumentRequest, context: grpc.aio.ServicerContext
     ) -> pb.Document:
         """One document's record."""
-        return document_proto(await self.store.document(current_principal(), request.document_id))
+        document_id = _required("document_id", request.document_id)
+        return document_proto(await self.store.document(current_principal(), document_id))
 
     async def ListDocuments(
         self, request: pb.ListDocumentsRequest, context: grpc.aio.ServicerContext
@@ -196,7 +217,12 @@ class IngestServicer(pb_grpc.IngestServicer):
         after = None
         if request.page_token:
             at, did = decode_cursor(request.page_token, 2)
-            after = (aware(datetime.fromisoformat(at)), str(did))
+            try:
+                after = (aware(datetime.fromisoformat(str(at))), str(did))
+            except ValueError:
+                raise InvalidArgument(
+                    "page_token is not valid", code="invalid_page_token"
+                ) from None
         rows = await self.store.documents(
             current_principal(), request.knowledge_base_id, size + 1, after
         )
@@ -214,23 +240,29 @@ class IngestServicer(pb_grpc.IngestServicer):
         """Delete a document: its chunks in retrieval first, then its records (a failure
         leaves everything in place, to be retried)."""
         who = current_principal()
-        document = await self.store.document(who, request.document_id)
+        document = await self.store.document(who, _required("document_id", request.document_id))
         await self.index.delete(document.knowledge_base_id, document.id)
         await self.store.delete(who, document.id)
         return pb.DeleteDocumentResponse()
 
     async def GetJob(self, request: pb.GetJobRequest, context: grpc.aio.ServicerContext) -> pb.Job:
         """One job's state and progress."""
-        return job_proto(await self.store.job(current_principal(), request.job_id))
+        return job_proto(
+            await self.store.job(current_principal(), _required("job_id", request.job_id))
+        )
 
     async def WatchJob(
         self, request: pb.WatchJobRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.Job]:
-        """The job each time it changes, ending after it succeeds or fails."""
+        """The job each time it changes, ending after it succeeds or fails.
+
+        A client that goes away cancels this handler (and its wait) at once; the client's
+        deadline bounds a job that never ends."""
         who = current_principal()
+        job_id = _required("job_id", request.job_id)
         last: tuple[object, ...] | None = None
         while True:
-            job = await self.store.job(who, request.job_id)
+            job = await self.store.job(who, job_id)
             seen = (job.state, job.stage, job.chunks_indexed, job.error)
             if seen != last:
                 last = seen

@@ -1,10 +1,12 @@
 """Cutting a document's text into chunks for retrieval. Pure: no I/O.
 
 Markdown headings start sections, and every chunk records the heading path it falls under
-(``section``), so a passage keeps its context. Within a section, paragraphs are packed up to
+(``section``), so a passage keeps its context (plain text has no headings: a line starting
+with ``#`` there is just text). Within a section, paragraphs are packed into chunks of at most
 ``size`` characters; a paragraph longer than that is cut at sentence ends, then at spaces.
 Each chunk after the first of a section begins with the last ``overlap`` characters of the
-one before (cut at a word boundary), so a fact split across a boundary is still found whole.
+one before (cut at a word boundary), so a fact split across a boundary is still found whole;
+the overlap counts toward ``size``, which is a hard ceiling (retrieval refuses longer chunks).
 """
 
 from __future__ import annotations
@@ -12,18 +14,26 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-_HEADING = re.compile(r"^(#{1,6})\s+(.+?)\s*#*\s*$")
+_HEADING = re.compile(r"^(#{1,6})(?:\s+(.*?))?\s*#*\s*$")
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
 
 
 @dataclass(frozen=True, slots=True)
 class TextChunk:
+    """One passage of a document: its place in the document, its text, its metadata."""
+
     position: int
     text: str
     metadata: dict[str, str] = field(default_factory=dict)
 
 
-def _sections(text: str) -> list[tuple[str, list[str]]]:
+def chunk_id(document_id: str, version: int, position: int) -> str:
+    """The chunk's id in retrieval: the same document version always yields the same ids, so
+    indexing a version again overwrites rather than duplicates."""
+    return f"{document_id}:v{version}:{position}"
+
+
+def _sections(text: str, markdown: bool) -> list[tuple[str, list[str]]]:
     """(heading path, paragraphs) in document order."""
     path: list[tuple[int, str]] = []
     sections: list[tuple[str, list[str]]] = [("", [])]
@@ -36,10 +46,12 @@ def _sections(text: str) -> list[tuple[str, list[str]]]:
 
     in_code = False
     for line in text.split("\n"):
-        if line.strip().startswith("```"):
+        if markdown and line.strip().startswith("```"):
             in_code = not in_code
-        heading = None if in_code else _HEADING.match(line)
-        if heading:
+        heading = _HEADING.match(line) if markdown and not in_code else None
+        if heading and not (heading.group(2) or "").strip():
+            flush()  # an empty heading ("#") only separates paragraphs
+        elif heading:
             flush()
             level, title = len(heading.group(1)), heading.group(2).strip()
             path = [(lvl, t) for lvl, t in path if lvl < level] + [(level, title)]
@@ -85,21 +97,23 @@ def _tail(text: str, overlap: int) -> str:
     return tail[space + 1 :] if 0 <= space < len(tail) - 1 else tail
 
 
-def chunk_text(text: str, size: int = 1200, overlap: int = 150) -> list[TextChunk]:
-    """Chunks of at most about ``size`` characters (plus overlap), in order."""
+def chunk_text(
+    text: str, size: int = 1200, overlap: int = 150, *, markdown: bool = True
+) -> list[TextChunk]:
+    """Chunks of at most ``size`` characters, overlap included, in document order."""
+    if size <= 0 or not 0 <= overlap < size // 2:
+        raise ValueError("chunk_text: need size > 0 and 0 <= overlap < size / 2")
+    # Pieces leave room for the overlap (and its separating space) carried into the next chunk.
+    budget = size - overlap - 1 if overlap else size
     chunks: list[TextChunk] = []
-    for section, paragraphs in _sections(text):
-        pieces = [piece for p in paragraphs for piece in _pieces(p, size)]
+    for section, paragraphs in _sections(text, markdown):
+        pieces = [piece for p in paragraphs for piece in _pieces(p, budget)]
         current = ""
-        previous = ""
         for piece in pieces:
             if current and len(current) + 2 + len(piece) > size:
                 chunks.append(_chunk(len(chunks), current, section))
-                previous = current
-                current = piece
-                prefix = _tail(previous, overlap)
-                if prefix:
-                    current = f"{prefix} {current}"
+                prefix = _tail(current, overlap)
+                current = f"{prefix} {piece}" if prefix else piece
             else:
                 current = f"{current}\n\n{piece}" if current else piece
         if current:

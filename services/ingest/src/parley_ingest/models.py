@@ -20,10 +20,12 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
 class Base(DeclarativeBase):
-    pass
+    """The metadata of ingest's tables (and nothing else: Alembic compares against it)."""
 
 
 class DocumentRow(Base):
+    """A document's current version: what clients list, read and delete."""
+
     __tablename__ = "documents"
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
@@ -66,6 +68,8 @@ class DocumentContentRow(Base):
 
 
 class JobRow(Base):
+    """The work of parsing, chunking and indexing one document version, with its progress."""
+
     __tablename__ = "jobs"
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
@@ -86,4 +90,8 @@ class JobRow(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
-    __table_args__ = (Index("ix_jobs_state", "state"),)
+    __table_args__ = (
+        Index("ix_jobs_state", "state"),
+        # Deleting a document deletes its jobs; PostgreSQL does not index foreign keys itself.
+        Index("ix_jobs_document_id", "document_id"),
+    )

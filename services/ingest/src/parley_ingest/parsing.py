@@ -74,3 +74,8 @@ def to_text(content: bytes, content_type: str) -> str:
     if "\x00" in text:
         raise InvalidArgument("content: contains NUL bytes; not a text file", code="binary_content")
     return html_to_text(text) if kind == "text/html" else text.replace("\r\n", "\n")
+
+
+def has_headings(content_type: str) -> bool:
+    """Whether the parsed text marks headings Markdown's way (Markdown, and HTML as parsed)."""
+    return check_content_type(content_type) != "text/plain"

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from parley_ingest.models import DocumentContentRow, DocumentRow, JobRow
 from parley_runtime.context import Principal
-from parley_runtime.errors import NotFound
+from parley_runtime.errors import NotFound, Unavailable
 from parley_runtime.ids import new_id
 
 PENDING, PROCESSING, READY, FAILED = "pending", "processing", "ready", "failed"
@@ -36,6 +36,8 @@ def aware(value: datetime) -> datetime:
 
 @dataclass(frozen=True, slots=True)
 class NewDocument:
+    """A document as a client describes it, before it is stored."""
+
     knowledge_base_id: str
     title: str
     filename: str
@@ -46,6 +48,8 @@ class NewDocument:
 
 @dataclass(frozen=True, slots=True)
 class Created:
+    """The outcome of storing an upload; ``deduplicated`` when the bytes were known."""
+
     document: DocumentRow
     job: JobRow
     deduplicated: bool
@@ -71,19 +75,42 @@ class IngestStore:
         self, who: Principal, new: NewDocument, content: bytes, sha256: str
     ) -> Created:
         """A new document, a new version of one (same external id), or the existing one
-        with the same bytes."""
+        with the same bytes. Identical bytes whose document FAILED get a new job instead:
+        otherwise a document that failed (say, retrieval was down) could never be retried."""
         for _ in range(3):
             existing = await self._by_content(who, new.knowledge_base_id, sha256)
             if existing is not None:
-                return existing
+                if existing.document.status != FAILED:
+                    return existing
+                if retried := await self._retry(existing.document):
+                    return retried
+                continue  # a concurrent retry or new version changed it; look again
             try:
                 return await self._write(who, new, content, sha256)
             except IntegrityError:
                 continue  # a concurrent upload of the same bytes or external id won
         existing = await self._by_content(who, new.knowledge_base_id, sha256)
         if existing is None:
-            raise NotFound("the document changed while it was stored; retry", code="conflict")
+            raise Unavailable("the document changed while it was stored; retry", code="conflict")
         return existing
+
+    async def _retry(self, document: DocumentRow) -> Created | None:
+        """A fresh job for a FAILED document's current version (its bytes are stored);
+        None when the document stopped being FAILED meanwhile."""
+        at = now()
+        job = _new_job(document.id, document.tenant_id, document.user_id, document.version, at)
+        async with self.sessions.begin() as session:
+            changed = await session.execute(
+                update(DocumentRow)
+                .where(DocumentRow.id == document.id, DocumentRow.status == FAILED)
+                .values(status=PENDING, error="", job_id=job.id, updated_at=at)
+            )
+            if changed.rowcount != 1:  # type: ignore[attr-defined]
+                return None
+            session.add(job)
+            row = await session.get(DocumentRow, document.id, populate_existing=True)
+            assert row is not None
+        return Created(row, job, deduplicated=False)
 
     async def _by_content(self, who: Principal, kb: str, sha256: str) -> Created | None:
         async with self.sessions() as session:
@@ -150,28 +177,19 @@ class IngestStore:
             if new_content is not None:
                 # Added after the document's row exists (no ORM relationship orders them).
                 session.add(new_content)
-            job = JobRow(
-                id=job_id,
-                document_id=document.id,
-                tenant_id=who.tenant_id,
-                user_id=who.user_id,
-                version=document.version,
-                state=QUEUED,
-                stage="queued",
-                progress=0.0,
-                chunks_total=0,
-                chunks_indexed=0,
-                error="",
-                created_at=at,
-                updated_at=at,
-            )
+            job = _new_job(document.id, who.tenant_id, who.user_id, document.version, at, job_id)
             session.add(job)
         return Created(document, job, deduplicated=False)
 
     async def document(self, who: Principal, document_id: str) -> DocumentRow:
+        """The tenant's document; another tenant's id is as unknown as a made-up one."""
         async with self.sessions() as session:
-            row = await session.get(DocumentRow, document_id)
-        if row is None or row.tenant_id != who.tenant_id:
+            row = await session.scalar(
+                select(DocumentRow).where(
+                    DocumentRow.id == document_id, DocumentRow.tenant_id == who.tenant_id
+                )
+            )
+        if row is None:
             raise NotFound(f"document {document_id!r} not found", code="document_not_found")
         return row
 
@@ -195,8 +213,12 @@ class IngestStore:
 
     async def delete(self, who: Principal, document_id: str) -> None:
         async with self.sessions.begin() as session:
-            row = await session.get(DocumentRow, document_id)
-            if row is None or row.tenant_id != who.tenant_id:
+            row = await session.scalar(
+                select(DocumentRow).where(
+                    DocumentRow.id == document_id, DocumentRow.tenant_id == who.tenant_id
+                )
+            )
+            if row is None:
                 raise NotFound(f"document {document_id!r} not found", code="document_not_found")
             await session.execute(delete(JobRow).where(JobRow.document_id == document_id))
             await session.execute(
@@ -204,10 +226,13 @@ class IngestStore:
             )
             await session.delete(row)
 
-    async def job(self, who: Principal | None, job_id: str) -> JobRow:
+    async def job(self, who: Principal, job_id: str) -> JobRow:
+        """The tenant's job; another tenant's id is as unknown as a made-up one."""
         async with self.sessions() as session:
-            row = await session.get(JobRow, job_id)
-        if row is None or (who is not None and row.tenant_id != who.tenant_id):
+            row = await session.scalar(
+                select(JobRow).where(JobRow.id == job_id, JobRow.tenant_id == who.tenant_id)
+            )
+        if row is None:
             raise NotFound(f"job {job_id!r} not found", code="job_not_found")
         return row
 
@@ -236,9 +261,45 @@ class IngestStore:
             content = await session.get(DocumentContentRow, job.document_id)
             if document is None or content is None:
                 return None
-            document.status = PROCESSING
-            document.updated_at = at
+            if document.job_id == job_id:  # a superseded job does not speak for the document
+                document.status = PROCESSING
+                document.updated_at = at
         return Work(job, document, content.content)
+
+    async def renew(self, job_id: str) -> None:
+        """Extend a running job's lease (the worker's heartbeat)."""
+        async with self.sessions.begin() as session:
+            await session.execute(
+                update(JobRow)
+                .where(JobRow.id == job_id, JobRow.state == RUNNING)
+                .values(lease_until=now() + LEASE)
+            )
+
+    async def release(self, job_ids: list[str]) -> None:
+        """Put running jobs back in the queue (this process is stopping), so the next
+        process takes them up at once instead of waiting for their leases to lapse."""
+        if not job_ids:
+            return
+        at = now()
+        async with self.sessions.begin() as session:
+            await session.execute(
+                update(JobRow)
+                .where(JobRow.id.in_(job_ids), JobRow.state == RUNNING)
+                .values(state=QUEUED, stage="queued", lease_until=None, updated_at=at)
+            )
+            await session.execute(
+                update(DocumentRow)
+                .where(DocumentRow.job_id.in_(job_ids), DocumentRow.status == PROCESSING)
+                .values(status=PENDING, updated_at=at)
+            )
+
+    async def current_version(self, document_id: str) -> int | None:
+        """The document's current version, or None once it is deleted."""
+        async with self.sessions() as session:
+            version: int | None = await session.scalar(
+                select(DocumentRow.version).where(DocumentRow.id == document_id)
+            )
+            return version
 
     async def progress(self, job_id: str, **values: Any) -> None:
         at = now()
@@ -291,3 +352,23 @@ class IngestStore:
                 .order_by(JobRow.created_at)
             )
             return list(rows.all())
+
+
+def _new_job(
+    document_id: str, tenant_id: str, user_id: str, version: int, at: datetime, job_id: str = ""
+) -> JobRow:
+    return JobRow(
+        id=job_id or new_id("job"),
+        document_id=document_id,
+        tenant_id=tenant_id,
+        user_id=user_id,
+        version=version,
+        state=QUEUED,
+        stage="queued",
+        progress=0.0,
+        chunks_total=0,
+        chunks_indexed=0,
+        error="",
+        created_at=at,
+        updated_at=at,
+    )
