@@ -27,7 +27,9 @@ from parley_ingest.settings import Settings
 from parley_retrieval.main import build as build_retrieval
 from parley_retrieval.settings import Settings as RetrievalSettings
 from parley_runtime import db
+from parley_runtime.context import current_principal
 from parley_runtime.grpc_client import channel
+from parley_runtime.grpc_server import Registration
 from parley_runtime.testing import acting_as, grpc_server
 
 LEAVE = "# Leave\n\nEmployees have 25 days of paid leave a year.\n\n# Travel\n\nBook trains."
@@ -439,4 +441,60 @@ async def test_a_job_whose_worker_died_is_taken_over(
         await engine.dispose()
     async for ingest in _ingest(database_url, retrieval_address):
         states = await asyncio.wait_for(finished(ingest, job_id), 15)
+    assert states[-1].state == pb.JOB_STATE_SUCCEEDED
+
+
+class _Unresponsive(ret_grpc.RetrievalServicer):
+    """A retrieval service that takes calls and never answers them."""
+
+    async def IndexChunks(
+        self, request: ret.IndexChunksRequest, context: grpc.aio.ServicerContext
+    ) -> ret.IndexChunksResponse:
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+
+@pytest.fixture
+async def unresponsive_retrieval() -> AsyncIterator[str]:
+    registration = Registration(
+        "parley.retrieval.v1.Retrieval",
+        lambda server: ret_grpc.add_RetrievalServicer_to_server(
+            _Unresponsive(),  # type: ignore[abstract]  # only IndexChunks is needed
+            server,
+        ),
+    )
+    async with grpc_server([registration]) as address:
+        yield address
+
+
+async def test_a_retrieval_that_never_answers_fails_the_job_at_its_deadline(
+    database_url: str, unresponsive_retrieval: str
+) -> None:
+    async for ingest in _ingest(database_url, unresponsive_retrieval, index_timeout_seconds=1):
+        created = await ingest.CreateDocument(doc(LEAVE))
+        states = await asyncio.wait_for(finished(ingest, created.job.id), 10)
+        assert states[-1].state == pb.JOB_STATE_FAILED
+        assert states[-1].error == (
+            "indexing failed: the retrieval service did not answer within 1 s"
+        )
+
+
+async def test_a_job_running_when_the_service_stops_is_done_by_the_next_one(
+    database_url: str, unresponsive_retrieval: str, retrieval_address: str
+) -> None:
+    async for ingest in _ingest(database_url, unresponsive_retrieval):
+        created = await ingest.CreateDocument(doc(LEAVE))
+        watch = ingest.WatchJob(pb.WatchJobRequest(job_id=created.job.id))
+        async for job in watch:
+            if job.stage == "indexing":
+                break
+        watch.cancel()  # the watcher goes away; the service must still stop promptly
+    engine = db.create_engine(database_url)
+    try:
+        left = await IngestStore(engine).job(current_principal(), created.job.id)
+    finally:
+        await engine.dispose()
+    assert (left.state, left.lease_until) == ("queued", None)  # handed back, not left RUNNING
+    async for ingest in _ingest(database_url, retrieval_address):
+        states = await asyncio.wait_for(finished(ingest, created.job.id), 15)
     assert states[-1].state == pb.JOB_STATE_SUCCEEDED

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from parley_runtime.settings import ServiceSettings
 
@@ -11,17 +11,27 @@ class Settings(ServiceSettings):
     """Storage, the retrieval peer, limits, chunking and the job worker."""
 
     grpc_port: int = Field(50064, ge=0, le=65535)
-    database_url: str = "sqlite:///.parley/ingest.db"
+    database_url: str = Field(
+        "sqlite:///.parley/ingest.db", description="Documents, their bytes and jobs."
+    )
     db_auto_migrate: bool = Field(True, description="Apply migrations at start.")
-    retrieval_addr: str = "127.0.0.1:50063"
-    max_document_bytes: int = Field(20 * 1024 * 1024, gt=0)
-    chunk_size_chars: int = Field(1200, ge=200, le=20_000)
-    chunk_overlap_chars: int = Field(150, ge=0)
-    worker_concurrency: int = Field(2, ge=1, le=64)
+    retrieval_addr: str = Field("127.0.0.1:50063", description="Where chunks are indexed.")
+    max_document_bytes: int = Field(
+        20 * 1024 * 1024, gt=0, description="Larger uploads are refused (RESOURCE_EXHAUSTED)."
+    )
+    # Retrieval refuses chunks over 20,000 characters; a chunk never exceeds this size.
+    chunk_size_chars: int = Field(1200, ge=200, le=20_000, description="Longest chunk.")
+    chunk_overlap_chars: int = Field(
+        150, ge=0, description="Tail of a chunk repeated at the start of the next."
+    )
+    worker_concurrency: int = Field(2, ge=1, le=64, description="Jobs processed at once.")
     index_timeout_seconds: float = Field(60.0, gt=0, description="Deadline of one indexing call.")
 
-    @model_validator(mode="after")
-    def _overlap_below_size(self) -> Settings:
-        if self.chunk_overlap_chars >= self.chunk_size_chars // 2:
-            raise ValueError("CHUNK_OVERLAP_CHARS must be less than half of CHUNK_SIZE_CHARS")
-        return self
+    @field_validator("chunk_overlap_chars")
+    @classmethod
+    def _overlap_below_half_the_size(cls, overlap: int, info: ValidationInfo) -> int:
+        # A field validator (not a model one) so the start-up error names the variable.
+        size = info.data.get("chunk_size_chars")
+        if size is not None and overlap >= size // 2:
+            raise ValueError(f"must be less than half of CHUNK_SIZE_CHARS ({size})")
+        return overlap
