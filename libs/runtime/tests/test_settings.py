@@ -22,3 +22,17 @@ def test_wrong_value_exits_with_one_line_naming_the_variable(
 def test_defaults_load(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("GRPC_PORT", raising=False)
     assert load_settings(ServiceSettings, "x").grpc_port == 50051
+
+
+def test_a_check_across_settings_names_its_variables(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from parley_gateway.settings import Settings as GatewaySettings
+
+    monkeypatch.setenv("PARLEY_ENV", "production")
+    with pytest.raises(SystemExit):
+        load_settings(GatewaySettings, "gateway")
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        "gateway: invalid settings: AUTH_SECRET must be set to 32 or more characters in production"
+    )

@@ -52,6 +52,11 @@ def load_settings(cls: type[S], service: str) -> S:
     except ValidationError as error:
         first = error.errors()[0]
         variable = "_".join(str(part) for part in first["loc"]).upper()
+        if not variable:
+            # A check across several settings: its message names the variables itself.
+            message = str(first["msg"]).removeprefix("Value error, ")
+            print(f"{service}: invalid settings: {message}", file=sys.stderr)
+            raise SystemExit(2) from None
         value = first.get("input")
         shown = "" if isinstance(value, dict) else f"={value!r}"
         print(f"{service}: invalid setting {variable}{shown}: {first['msg']}", file=sys.stderr)
