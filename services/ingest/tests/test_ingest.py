@@ -19,7 +19,7 @@ from parley.ingest.v1 import ingest_pb2_grpc as pb_grpc
 from parley.retrieval.v1 import retrieval_pb2 as ret
 from parley.retrieval.v1 import retrieval_pb2_grpc as ret_grpc
 from parley_embeddings import LocalEmbedder
-from parley_ingest.adapters.store import IngestStore, NewDocument, now
+from parley_ingest.adapters.store import IngestStore, NewDocument
 from parley_ingest.main import MIGRATIONS, VERSION_TABLE
 from parley_ingest.main import build as build_ingest
 from parley_ingest.models import Base, JobRow
@@ -31,6 +31,7 @@ from parley_runtime.context import current_principal
 from parley_runtime.grpc_client import channel
 from parley_runtime.grpc_server import Registration
 from parley_runtime.testing import acting_as, grpc_server
+from parley_runtime.timestamps import utcnow
 
 LEAVE = "# Leave\n\nEmployees have 25 days of paid leave a year.\n\n# Travel\n\nBook trains."
 
@@ -435,7 +436,7 @@ async def test_a_job_whose_worker_died_is_taken_over(
         assert await store.claim(job_id) is not None
         async with store.sessions.begin() as session:
             await session.execute(
-                update(JobRow).where(JobRow.id == job_id).values(lease_until=now())
+                update(JobRow).where(JobRow.id == job_id).values(lease_until=utcnow())
             )
     finally:
         await engine.dispose()

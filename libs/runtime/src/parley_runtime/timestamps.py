@@ -11,10 +11,13 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def aware(value: datetime) -> datetime:
+    """A stored datetime with its UTC zone (SQLite hands back naive ones, written as UTC)."""
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
 def to_timestamp(value: datetime | None) -> Timestamp:
     stamp = Timestamp()
     if value is not None:
-        if value.tzinfo is None:  # SQLite returns naive datetimes; they were stored as UTC.
-            value = value.replace(tzinfo=UTC)
-        stamp.FromDatetime(value)
+        stamp.FromDatetime(aware(value))
     return stamp

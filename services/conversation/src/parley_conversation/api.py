@@ -11,12 +11,13 @@ import grpc
 from parley.conversation.v1 import conversation_pb2 as pb
 from parley.conversation.v1 import conversation_pb2_grpc as pb_grpc
 from parley_conversation import wire
-from parley_conversation.adapters.store import ConversationStore, _aware
+from parley_conversation.adapters.store import ConversationStore
 from parley_conversation.settings import Settings
 from parley_conversation.turn import TurnRunner
 from parley_runtime.context import current_principal
 from parley_runtime.errors import InvalidArgument
 from parley_runtime.pagination import decode_cursor, encode_cursor, page_size
+from parley_runtime.timestamps import aware
 
 MAX_TITLE = 200
 MAX_COMMENT = 2000
@@ -76,12 +77,12 @@ class ConversationServicer(pb_grpc.ConversationServiceServicer):
         after = None
         if request.page_token:
             at, cid = decode_cursor(request.page_token, 2)
-            after = (_aware(datetime.fromisoformat(at)), str(cid))
+            after = (aware(datetime.fromisoformat(at)), str(cid))
         rows = await self.store.list_for(current_principal(), size + 1, after)
         token = ""
         if len(rows) > size:
             rows = rows[:size]
-            token = encode_cursor(_aware(rows[-1].updated_at).isoformat(), rows[-1].id)
+            token = encode_cursor(aware(rows[-1].updated_at).isoformat(), rows[-1].id)
         return pb.ListConversationsResponse(
             conversations=[wire.conversation(r) for r in rows], next_page_token=token
         )

@@ -28,7 +28,6 @@ from parley_ingest.adapters.store import (
     TERMINAL,
     IngestStore,
     NewDocument,
-    aware,
 )
 from parley_ingest.jobs import JobRunner
 from parley_ingest.models import DocumentRow, JobRow
@@ -36,7 +35,7 @@ from parley_ingest.parsing import check_content_type, to_text
 from parley_runtime.context import current_principal
 from parley_runtime.errors import InvalidArgument, ResourceExhausted
 from parley_runtime.pagination import decode_cursor, encode_cursor, page_size
-from parley_runtime.timestamps import to_timestamp
+from parley_runtime.timestamps import aware, to_timestamp
 
 _DOC_STATUS = {
     PENDING: pb.DOCUMENT_STATUS_PENDING,

@@ -7,7 +7,7 @@ someone else is indistinguishable from one that does not exist.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import delete, func, select, update
@@ -18,19 +18,11 @@ from parley_conversation.models import ConversationRow, FeedbackRow, MessageRow
 from parley_runtime.context import Principal
 from parley_runtime.errors import FailedPrecondition, NotFound
 from parley_runtime.ids import new_id
+from parley_runtime.timestamps import utcnow
 
 USER, ASSISTANT = "user", "assistant"
 IN_PROGRESS, COMPLETE, CANCELLED, FAILED = "in_progress", "complete", "cancelled", "failed"
 TITLE_FROM_MESSAGE_CHARS = 60
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-def _aware(value: datetime) -> datetime:
-    # SQLite hands back naive datetimes; they were written as UTC.
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +65,7 @@ class ConversationStore:
     async def create(
         self, who: Principal, title: str, model: str, kb: str, temperature: float | None
     ) -> ConversationRow:
-        now = _now()
+        now = utcnow()
         row = ConversationRow(
             id=new_id("conv"),
             tenant_id=who.tenant_id,
@@ -121,7 +113,7 @@ class ConversationStore:
             row = await self._owned(session, who, cid)
             for name, value in changes.items():
                 setattr(row, name, value)
-            row.updated_at = _now()
+            row.updated_at = utcnow()
         return row
 
     async def delete(self, who: Principal, cid: str) -> None:
@@ -210,7 +202,7 @@ class ConversationStore:
                 select(func.max(MessageRow.seq)).where(MessageRow.conversation_id == cid)
             )
             seq = (last or 0) + 1
-            now = _now()
+            now = utcnow()
             user = self._message(who, cid, seq, USER, content, COMPLETE, now)
             user.idempotency_key = key
             assistant = self._message(who, cid, seq + 1, ASSISTANT, "", IN_PROGRESS, now)
@@ -243,7 +235,7 @@ class ConversationStore:
             last = await session.scalar(
                 select(func.max(MessageRow.seq)).where(MessageRow.conversation_id == cid)
             )
-            now = _now()
+            now = utcnow()
             assistant = self._message(who, cid, (last or 0) + 1, ASSISTANT, "", IN_PROGRESS, now)
             assistant.reply_to = user.id
             session.add(assistant)
@@ -312,7 +304,7 @@ class ConversationStore:
                     message_id=message_id, user_id=who.user_id, tenant_id=who.tenant_id
                 )
                 session.add(row)
-            row.rating, row.comment, row.created_at = rating, comment, _now()
+            row.rating, row.comment, row.created_at = rating, comment, utcnow()
         return row
 
     async def export(
@@ -380,4 +372,4 @@ class ConversationStore:
         return len(ids), messages
 
 
-__all__ = ["AssistantResult", "ConversationStore", "TurnStart", "_aware"]
+__all__ = ["AssistantResult", "ConversationStore", "TurnStart"]

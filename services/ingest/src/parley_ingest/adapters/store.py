@@ -7,7 +7,7 @@ are internal and address jobs by id.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, or_, select, update
@@ -18,20 +18,13 @@ from parley_ingest.models import DocumentContentRow, DocumentRow, JobRow
 from parley_runtime.context import Principal
 from parley_runtime.errors import NotFound, Unavailable
 from parley_runtime.ids import new_id
+from parley_runtime.timestamps import utcnow
 
 PENDING, PROCESSING, READY, FAILED = "pending", "processing", "ready", "failed"
 QUEUED, RUNNING, SUCCEEDED = "queued", "running", "succeeded"
 JOB_FAILED = "failed"
 TERMINAL = (SUCCEEDED, JOB_FAILED)
 LEASE = timedelta(seconds=60)
-
-
-def now() -> datetime:
-    return datetime.now(UTC)
-
-
-def aware(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +90,7 @@ class IngestStore:
     async def _retry(self, document: DocumentRow) -> Created | None:
         """A fresh job for a FAILED document's current version (its bytes are stored);
         None when the document stopped being FAILED meanwhile."""
-        at = now()
+        at = utcnow()
         job = _new_job(document.id, document.tenant_id, document.user_id, document.version, at)
         async with self.sessions.begin() as session:
             changed = await session.execute(
@@ -130,7 +123,7 @@ class IngestStore:
     async def _write(
         self, who: Principal, new: NewDocument, content: bytes, sha256: str
     ) -> Created:
-        at = now()
+        at = utcnow()
         async with self.sessions.begin() as session:
             document = None
             if new.external_id:
@@ -240,7 +233,7 @@ class IngestStore:
 
     async def claim(self, job_id: str) -> Work | None:
         """Take a queued job (or one whose worker's lease ran out); None if it is not ours."""
-        at = now()
+        at = utcnow()
         async with self.sessions.begin() as session:
             taken = await session.execute(
                 update(JobRow)
@@ -272,7 +265,7 @@ class IngestStore:
             await session.execute(
                 update(JobRow)
                 .where(JobRow.id == job_id, JobRow.state == RUNNING)
-                .values(lease_until=now() + LEASE)
+                .values(lease_until=utcnow() + LEASE)
             )
 
     async def release(self, job_ids: list[str]) -> None:
@@ -280,7 +273,7 @@ class IngestStore:
         process takes them up at once instead of waiting for their leases to lapse."""
         if not job_ids:
             return
-        at = now()
+        at = utcnow()
         async with self.sessions.begin() as session:
             await session.execute(
                 update(JobRow)
@@ -302,7 +295,7 @@ class IngestStore:
             return version
 
     async def progress(self, job_id: str, **values: Any) -> None:
-        at = now()
+        at = utcnow()
         async with self.sessions.begin() as session:
             await session.execute(
                 update(JobRow)
@@ -311,7 +304,7 @@ class IngestStore:
             )
 
     async def finish(self, job_id: str, document_id: str, *, chunks: int, error: str = "") -> None:
-        at = now()
+        at = utcnow()
         ok = not error
         async with self.sessions.begin() as session:
             await session.execute(
@@ -346,7 +339,7 @@ class IngestStore:
                 .where(
                     or_(
                         JobRow.state == QUEUED,
-                        (JobRow.state == RUNNING) & (JobRow.lease_until < now()),
+                        (JobRow.state == RUNNING) & (JobRow.lease_until < utcnow()),
                     )
                 )
                 .order_by(JobRow.created_at)
