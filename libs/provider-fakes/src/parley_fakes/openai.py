@@ -1,4 +1,7 @@
-"""OpenAI's Chat Completions (and a little of its surface) as a fake provider."""
+"""OpenAI's Chat Completions (and a little of its surface) as a fake provider.
+
+Azure OpenAI's deployment paths answer the same, once the request names an ``api-version``.
+"""
 
 from __future__ import annotations
 
@@ -32,6 +35,13 @@ def error_response(status: int, retry_after: float | None) -> JSONResponse:
         {"error": {"message": f"fake {kind}", "type": kind, "param": None, "code": kind}},
         status_code=status,
         headers=headers,
+    )
+
+
+def azure_not_found() -> JSONResponse:
+    """Azure OpenAI's answer to a deployment path without ``api-version``."""
+    return JSONResponse(
+        {"error": {"code": "404", "message": "Resource not found"}}, status_code=404
     )
 
 

@@ -6,6 +6,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+CREDENTIAL_HEADERS = ("api-key", "x-api-key", "authorization")
+
 
 @dataclass
 class RecordedRequest:
@@ -17,6 +19,14 @@ class RecordedRequest:
     outcome: str = ""
     ended_at: float | None = None
     tokens_sent: int = 0
+    # The ``api-version`` query parameter, as Azure OpenAI clients send it.
+    api_version: str | None = None
+
+    @property
+    def credential_header(self) -> str | None:
+        """The header that carried the credential: ``api-key``, ``x-api-key`` or
+        ``authorization``; None without one."""
+        return next((h for h in CREDENTIAL_HEADERS if h in self.headers), None)
 
     def end(self, outcome: str) -> None:
         if not self.outcome:
@@ -30,6 +40,8 @@ class RecordedRequest:
             "body": self.body,
             "outcome": self.outcome,
             "tokens_sent": self.tokens_sent,
+            "api_version": self.api_version,
+            "credential_header": self.credential_header,
         }
 
 

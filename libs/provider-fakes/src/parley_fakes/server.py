@@ -9,6 +9,10 @@ directly; the same controls exist over HTTP under ``/_fake/`` for other processe
 - ``POST /_fake/script``: queue behaviours for the next requests (``{"behaviours": [...]}``);
 - ``POST /_fake/reset``: default behaviour back, queue and recording emptied;
 - ``GET /_fake/stats``: requests received, streams in flight, outcomes.
+
+``OpenAIFake`` also serves Azure OpenAI's deployment paths
+(``/openai/deployments/{deployment}/chat/completions`` and ``.../embeddings``), answering as
+on ``/v1``; without the ``api-version`` query parameter they answer Azure's 404.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import asyncio
 import threading
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
 import uvicorn
@@ -31,6 +36,7 @@ from parley_fakes.recording import RecordedRequest, Recording
 from parley_fakes.streaming import DroppedStream, recorded, wait_for_disconnect
 
 Protocol = Literal["openai", "anthropic"]
+Endpoint = Callable[[Request], Awaitable[Response]]
 
 
 class Fake:
@@ -111,19 +117,46 @@ class Fake:
                 Route("/v1/chat/completions", self._chat, methods=["POST"]),
                 Route("/v1/embeddings", self._embeddings, methods=["POST"]),
                 Route("/v1/models", self._models, methods=["GET"]),
+                Route(
+                    "/openai/deployments/{deployment}/chat/completions",
+                    self._azure(self._chat),
+                    methods=["POST"],
+                ),
+                Route(
+                    "/openai/deployments/{deployment}/embeddings",
+                    self._azure(self._embeddings),
+                    methods=["POST"],
+                ),
             ]
         else:
             routes.append(Route("/v1/messages", self._chat, methods=["POST"]))
         return routes
 
+    def _record(self, request: Request, body: dict[str, Any]) -> RecordedRequest:
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        api_version = request.query_params.get("api-version")
+        return self.recording.add(
+            RecordedRequest(request.url.path, headers, body, api_version=api_version)
+        )
+
+    def _azure(self, endpoint: Endpoint) -> Endpoint:
+        """``endpoint`` behind Azure's check for ``api-version``."""
+
+        async def azure(request: Request) -> Response:
+            if request.query_params.get("api-version"):
+                return await endpoint(request)
+            self._record(request, await openai.read_json(request) or {}).end("failed")
+            return openai.azure_not_found()
+
+        return azure
+
     async def _chat(self, request: Request) -> Response:
         body = await openai.read_json(request)
-        headers = {k.lower(): v for k, v in request.headers.items()}
-        record = self.recording.add(RecordedRequest(request.url.path, headers, body or {}))
+        record = self._record(request, body or {})
         if body is None:
             record.end("failed")
             return self._error(400, None)
-        if self.protocol == "anthropic" and (rejected := anthropic.check(body, headers)):
+        if self.protocol == "anthropic" and (rejected := anthropic.check(body, record.headers)):
             record.end("failed")
             return rejected
         behaviour = self.script.next()
@@ -155,8 +188,7 @@ class Fake:
 
     async def _embeddings(self, request: Request) -> Response:
         body = await openai.read_json(request) or {}
-        headers = {k.lower(): v for k, v in request.headers.items()}
-        record = self.recording.add(RecordedRequest(request.url.path, headers, body))
+        record = self._record(request, body)
         behaviour = self.script.next()
         if behaviour.fail_status is not None:
             record.end("failed")
@@ -208,7 +240,7 @@ class Fake:
 
 
 class OpenAIFake(Fake):
-    """A fake OpenAI (Chat Completions, embeddings, models)."""
+    """A fake OpenAI (Chat Completions, embeddings, models), and Azure OpenAI's deployments."""
 
     def __init__(self, behaviour: Behaviour | None = None, **kw: Any) -> None:
         super().__init__("openai", behaviour, **kw)
