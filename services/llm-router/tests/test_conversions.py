@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
 
 from parley_llm_router.messages import (
     ChatRequest,
@@ -14,7 +15,7 @@ from parley_llm_router.messages import (
     ToolCall,
 )
 from parley_llm_router.providers.anthropic import from_anthropic, to_anthropic
-from parley_llm_router.providers.openai import request_body, to_openai_message
+from parley_llm_router.providers.openai import request_body, sse_data, to_openai_message
 
 CALL = ToolCall("call_1", "lookup", '{"q": "leave"}')
 CONVERSATION = (
@@ -113,3 +114,31 @@ def test_anthropic_responses_come_back_as_router_messages() -> None:
         ("refusal", FinishReason.CONTENT_FILTER),
     ]:
         assert from_anthropic({"content": [], "stop_reason": stop})[1] == expected
+
+
+async def _reads(*chunks: bytes) -> AsyncIterator[bytes]:
+    for chunk in chunks:
+        yield chunk
+
+
+async def test_server_sent_events_are_split_per_read_whatever_the_framing() -> None:
+    batches = [
+        batch
+        async for batch in sse_data(
+            _reads(
+                b'data: {"a": 1}\n\ndata: {"b"',  # one event, then half of the next
+                b": 2}\r\n\r\n: a comment\n\nevent: x\ndata: line one\ndata: line two\n\n",
+                b"data:[DONE]\n",
+                b"\n",
+            )
+        )
+    ]
+    assert batches == [
+        [b'{"a": 1}'],
+        [b'{"b": 2}', b"line one\nline two"],
+        [b"[DONE]"],
+    ]
+
+
+async def test_an_event_cut_by_the_end_of_the_stream_is_still_delivered() -> None:
+    assert [b async for b in sse_data(_reads(b"data: {}\n"))] == [[b"{}"]]

@@ -140,12 +140,11 @@ class LlmRouterServicer(pb_grpc.LlmRouterServicer):
                     )
                 )
 
-    async def StreamChat(
+    def StreamChat(
         self, request: pb.ChatRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.ChatEvent]:
         """Stream an answer: start, deltas, then one finish or error (see the proto)."""
-        async for event in self._events(request):
-            yield event
+        return self._events(request)
 
     async def Chat(self, request: pb.ChatRequest, context: grpc.aio.ServicerContext) -> Any:
         """Answer in one response, gathered from the same stream as StreamChat."""

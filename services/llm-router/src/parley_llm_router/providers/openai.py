@@ -160,67 +160,80 @@ class OpenAIProvider:
         self, model: str, request: ChatRequest, timeouts: Timeouts
     ) -> AsyncIterator[ProviderEvent]:
         body = request_body(model, request)
-        # The SDK sends the request and raises its typed errors; the stream's lines are read
-        # here, as plain JSON, because building an SDK object per chunk costs more CPU than
-        # the rest of the router's work on a stream.
+        body["stream"] = True
+        body["stream_options"] = {"include_usage": True}
+        # The SDK's generic ``post`` sends the request and raises its typed errors; the
+        # body is read here as server-sent events of plain JSON: building an SDK object per
+        # chunk, and validating the parameters per call, cost more CPU than the rest of the
+        # router's work on a stream.
         try:
-            context = self._client.chat.completions.with_streaming_response.create(
-                **body,
+            response = await self._client.post(
+                "/chat/completions",
+                cast_to=httpx2.Response,
+                body=body,
+                options={"timeout": httpx2.Timeout(timeouts.total, connect=timeouts.connect)},
                 stream=True,
-                stream_options={"include_usage": True},
-                timeout=httpx2.Timeout(timeouts.total, connect=timeouts.connect),
             )
-            response = await context.__aenter__()
         except Exception as error:
             raise failure_from_sdk(error, openai) from None
         usage: Usage | None = None
         reason = FinishReason.STOP
         produced: list[str] = []
         try:
-            async for line in response.iter_lines():
-                if not line.startswith("data:"):
-                    continue
-                data = line[5:].strip()
-                if data == "[DONE]":
-                    break
-                chunk = json.loads(data)
-                if "error" in chunk:
-                    raise ProviderFailure(
-                        FailureKind.STREAM_BROKEN, "the provider reported an error mid-stream"
-                    )
-                if chunk.get("usage"):
-                    usage = Usage(
-                        input_tokens=int(chunk["usage"].get("prompt_tokens") or 0),
-                        output_tokens=int(chunk["usage"].get("completion_tokens") or 0),
-                    )
-                for choice in chunk.get("choices") or ():
-                    delta = choice.get("delta") or {}
-                    content = delta.get("content")
-                    if content:
-                        produced.append(content)
-                        yield TextDelta(content)
-                    for call in delta.get("tool_calls") or ():
-                        function = call.get("function") or {}
-                        yield ToolCallDelta(
-                            index=int(call.get("index", 0)),
-                            id=call.get("id") or "",
-                            name=function.get("name") or "",
-                            arguments_delta=function.get("arguments") or "",
+            async for batch in sse_data(response.aiter_bytes()):
+                # Deltas that arrived together leave as one: fewer messages downstream.
+                text: list[str] = []
+                done = False
+                for data in batch:
+                    if data == b"[DONE]":
+                        done = True
+                        break
+                    chunk = json.loads(data)
+                    if "error" in chunk:
+                        raise ProviderFailure(
+                            FailureKind.STREAM_BROKEN, "the provider reported an error mid-stream"
                         )
-                    if choice.get("finish_reason"):
-                        reason = _FINISH.get(choice["finish_reason"], FinishReason.STOP)
+                    if chunk.get("usage"):
+                        usage = Usage(
+                            input_tokens=int(chunk["usage"].get("prompt_tokens") or 0),
+                            output_tokens=int(chunk["usage"].get("completion_tokens") or 0),
+                        )
+                    for choice in chunk.get("choices") or ():
+                        delta = choice.get("delta") or {}
+                        content = delta.get("content")
+                        if content:
+                            text.append(content)
+                        for call in delta.get("tool_calls") or ():
+                            if text:
+                                produced.extend(text)
+                                yield TextDelta("".join(text))
+                                text = []
+                            function = call.get("function") or {}
+                            yield ToolCallDelta(
+                                index=int(call.get("index", 0)),
+                                id=call.get("id") or "",
+                                name=function.get("name") or "",
+                                arguments_delta=function.get("arguments") or "",
+                            )
+                        if choice.get("finish_reason"):
+                            reason = _FINISH.get(choice["finish_reason"], FinishReason.STOP)
+                if text:
+                    produced.extend(text)
+                    yield TextDelta("".join(text))
+                if done:
+                    break
         except ProviderFailure:
             raise
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, UnicodeDecodeError):
             raise ProviderFailure(
                 FailureKind.STREAM_BROKEN, "the provider sent a malformed stream"
             ) from None
         except Exception as error:
             raise failure_mid_stream(error, openai) from None
         finally:
-            # Leaving the response closes the HTTP stream: a cancelled caller frees the
+            # Closing the response closes the HTTP stream: a cancelled caller frees the
             # provider at once.
-            await context.__aexit__(None, None, None)
+            await response.aclose()
         if usage is None:
             usage = Usage(
                 input_tokens=estimate_messages(request.messages, request.tools),
@@ -228,3 +241,32 @@ class OpenAIProvider:
                 estimated=True,
             )
         yield Finish(reason, usage)
+
+
+async def sse_data(chunks: AsyncIterator[bytes]) -> AsyncIterator[list[bytes]]:
+    """The ``data`` of each server-sent event, a list per network read.
+
+    Events split across reads are joined; the lines of a multi-line ``data`` field are joined
+    with newlines, as the SSE specification says. Comments and other fields are skipped.
+    """
+    pending = b""
+    lines: list[bytes] = []
+    async for chunk in chunks:
+        pending += chunk
+        if b"\n" not in chunk:
+            continue
+        *complete, pending = pending.split(b"\n")
+        batch: list[bytes] = []
+        for raw in complete:
+            line = raw[:-1] if raw.endswith(b"\r") else raw
+            if not line:
+                if lines:
+                    batch.append(b"\n".join(lines))
+                    lines = []
+            elif line.startswith(b"data:"):
+                value = line[5:]
+                lines.append(value[1:] if value.startswith(b" ") else value)
+        if batch:
+            yield batch
+    if lines:
+        yield [b"\n".join(lines)]
