@@ -30,9 +30,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import aiohttp
 import grpc
 import httpx
-import openai
 import uvloop
 
 from parley.llm_router.v1 import llm_router_pb2 as pb
@@ -122,16 +122,31 @@ async def run_level(
     return samples, errors
 
 
-def openai_stream(client: openai.AsyncOpenAI, model: str) -> Callable[[], Awaitable[Sample]]:
+def sse_stream(
+    session: aiohttp.ClientSession, base_url: str, api_key: str, model: str
+) -> Callable[[], Awaitable[Sample]]:
+    """One streamed Chat Completions request, read as server-sent events.
+
+    The client parses lines only until the first content delta and then drains the stream,
+    so its own CPU stays small next to the servers it measures.
+    """
+    url = f"{base_url}/chat/completions"
+    headers = {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"}
+    body = json.dumps(
+        {"model": model, "messages": [{"role": "user", "content": "hello"}], "stream": True}
+    ).encode()
+
     async def one() -> Sample:
         started = time.perf_counter()
         first = None
-        stream = await client.chat.completions.create(
-            model=model, messages=[{"role": "user", "content": "hello"}], stream=True
-        )
-        async for chunk in stream:
-            if first is None and chunk.choices and chunk.choices[0].delta.content:
-                first = time.perf_counter()
+        async with session.post(url, data=body, headers=headers) as response:
+            if response.status != 200:
+                raise RuntimeError(f"HTTP {response.status}")
+            async for line in response.content:
+                if first is None and line.startswith(b"data: {"):
+                    choices = json.loads(line[6:]).get("choices") or [{}]
+                    if (choices[0].get("delta") or {}).get("content"):
+                        first = time.perf_counter()
         end = time.perf_counter()
         return Sample((first or end) - started, end - started)
 
@@ -176,7 +191,32 @@ class Servers:
                 process.kill()
 
 
-def spawn(workdir: Path, with_litellm: bool, timing: tuple[float, float, int]) -> Servers:
+@dataclass(frozen=True)
+class Placement:
+    """CPUs for the servers under test (router, proxy) and for the rest (fake, load
+    generator); ``None`` leaves a process wherever the kernel puts it."""
+
+    servers: frozenset[int] | None = None
+    clients: frozenset[int] | None = None
+
+    @staticmethod
+    def split() -> Placement:
+        """The last CPU for the server under test, the others for the fake and the client,
+        so that neither side's queueing shows up as the other's latency."""
+        cpus = sorted(os.sched_getaffinity(0))
+        if len(cpus) < 2:
+            return Placement()
+        return Placement(frozenset(cpus[-1:]), frozenset(cpus[:-1]))
+
+    def on(self, cpus: frozenset[int] | None) -> Callable[[], None] | None:
+        if cpus is None:
+            return None
+        return lambda: os.sched_setaffinity(0, cpus)
+
+
+def spawn(
+    workdir: Path, with_litellm: bool, timing: tuple[float, float, int], placement: Placement
+) -> Servers:
     """Start the fake, the router and (when installed) the LiteLLM proxy as processes."""
     logs = workdir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
@@ -199,6 +239,7 @@ def spawn(workdir: Path, with_litellm: bool, timing: tuple[float, float, int]) -
         ],
         stdout=(logs / "fake.log").open("wb"),
         stderr=subprocess.STDOUT,
+        preexec_fn=placement.on(placement.clients),
     )
     fake_url = f"http://127.0.0.1:{fake_port}"
     router_env = {
@@ -215,6 +256,7 @@ def spawn(workdir: Path, with_litellm: bool, timing: tuple[float, float, int]) -
         env=router_env,
         stdout=(logs / "router.log").open("wb"),
         stderr=subprocess.STDOUT,
+        preexec_fn=placement.on(placement.servers),
     )
     servers = Servers(fake_url, f"127.0.0.1:{router_port}", router.pid, processes=[fake, router])
     if with_litellm and LITELLM_PYTHON.exists():
@@ -248,6 +290,7 @@ def spawn(workdir: Path, with_litellm: bool, timing: tuple[float, float, int]) -
             },
             stdout=(logs / "litellm.log").open("wb"),
             stderr=subprocess.STDOUT,
+            preexec_fn=placement.on(placement.servers),
         )
         servers.processes.append(proxy)
         servers.litellm_url = f"http://127.0.0.1:{port}"
@@ -269,36 +312,24 @@ async def bench(
     runs: int,
     with_litellm: bool,
     timing: tuple[float, float, int],
+    placement: Placement,
 ) -> list[Level]:
     workdir = Path(tempfile.mkdtemp(prefix="parley-bench-"))
-    servers = spawn(workdir, with_litellm, timing)
+    servers = spawn(workdir, with_litellm, timing, placement)
     await wait_ready(servers)
     principal_var.set(Principal("bench", "bench"))
-    limits = httpx.Limits(max_connections=1000, max_keepalive_connections=1000)
-    direct = openai.AsyncOpenAI(
-        base_url=f"{servers.fake_url}/v1",
-        api_key="k",
-        max_retries=0,
-        http_client=openai.DefaultAsyncHttpxClient(limits=limits),
-    )
-    proxy = (
-        openai.AsyncOpenAI(
-            base_url=f"{servers.litellm_url}/v1",
-            api_key="sk-bench",
-            max_retries=0,
-            http_client=openai.DefaultAsyncHttpxClient(limits=limits),
-        )
-        if servers.litellm_url
-        else None
+    session = aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=1000), timeout=aiohttp.ClientTimeout(total=60)
     )
     chan = channel(servers.router_address, "parley.llm_router.v1.LlmRouter", default_timeout=60)
     stub = pb_grpc.LlmRouterStub(chan)
     targets: dict[str, tuple[Callable[[], Awaitable[Sample]], int | None]] = {
-        "direct": (openai_stream(direct, "gpt-fake"), None),
+        "direct": (sse_stream(session, f"{servers.fake_url}/v1", "k", "gpt-fake"), None),
         "llm-router": (router_stream(stub), servers.router_pid),
     }
-    if proxy is not None:
-        targets["litellm-proxy"] = (openai_stream(proxy, "gpt-fake"), servers.litellm_pid)
+    if servers.litellm_url is not None:
+        proxy = sse_stream(session, f"{servers.litellm_url}/v1", "sk-bench", "gpt-fake")
+        targets["litellm-proxy"] = (proxy, servers.litellm_pid)
     results: list[Level] = []
     try:
         for one, _ in targets.values():  # warm connections and caches
@@ -336,6 +367,7 @@ async def bench(
                 print(_row(merged), flush=True)
     finally:
         await chan.close()
+        await session.close()
         servers.stop()
     return results
 
@@ -391,10 +423,21 @@ def main() -> None:
     parser.add_argument("--ttft-ms", type=float, default=TTFT_MS)
     parser.add_argument("--token-delay-ms", type=float, default=TOKEN_DELAY_MS)
     parser.add_argument("--tokens", type=int, default=TOKENS)
+    parser.add_argument(
+        "--shared-cpus",
+        action="store_true",
+        help="let every process run on every CPU (default: the server under test gets the "
+        "last CPU, the fake and the load generator the others)",
+    )
     args = parser.parse_args()
+    placement = Placement() if args.shared_cpus else Placement.split()
+    if placement.clients is not None:
+        os.sched_setaffinity(0, placement.clients)  # before any thread starts
     print(HEADER, flush=True)
     timing = (args.ttft_ms, args.token_delay_ms, args.tokens)
-    results = uvloop.run(bench(args.levels, args.requests, args.runs, not args.no_litellm, timing))
+    results = uvloop.run(
+        bench(args.levels, args.requests, args.runs, not args.no_litellm, timing, placement)
+    )
     out = ROOT / "bench" / "results" / f"router-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.write_text(json.dumps([asdict(r) for r in results], indent=2))
     print(f"\nraw results: {out.relative_to(ROOT)}")
