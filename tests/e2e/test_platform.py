@@ -90,7 +90,9 @@ async def test_a_streamed_turn_is_stored_and_read_back(running: Running) -> None
     assert names[-1] == "done"
     assert names.count("done") + names.count("error") == 1
     deltas = [e.data["text"] for e in got if e.name == "delta"]
-    assert len(deltas) >= ANSWER_TOKENS // 2
+    # The first delta leaves alone; the router merges the ones that follow within its
+    # coalescing window (STREAM_COALESCE_MS), so a streamed answer is at least two pieces.
+    assert len(deltas) >= 2
     done = got[-1].data["message"]
     assert done["status"] == "complete"
     assert done["content"] == "".join(deltas)

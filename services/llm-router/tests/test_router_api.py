@@ -131,3 +131,38 @@ async def test_other_users_usage_needs_the_scope(router: pb_grpc.LlmRouterStub) 
     assert raised.value.code() == grpc.StatusCode.PERMISSION_DENIED
     with acting_as("t1", "admin", "usage:read"):
         assert (await router.GetUsage(pb.GetUsageRequest())).rows == []
+
+
+async def _deltas(tmp_path: Path, coalesce_ms: float) -> list[str]:
+    settings = Settings(
+        grpc_port=0,
+        local_token_delay_ms=5,
+        stream_coalesce_ms=coalesce_ms,
+        database_url=f"sqlite:///{tmp_path}/router-{coalesce_ms}.db",
+        redis_url=None,
+    )
+    wiring = await build(settings, env={})
+    passage = "Refunds are accepted within 30 days of delivery when the item is unused. " * 3
+    request = pb.ChatRequest(
+        messages=[user("When are refunds accepted?")],
+        passages=[pb.GroundingPassage(marker="1", text=passage)],
+    )
+    try:
+        async with (
+            grpc_server(wiring.registrations) as address,
+            channel(address, "parley.llm_router.v1.LlmRouter") as chan,
+        ):
+            stub = pb_grpc.LlmRouterStub(chan)
+            return [
+                e.text_delta async for e in stub.StreamChat(request) if e.HasField("text_delta")
+            ]
+    finally:
+        await wiring.close()
+
+
+async def test_deltas_within_the_coalescing_window_leave_as_one_message(tmp_path: Path) -> None:
+    each = await _deltas(tmp_path, 0)
+    merged = await _deltas(tmp_path, 50)
+    assert "".join(merged) == "".join(each)
+    assert len(each) >= 20  # one message per token of the local provider
+    assert 2 <= len(merged) < len(each) / 3

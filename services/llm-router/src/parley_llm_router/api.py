@@ -14,6 +14,7 @@ from parley.llm_router.v1 import llm_router_pb2_grpc as pb_grpc
 from parley_llm_router.dispatch import Dispatcher, Failed, Started
 from parley_llm_router.embeddings import check_inputs, embed
 from parley_llm_router.engine import EngineHolder
+from parley_llm_router.framing import coalesce
 from parley_llm_router.ledger import UsageEntry, UsageLedger
 from parley_llm_router.messages import (
     ChatRequest,
@@ -93,18 +94,28 @@ _CACHE_MODE = {pb.CACHE_MODE_BYPASS: "bypass", pb.CACHE_MODE_PREFER: "prefer"}
 class LlmRouterServicer(pb_grpc.LlmRouterServicer):
     """One call for every provider: resolves the alias, validates, streams through the route."""
 
-    def __init__(self, holder: EngineHolder, dispatcher: Dispatcher, ledger: UsageLedger) -> None:
+    def __init__(
+        self,
+        holder: EngineHolder,
+        dispatcher: Dispatcher,
+        ledger: UsageLedger,
+        *,
+        coalesce_seconds: float = 0.0,
+    ) -> None:
         self.holder = holder
         self.dispatcher = dispatcher
         self.ledger = ledger
+        self.coalesce_seconds = coalesce_seconds
 
-    async def _events(self, request: pb.ChatRequest) -> AsyncIterator[pb.ChatEvent]:
+    async def _events(
+        self, request: pb.ChatRequest, window: float = 0.0
+    ) -> AsyncIterator[pb.ChatEvent]:
         engine = self.holder.engine  # one engine for the whole request, even across a reload
         route = engine.routes.resolve(request.model)
         chat = request_from_proto(request)
         check_request(chat, route)
         mode = _CACHE_MODE.get(request.cache_mode, "default")
-        async for event in self.dispatcher.stream(engine, route, chat, mode):
+        async for event in coalesce(self.dispatcher.stream(engine, route, chat, mode), window):
             if isinstance(event, TextDelta):
                 yield pb.ChatEvent(text_delta=event.text)
             elif isinstance(event, Started):
@@ -143,8 +154,11 @@ class LlmRouterServicer(pb_grpc.LlmRouterServicer):
     def StreamChat(
         self, request: pb.ChatRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.ChatEvent]:
-        """Stream an answer: start, deltas, then one finish or error (see the proto)."""
-        return self._events(request)
+        """Stream an answer: start, deltas, then one finish or error (see the proto).
+
+        Deltas within ``STREAM_COALESCE_MS`` of the previous message leave as one.
+        """
+        return self._events(request, self.coalesce_seconds)
 
     async def Chat(self, request: pb.ChatRequest, context: grpc.aio.ServicerContext) -> Any:
         """Answer in one response, gathered from the same stream as StreamChat."""

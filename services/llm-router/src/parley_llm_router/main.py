@@ -84,7 +84,9 @@ async def build(settings: Settings, env: dict[str, str] | None = None) -> Wiring
     ledger = SqlLedger(settings.database_url)
     ledger.start()
     dispatcher = Dispatcher(breakers=breakers, cache=cache, ledger=ledger)
-    servicer = LlmRouterServicer(holder, dispatcher, ledger)
+    servicer = LlmRouterServicer(
+        holder, dispatcher, ledger, coalesce_seconds=settings.stream_coalesce_ms / 1000
+    )
     watcher = (
         asyncio.create_task(holder.watch(settings.routes_reload_seconds))
         if settings.routes_file is not None

@@ -29,6 +29,12 @@ class Settings(ServiceSettings):
     local_token_delay_ms: float = Field(
         8.0, ge=0, description="Pause between the local provider's tokens, for a readable stream."
     )
+    stream_coalesce_ms: float = Field(
+        50.0,
+        ge=0,
+        le=1000,
+        description="Deltas within this time of the previous message leave as one; 0: each alone.",
+    )
     redis_url: str | None = Field(
         None, description="Shares breakers and the response cache between replicas."
     )

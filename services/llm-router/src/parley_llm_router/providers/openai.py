@@ -6,6 +6,8 @@ and fallback, so they never stack.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -33,6 +35,7 @@ from parley_llm_router.providers.base import (
 )
 from parley_llm_router.tokens import estimate_messages, estimate_text
 
+DRAIN_SECONDS = 0.5
 _FINISH = {
     "stop": FinishReason.STOP,
     "length": FinishReason.LENGTH,
@@ -180,7 +183,8 @@ class OpenAIProvider:
         reason = FinishReason.STOP
         produced: list[str] = []
         try:
-            async for batch in sse_data(response.aiter_bytes()):
+            batches = sse_data(response.aiter_bytes())
+            async for batch in batches:
                 # Deltas that arrived together leave as one: fewer messages downstream.
                 text: list[str] = []
                 done = False
@@ -221,6 +225,7 @@ class OpenAIProvider:
                     produced.extend(text)
                     yield TextDelta("".join(text))
                 if done:
+                    await _drain(batches)
                     break
         except ProviderFailure:
             raise
@@ -241,6 +246,16 @@ class OpenAIProvider:
                 estimated=True,
             )
         yield Finish(reason, usage)
+
+
+async def _drain(rest: AsyncIterator[object]) -> None:
+    """Read what follows ``[DONE]`` (the end of the body, as a rule) so the connection goes
+    back to the pool instead of being closed, and a new one, with its TLS handshake, opened
+    for the next request; a server that keeps the stream open gets a bounded wait."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(DRAIN_SECONDS):
+            async for _ in rest:
+                pass
 
 
 async def sse_data(chunks: AsyncIterator[bytes]) -> AsyncIterator[list[bytes]]:
