@@ -103,14 +103,19 @@ def percentile(values: list[float], q: float) -> float:
 
 
 async def run_level(
-    one: Callable[[], Awaitable[Sample]], concurrency: int, requests: int
+    one: Callable[[], Awaitable[Sample]], concurrency: int, requests: int, ramp: float = 0.0
 ) -> tuple[list[Sample], int]:
+    """``requests`` calls by ``concurrency`` workers, each calling again as soon as its call
+    ends. Worker ``i`` starts ``i / concurrency`` of ``ramp`` late: with ``ramp`` one answer's
+    length, calls begin and end spread evenly, as streams of many users do, instead of in
+    waves of ``concurrency`` calls at once."""
     samples: list[Sample] = []
     errors = 0
     remaining = requests
 
-    async def worker() -> None:
+    async def worker(delay: float) -> None:
         nonlocal remaining, errors
+        await asyncio.sleep(delay)
         while remaining > 0:
             remaining -= 1
             try:
@@ -118,7 +123,7 @@ async def run_level(
             except Exception:
                 errors += 1
 
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    await asyncio.gather(*(worker(i * ramp / concurrency) for i in range(concurrency)))
     return samples, errors
 
 
@@ -315,6 +320,8 @@ async def bench(
     placement: Placement,
 ) -> list[Level]:
     workdir = Path(tempfile.mkdtemp(prefix="parley-bench-"))
+    ttft_ms, token_delay_ms, tokens = timing
+    answer_seconds = (ttft_ms + token_delay_ms * (tokens - 1)) / 1000
     servers = spawn(workdir, with_litellm, timing, placement)
     await wait_ready(servers)
     principal_var.set(Principal("bench", "bench"))
@@ -340,7 +347,7 @@ async def bench(
             for _ in range(runs):
                 for name, (one, pid) in targets.items():
                     cpu_before = cpu_seconds(pid) if pid else 0.0
-                    samples, errors = await run_level(one, concurrency, count)
+                    samples, errors = await run_level(one, concurrency, count, answer_seconds)
                     cpu = (cpu_seconds(pid) - cpu_before) if pid else None
                     ttft = [s.ttft * 1000 for s in samples] or [float("nan")]
                     total = [s.total * 1000 for s in samples] or [float("nan")]
