@@ -48,6 +48,17 @@ def test_a_good_file_builds_routes_with_prices_and_strategies() -> None:
         (GOOD.replace("type: anthropic", "type: cohere"), "providers.claude.type"),
         (GOOD.replace('base_url: "http://127.0.0.1:8000/v1"', "api_key_env: X"), "needs base_url"),
         (GOOD + "\nsurprise: 1\n", "surprise"),
+        (
+            GOOD.replace("type: openai,", "type: openai, api_version: '2024-10-21',"),
+            "api_version is for providers of type azure_openai, not openai",
+        ),
+        (
+            GOOD.replace(
+                "vllm: {type: openai_compatible,",
+                "vllm: {type: azure_openai, api_version: 2024-10-21,",
+            ).replace("8000/v1", "8000/openai/"),
+            "without /openai",
+        ),
         ("models: [unclosed", "not valid YAML"),
         ("- a list", "expected a mapping"),
     ],
@@ -92,3 +103,10 @@ def test_latency_order_puts_the_fastest_first_and_measures_the_unmeasured() -> N
     for _ in range(20):
         tracker.observe("vllm/llama", 2.0)
     assert order(route, tracker.averages)[0].label == "openai/gpt-4o-mini"
+
+
+def test_an_unquoted_azure_api_version_is_read_as_the_version_text() -> None:
+    text = GOOD.replace(
+        "vllm: {type: openai_compatible,", "vllm: {type: azure_openai, api_version: 2024-10-21,"
+    )
+    assert parse(text, "routes.yaml").providers["vllm"].api_version == "2024-10-21"

@@ -26,11 +26,19 @@ line naming the fault.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import date
 from enum import StrEnum
 from pathlib import Path
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 
 class ConfigError(ValueError):
@@ -61,13 +69,29 @@ class ProviderConfig(_Strict):
     api_key_env: str | None = Field(None, description="Variable holding the key.")
     api_version: str | None = Field(None, description="Azure OpenAI's API version.")
 
+    @field_validator("api_version", mode="before")
+    @classmethod
+    def _version_text(cls, value: object) -> object:
+        # YAML reads an unquoted 2024-10-21 as a date; it means the version string.
+        return value.isoformat() if isinstance(value, date) else value
+
     @model_validator(mode="after")
     def _complete(self) -> ProviderConfig:
         needs_url = (ProviderType.OPENAI_COMPATIBLE, ProviderType.AZURE_OPENAI)
         if self.type in needs_url and not self.base_url:
             raise ValueError(f"a provider of type {self.type} needs base_url")
-        if self.type == ProviderType.AZURE_OPENAI and not self.api_version:
-            raise ValueError("a provider of type azure_openai needs api_version")
+        if self.type == ProviderType.AZURE_OPENAI:
+            if not self.api_version:
+                raise ValueError("a provider of type azure_openai needs api_version")
+            if (self.base_url or "").rstrip("/").endswith("/openai"):
+                raise ValueError(
+                    "base_url of an azure_openai provider is the resource endpoint "
+                    "(https://NAME.openai.azure.com), without /openai"
+                )
+        elif self.api_version:
+            raise ValueError(
+                f"api_version is for providers of type azure_openai, not {self.type.value}"
+            )
         return self
 
 
