@@ -43,6 +43,7 @@ async def start(
         RouterSettings(
             grpc_port=0,
             local_token_delay_ms=1,
+            stream_coalesce_ms=0,  # every token its own delta: the relay is what is tested
             database_url=f"sqlite:///{tmp_path}/router.db",
             redis_url=None,
             **{k: v for k, v in (router_env or {}).items()},  # type: ignore[arg-type]
