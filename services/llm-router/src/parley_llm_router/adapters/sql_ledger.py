@@ -23,7 +23,9 @@ log = logging.getLogger("parley.llm_router.ledger")
 class SqlLedger:
     """Batched writes of usage entries; totals by user and model for GetUsage."""
 
-    def __init__(self, url: str, *, flush_interval: float = 0.5, batch_size: int = 500) -> None:
+    # A write runs on the event loop (about 1.2 ms plus 10 µs a row on SQLite here): small
+    # batches keep every pause short, where 500 rows held all streams up for 7 ms.
+    def __init__(self, url: str, *, flush_interval: float = 0.5, batch_size: int = 64) -> None:
         self.engine = create_engine(url)
         self.sessions = sessions(self.engine)
         self.flush_interval = flush_interval
