@@ -279,3 +279,20 @@ async def test_a_routes_file_with_an_azure_provider_embeds_and_reports_rate_limi
     assert metadata["parley-error-code"] == "provider_rate_limited"
     assert metadata["parley-retry-after"] == "2"
     assert KEY not in (raised.value.details() or "")
+
+
+async def test_a_finished_stream_leaves_its_connection_to_the_next_request(
+    fake: OpenAIFake, azure: OpenAIProvider, plain: OpenAIProvider
+) -> None:
+    # The body's end comes a while after [DONE], as from a distant server: read up to it,
+    # or the connection cannot go back to the pool.
+    fake.set_behaviour(tokens=5, end_delay_ms=50)
+    for provider in (azure, plain):
+        for _ in range(3):
+            assert isinstance((await collect(provider))[-1], Finish)
+    azure_peers = {r.client for r in fake.requests if r.api_version}
+    plain_peers = {r.client for r in fake.requests if not r.api_version}
+    assert len(fake.requests) == 6
+    # one connection per client, no new handshake per request
+    assert len(azure_peers) == 1, azure_peers
+    assert len(plain_peers) == 1, plain_peers

@@ -24,7 +24,9 @@ class Behaviour:
     ``retry_after`` is set); ``hang`` accepts the request and never answers until the client
     goes away; ``drop_after_tokens`` closes the connection after that many tokens, without the
     stream's end; ``stall_after_tokens`` stops sending after that many tokens, keeping the
-    connection open; ``tool_name`` answers a tool call (when the request offers tools).
+    connection open; ``tool_name`` answers a tool call (when the request offers tools);
+    ``end_delay_ms`` holds the end of the HTTP body back that long after the stream's last
+    event (``[DONE]``), as a distant server's last packet may be.
     """
 
     ttft_ms: float = 0.0
@@ -39,6 +41,7 @@ class Behaviour:
     tool_name: str | None = None
     tool_arguments: dict[str, Any] = field(default_factory=dict)
     report_usage: bool = True
+    end_delay_ms: float = 0.0
 
     def answer_tokens(self) -> list[str]:
         """The answer as tokens that concatenate to the answer text."""

@@ -5,6 +5,7 @@ Azure OpenAI's deployment paths answer the same, once the request names an ``api
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
@@ -109,6 +110,8 @@ async def stream(
         }
         yield b"data: " + json.dumps(payload).encode() + b"\n\n"
     yield b"data: [DONE]\n\n"
+    if behaviour.end_delay_ms:
+        await asyncio.sleep(behaviour.end_delay_ms / 1000)
 
 
 async def complete(behaviour: Behaviour, body: dict[str, Any], record: RecordedRequest) -> Response:

@@ -21,6 +21,8 @@ class RecordedRequest:
     tokens_sent: int = 0
     # The ``api-version`` query parameter, as Azure OpenAI clients send it.
     api_version: str | None = None
+    # The client's "host:port": two requests with the same one shared a connection.
+    client: str = ""
 
     @property
     def credential_header(self) -> str | None:
@@ -42,6 +44,7 @@ class RecordedRequest:
             "tokens_sent": self.tokens_sent,
             "api_version": self.api_version,
             "credential_header": self.credential_header,
+            "client": self.client,
         }
 
 

@@ -135,8 +135,9 @@ class Fake:
     def _record(self, request: Request, body: dict[str, Any]) -> RecordedRequest:
         headers = {k.lower(): v for k, v in request.headers.items()}
         api_version = request.query_params.get("api-version")
+        peer = f"{request.client.host}:{request.client.port}" if request.client else ""
         return self.recording.add(
-            RecordedRequest(request.url.path, headers, body, api_version=api_version)
+            RecordedRequest(request.url.path, headers, body, api_version=api_version, client=peer)
         )
 
     def _azure(self, endpoint: Endpoint) -> Endpoint:
