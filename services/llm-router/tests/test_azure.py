@@ -246,11 +246,10 @@ def ask(text: str = "hello") -> pb.ChatRequest:
 async def test_a_routes_file_with_an_azure_provider_streams_end_to_end(rig: Rig) -> None:
     events = [e async for e in rig.router.StreamChat(ask())]
     kinds = [e.WhichOneof("event") for e in events]
-    assert kinds[0] == "start"
     assert kinds[-1] == "finish"
-    assert set(kinds[1:-1]) == {"text_delta"}
+    assert set(kinds[:-1]) == {"text_delta"}
     assert events[0].start.provider == "az"
-    assert "".join(e.text_delta for e in events[1:-1]) == ANSWER
+    assert "".join(e.text_delta for e in events[:-1]) == ANSWER
     assert events[-1].finish.finish_reason == pb.FINISH_REASON_STOP
     assert events[-1].finish.usage.output_tokens == 5
     assert not events[-1].finish.usage.estimated

@@ -131,10 +131,10 @@ async def test_after_the_first_token_a_failure_ends_the_stream_without_fallback(
     kinds = [e.WhichOneof("event") for e in events]
     # Three tokens were sent before the connection was cut; under load the last ones may be
     # lost with it, so the count is not exact.
-    assert kinds[0] == "start"
+    assert events[0].HasField("start")
     assert kinds[-1] == "error"
     assert 1 <= kinds.count("text_delta") <= 3
-    assert set(kinds[1:-1]) == {"text_delta"}
+    assert set(kinds[:-1]) == {"text_delta"}
     assert events[-1].error.error.code == "provider_stream_broken"
     assert events[-1].error.partial_usage.output_tokens > 0
     assert rig.anthropic.requests == []

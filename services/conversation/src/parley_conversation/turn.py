@@ -154,14 +154,14 @@ class TurnRunner:
             call = self.peers.stream_chat(request, self.settings.turn_timeout_seconds)
             served_by = ""
             async for event in call:
+                if event.HasField("start"):
+                    served_by = f"{event.start.provider}/{event.start.model}"
                 kind = event.WhichOneof("event")
                 if kind == "text_delta":
                     if not text:
                         FIRST_DELTA.observe(time.perf_counter() - began)
                     text.append(event.text_delta)
                     yield pb.TurnEvent(delta=pb.TextDelta(text=event.text_delta))
-                elif kind == "start":
-                    served_by = f"{event.start.provider}/{event.start.model}"
                 elif kind == "tool_call_delta":
                     d = event.tool_call_delta
                     yield pb.TurnEvent(

@@ -87,6 +87,35 @@ def usage_to_proto(usage: Usage) -> common_pb2.Usage:
     )
 
 
+def event_to_proto(event: TextDelta | ToolCallDelta | Finish | Failed) -> pb.ChatEvent:
+    """One router event as a StreamChat message (``start`` is added by the caller)."""
+    if isinstance(event, TextDelta):
+        return pb.ChatEvent(text_delta=event.text)
+    if isinstance(event, ToolCallDelta):
+        return pb.ChatEvent(
+            tool_call_delta=pb.ToolCallDelta(
+                index=event.index,
+                id=event.id,
+                name=event.name,
+                arguments_delta=event.arguments_delta,
+            )
+        )
+    if isinstance(event, Finish):
+        return pb.ChatEvent(
+            finish=pb.ChatFinish(
+                finish_reason=_FINISH[event.reason], usage=usage_to_proto(event.usage)
+            )
+        )
+    return pb.ChatEvent(
+        error=pb.ChatFailure(
+            error=common_pb2.StreamError(
+                code=event.code, message=event.message, retryable=event.retryable
+            ),
+            partial_usage=usage_to_proto(event.partial_usage),
+        )
+    )
+
+
 EMBED_TIMEOUT_SECONDS = 30.0
 _CACHE_MODE = {pb.CACHE_MODE_BYPASS: "bypass", pb.CACHE_MODE_PREFER: "prefer"}
 
@@ -115,46 +144,27 @@ class LlmRouterServicer(pb_grpc.LlmRouterServicer):
         chat = request_from_proto(request)
         check_request(chat, route)
         mode = _CACHE_MODE.get(request.cache_mode, "default")
+        start: pb.ChatStart | None = None
         async for event in coalesce(self.dispatcher.stream(engine, route, chat, mode), window):
-            if isinstance(event, TextDelta):
-                yield pb.ChatEvent(text_delta=event.text)
-            elif isinstance(event, Started):
-                yield pb.ChatEvent(
-                    start=pb.ChatStart(
-                        provider=event.candidate.provider,
-                        model=event.candidate.model,
-                        cached=event.cached,
-                    )
+            if isinstance(event, Started):
+                # Held back to ride with the first event: one message for the first token.
+                start = pb.ChatStart(
+                    provider=event.candidate.provider,
+                    model=event.candidate.model,
+                    cached=event.cached,
                 )
-            elif isinstance(event, ToolCallDelta):
-                yield pb.ChatEvent(
-                    tool_call_delta=pb.ToolCallDelta(
-                        index=event.index,
-                        id=event.id,
-                        name=event.name,
-                        arguments_delta=event.arguments_delta,
-                    )
-                )
-            elif isinstance(event, Finish):
-                yield pb.ChatEvent(
-                    finish=pb.ChatFinish(
-                        finish_reason=_FINISH[event.reason], usage=usage_to_proto(event.usage)
-                    )
-                )
-            elif isinstance(event, Failed):
-                yield pb.ChatEvent(
-                    error=pb.ChatFailure(
-                        error=common_pb2.StreamError(
-                            code=event.code, message=event.message, retryable=event.retryable
-                        ),
-                        partial_usage=usage_to_proto(event.partial_usage),
-                    )
-                )
+                continue
+            message = event_to_proto(event)
+            if start is not None:
+                message.start.CopyFrom(start)
+                start = None
+            yield message
 
     def StreamChat(
         self, request: pb.ChatRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.ChatEvent]:
-        """Stream an answer: start, deltas, then one finish or error (see the proto).
+        """Stream an answer: deltas, then one finish or error, the first carrying ``start``
+        (see the proto).
 
         Deltas within ``STREAM_COALESCE_MS`` of the previous message leave as one.
         """
@@ -166,11 +176,11 @@ class LlmRouterServicer(pb_grpc.LlmRouterServicer):
         text: list[str] = []
         calls: dict[int, pb.ToolCall] = {}
         async for event in self._events(request):
-            kind = event.WhichOneof("event")
-            if kind == "start":
+            if event.HasField("start"):
                 response.provider, response.model = event.start.provider, event.start.model
                 response.cached = event.start.cached
-            elif kind == "text_delta":
+            kind = event.WhichOneof("event")
+            if kind == "text_delta":
                 text.append(event.text_delta)
             elif kind == "tool_call_delta":
                 delta = event.tool_call_delta

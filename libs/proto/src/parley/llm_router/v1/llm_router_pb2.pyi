@@ -479,7 +479,11 @@ class ChatEvent(_message.Message):
     text_delta: _builtins.str
     """A piece of answer text."""
     @_builtins.property
-    def start(self) -> Global___ChatStart: ...
+    def start(self) -> Global___ChatStart:
+        """Set on the first event of a stream only: who answers. It rides with that event's
+        content so the first token costs one message, not two.
+        """
+
     @_builtins.property
     def tool_call_delta(self) -> Global___ToolCallDelta: ...
     @_builtins.property
@@ -499,7 +503,7 @@ class ChatEvent(_message.Message):
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
     _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "event", b"event", "finish", b"finish", "start", b"start", "text_delta", b"text_delta", "tool_call_delta", b"tool_call_delta"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["start", "text_delta", "tool_call_delta", "finish", "error"]  # noqa: Y015
+    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["text_delta", "tool_call_delta", "finish", "error"]  # noqa: Y015
     _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
 

@@ -77,10 +77,11 @@ class LlmRouterServicer:
         raise NotImplementedError('Method not implemented!')
 
     def StreamChat(self, request, context):
-        """StreamChat answers a conversation as a stream of events: one `start`, then text and
-        tool-call deltas, then exactly one terminal `finish` or `error`. A failure before the
-        first delta is a gRPC status (the router has already tried every candidate it may);
-        a failure after it is a terminal `error` event carrying the partial usage.
+        """StreamChat answers a conversation as a stream of events: text and tool-call deltas,
+        then exactly one terminal `finish` or `error`; the first event also carries `start`.
+        A failure before the first delta is a gRPC status (the router has already tried every
+        candidate it may); a failure after it is a terminal `error` event carrying the partial
+        usage.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

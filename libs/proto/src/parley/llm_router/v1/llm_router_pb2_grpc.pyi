@@ -40,10 +40,11 @@ class LlmRouterStub:
     Chat: _grpc.UnaryUnaryMultiCallable[_llm_router_pb2.ChatRequest, _llm_router_pb2.ChatResponse]
     """Chat answers a conversation in one response (no streaming)."""
     StreamChat: _grpc.UnaryStreamMultiCallable[_llm_router_pb2.ChatRequest, _llm_router_pb2.ChatEvent]
-    """StreamChat answers a conversation as a stream of events: one `start`, then text and
-    tool-call deltas, then exactly one terminal `finish` or `error`. A failure before the
-    first delta is a gRPC status (the router has already tried every candidate it may);
-    a failure after it is a terminal `error` event carrying the partial usage.
+    """StreamChat answers a conversation as a stream of events: text and tool-call deltas,
+    then exactly one terminal `finish` or `error`; the first event also carries `start`.
+    A failure before the first delta is a gRPC status (the router has already tried every
+    candidate it may); a failure after it is a terminal `error` event carrying the partial
+    usage.
     """
     CountTokens: _grpc.UnaryUnaryMultiCallable[_llm_router_pb2.CountTokensRequest, _llm_router_pb2.CountTokensResponse]
     """CountTokens counts the input tokens a request would use with the alias's first candidate."""
@@ -60,10 +61,11 @@ class LlmRouterAsyncStub(LlmRouterStub):
     Chat: _aio.UnaryUnaryMultiCallable[_llm_router_pb2.ChatRequest, _llm_router_pb2.ChatResponse]  # type: ignore[assignment]
     """Chat answers a conversation in one response (no streaming)."""
     StreamChat: _aio.UnaryStreamMultiCallable[_llm_router_pb2.ChatRequest, _llm_router_pb2.ChatEvent]  # type: ignore[assignment]
-    """StreamChat answers a conversation as a stream of events: one `start`, then text and
-    tool-call deltas, then exactly one terminal `finish` or `error`. A failure before the
-    first delta is a gRPC status (the router has already tried every candidate it may);
-    a failure after it is a terminal `error` event carrying the partial usage.
+    """StreamChat answers a conversation as a stream of events: text and tool-call deltas,
+    then exactly one terminal `finish` or `error`; the first event also carries `start`.
+    A failure before the first delta is a gRPC status (the router has already tried every
+    candidate it may); a failure after it is a terminal `error` event carrying the partial
+    usage.
     """
     CountTokens: _aio.UnaryUnaryMultiCallable[_llm_router_pb2.CountTokensRequest, _llm_router_pb2.CountTokensResponse]  # type: ignore[assignment]
     """CountTokens counts the input tokens a request would use with the alias's first candidate."""
@@ -89,10 +91,11 @@ class LlmRouterServicer(metaclass=_abc_1.ABCMeta):
         request: _llm_router_pb2.ChatRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_llm_router_pb2.ChatEvent], _abc.AsyncIterator[_llm_router_pb2.ChatEvent]]:
-        """StreamChat answers a conversation as a stream of events: one `start`, then text and
-        tool-call deltas, then exactly one terminal `finish` or `error`. A failure before the
-        first delta is a gRPC status (the router has already tried every candidate it may);
-        a failure after it is a terminal `error` event carrying the partial usage.
+        """StreamChat answers a conversation as a stream of events: text and tool-call deltas,
+        then exactly one terminal `finish` or `error`; the first event also carries `start`.
+        A failure before the first delta is a gRPC status (the router has already tried every
+        candidate it may); a failure after it is a terminal `error` event carrying the partial
+        usage.
         """
 
     @_abc_1.abstractmethod
