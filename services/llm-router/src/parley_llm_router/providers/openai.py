@@ -229,7 +229,7 @@ class OpenAIProvider:
                     break
         except ProviderFailure:
             raise
-        except (json.JSONDecodeError, UnicodeDecodeError):
+        except (ValueError, TypeError, AttributeError):  # not JSON, or JSON of another shape
             raise ProviderFailure(
                 FailureKind.STREAM_BROKEN, "the provider sent a malformed stream"
             ) from None
