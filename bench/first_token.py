@@ -34,7 +34,7 @@ from parley_runtime.grpc_client import channel
 from parley_runtime.testing import grpc_server
 
 sys.path.insert(0, str(Path(__file__).parent))
-from router import Placement, free_port, wait_http
+from router import Placement, free_port, spawn_fake, wait_http
 
 marks: dict[str, float] = {}
 SEGMENTS = [
@@ -64,8 +64,8 @@ def instrument() -> None:
                 marks.setdefault("message", time.perf_counter())
             yield message
 
-    openai_provider.OpenAIProvider.stream = timed_stream  # type: ignore[method-assign]
-    api.LlmRouterServicer._events = timed_events  # type: ignore[method-assign]
+    openai_provider.OpenAIProvider.stream = timed_stream  # type: ignore[method-assign,assignment]
+    api.LlmRouterServicer._events = timed_events  # type: ignore[method-assign,assignment]
 
 
 async def measure(fake_url: str, requests: int, warm: int) -> list[dict[str, float]]:
@@ -112,19 +112,7 @@ def main() -> None:
     args = parser.parse_args()
     placement = Placement.split()
     port = free_port()
-    fake = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "parley_fakes",
-            "openai",
-            "--port",
-            str(port),
-            *("--tokens", "20", "--ttft-ms", "200", "--token-delay-ms", "20"),
-        ],
-        stdout=subprocess.DEVNULL,
-        preexec_fn=placement.on(placement.clients),
-    )
+    fake = spawn_fake(port, (200, 20, 20), placement, subprocess.DEVNULL)
     if placement.servers is not None:
         os.sched_setaffinity(0, placement.servers)
     instrument()

@@ -29,6 +29,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import IO
 
 import aiohttp
 import grpc
@@ -219,6 +220,24 @@ class Placement:
         return lambda: os.sched_setaffinity(0, cpus)
 
 
+def spawn_fake(
+    port: int, timing: tuple[float, float, int], placement: Placement, output: IO[bytes] | int
+) -> subprocess.Popen[bytes]:
+    """The fake OpenAI server as a process on the clients' CPUs, answering with ``timing``
+    (milliseconds to the first token, milliseconds between tokens, tokens)."""
+    ttft_ms, token_delay_ms, tokens = timing
+    return subprocess.Popen(
+        [
+            *(sys.executable, "-m", "parley_fakes", "openai", "--port", str(port)),
+            *("--tokens", str(tokens), "--ttft-ms", str(ttft_ms)),
+            *("--token-delay-ms", str(token_delay_ms)),
+        ],
+        stdout=output,
+        stderr=subprocess.STDOUT,
+        preexec_fn=placement.on(placement.clients),
+    )
+
+
 def spawn(
     workdir: Path, with_litellm: bool, timing: tuple[float, float, int], placement: Placement
 ) -> Servers:
@@ -226,26 +245,7 @@ def spawn(
     logs = workdir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     fake_port, router_port = free_port(), free_port()
-    ttft_ms, token_delay_ms, tokens = timing
-    fake = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "parley_fakes",
-            "openai",
-            "--port",
-            str(fake_port),
-            "--tokens",
-            str(tokens),
-            "--ttft-ms",
-            str(ttft_ms),
-            "--token-delay-ms",
-            str(token_delay_ms),
-        ],
-        stdout=(logs / "fake.log").open("wb"),
-        stderr=subprocess.STDOUT,
-        preexec_fn=placement.on(placement.clients),
-    )
+    fake = spawn_fake(fake_port, timing, placement, (logs / "fake.log").open("wb"))
     fake_url = f"http://127.0.0.1:{fake_port}"
     router_env = {
         **os.environ,
@@ -383,7 +383,7 @@ def _median(levels: list[Level]) -> Level:
     first = levels[0]
 
     def med(attr: str) -> float:
-        return statistics.median(getattr(level, attr) for level in levels)
+        return float(statistics.median(getattr(level, attr) for level in levels))
 
     cpu = [lv.cpu_ms_per_request for lv in levels if lv.cpu_ms_per_request is not None]
     return Level(
