@@ -1,5 +1,5 @@
 """A provider whose stream is not what Chat Completions promises: a clear failure, never a
-crash. The server is a plain socket answering fixed bytes, since no real provider sends them
+crash, from the SDK-based provider and the OpenAI-compatible one alike. The server is a plain socket answering fixed bytes, since no real provider sends them
 on purpose."""
 
 from __future__ import annotations
@@ -11,9 +11,10 @@ import pytest
 
 from parley_llm_router.messages import ChatRequest, Message, Part, Role
 from parley_llm_router.providers.base import FailureKind, ProviderFailure, Timeouts
+from parley_llm_router.providers.compatible import CompatibleProvider
 from parley_llm_router.providers.openai import OpenAIProvider
 
-Serve = Callable[[bytes], Awaitable[OpenAIProvider]]
+Serve = Callable[[bytes], Awaitable[OpenAIProvider | CompatibleProvider]]
 HELLO = ChatRequest(messages=(Message(Role.USER, (Part(text="hello"),)),))
 TIMEOUTS = Timeouts(connect=1, first_token=1, total=5)
 
@@ -36,15 +37,15 @@ async def serve_once(body: bytes) -> tuple[asyncio.Server, str]:
     return server, f"http://127.0.0.1:{port}/v1"
 
 
-@pytest.fixture
-async def stream_of() -> AsyncIterator[Serve]:
+@pytest.fixture(params=[OpenAIProvider, CompatibleProvider])
+async def stream_of(request: pytest.FixtureRequest) -> AsyncIterator[Serve]:
     servers: list[asyncio.Server] = []
-    providers: list[OpenAIProvider] = []
+    providers: list[OpenAIProvider | CompatibleProvider] = []
 
-    async def make(body: bytes) -> OpenAIProvider:
+    async def make(body: bytes) -> OpenAIProvider | CompatibleProvider:
         server, url = await serve_once(body)
         servers.append(server)
-        providers.append(OpenAIProvider(name="odd", api_key=None, base_url=url))
+        providers.append(request.param(name="odd", api_key=None, base_url=url))
         return providers[-1]
 
     yield make

@@ -23,7 +23,7 @@ from parley_runtime.testing import acting_as, grpc_server
 ROUTES = """
 default_model: chain
 providers:
-  oa: {{type: openai_compatible, base_url: "{openai}/v1", api_key_env: OA_KEY}}
+  oa: {{type: {openai_type}, base_url: "{openai}/v1", api_key_env: OA_KEY}}
   an: {{type: anthropic, base_url: "{anthropic}", api_key_env: AN_KEY}}
 models:
   chain:
@@ -61,12 +61,18 @@ def caller() -> Iterator[None]:
         yield
 
 
-@pytest.fixture
-async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
+# The SDK-based OpenAI provider and the aiohttp-based OpenAI-compatible one must behave alike.
+@pytest.fixture(params=["openai", "openai_compatible"])
+async def rig(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Rig]:
     with OpenAIFake(tokens=6) as openai, AnthropicFake(tokens=6) as anthropic:
         routes = tmp_path / "routes.yaml"
         routes.write_text(
-            ROUTES.format(openai=openai.base_url, anthropic=anthropic.base_url, timeouts=TIMEOUTS)
+            ROUTES.format(
+                openai_type=request.param,
+                openai=openai.base_url,
+                anthropic=anthropic.base_url,
+                timeouts=TIMEOUTS,
+            )
         )
         settings = Settings(
             grpc_port=0,

@@ -12,7 +12,7 @@ from functools import cache
 from typing import TYPE_CHECKING
 
 from parley_llm_router.config import RoutesConfig
-from parley_llm_router.providers.base import Provider, ProviderFailure
+from parley_llm_router.providers.base import Embedder, Provider, ProviderFailure
 from parley_llm_router.tokens import estimate_text
 
 if TYPE_CHECKING:
@@ -84,9 +84,7 @@ async def embed(
         vectors = await _local().embed(inputs)
         tokens = sum(estimate_text(t) for t in inputs)
         return Embedded(vectors, LOCAL_MODEL, tokens, 0.0, estimated=True)
-    from parley_llm_router.providers.openai import OpenAIProvider
-
-    if not isinstance(provider, OpenAIProvider):
+    if not isinstance(provider, Embedder):
         raise FailedPrecondition(
             f"embedding model {model.alias!r} has no embeddings provider", code="no_embeddings"
         )

@@ -43,6 +43,10 @@ def _provider(
         from parley_llm_router.providers.anthropic import AnthropicProvider
 
         return AnthropicProvider(name=name, api_key=key, base_url=config.base_url)
+    if config.type == ProviderType.OPENAI_COMPATIBLE and config.base_url:
+        from parley_llm_router.providers.compatible import CompatibleProvider
+
+        return CompatibleProvider(name=name, api_key=key, base_url=config.base_url)
     from parley_llm_router.providers.openai import OpenAIProvider
 
     return OpenAIProvider(

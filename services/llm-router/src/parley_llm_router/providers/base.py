@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from types import ModuleType
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import httpx2
 
@@ -140,3 +140,12 @@ class Provider(Protocol):
     def stream(
         self, model: str, request: ChatRequest, timeouts: Timeouts
     ) -> AsyncIterator[ProviderEvent]: ...
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """A provider that also serves an embeddings API."""
+
+    async def embed(
+        self, model: str, texts: list[str], timeout: float
+    ) -> tuple[list[list[float]], int]: ...

@@ -1,111 +1,24 @@
-"""OpenAI Chat Completions, and every server that speaks it (vLLM, Ollama, LM Studio...).
+"""OpenAI Chat Completions and Azure OpenAI, through the official ``openai`` SDK.
 
-Uses the official ``openai`` SDK with its own retries turned off: the router decides retries
-and fallback, so they never stack.
+The SDK's own retries are turned off: the router decides retries and fallback, so they never
+stack.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import json
+import functools
 from collections.abc import AsyncIterator
-from typing import Any
 
 import httpx2
 import openai
 
-from parley_llm_router.messages import (
-    ChatRequest,
-    Finish,
-    FinishReason,
-    Message,
-    ProviderEvent,
-    Role,
-    TextDelta,
-    ToolCallDelta,
-    Usage,
-)
+from parley_llm_router.messages import ChatRequest, ProviderEvent
 from parley_llm_router.providers.base import (
-    FailureKind,
-    ProviderFailure,
     Timeouts,
     failure_from_sdk,
     failure_mid_stream,
 )
-from parley_llm_router.tokens import estimate_messages, estimate_text
-
-DRAIN_SECONDS = 0.5
-_FINISH = {
-    "stop": FinishReason.STOP,
-    "length": FinishReason.LENGTH,
-    "tool_calls": FinishReason.TOOL_CALLS,
-    "function_call": FinishReason.TOOL_CALLS,
-    "content_filter": FinishReason.CONTENT_FILTER,
-}
-
-
-def to_openai_message(message: Message) -> dict[str, Any]:
-    """One router message in Chat Completions form."""
-    if message.role == Role.TOOL:
-        return {"role": "tool", "tool_call_id": message.tool_call_id, "content": message.text}
-    out: dict[str, Any] = {"role": message.role.value}
-    if all(p.text is not None for p in message.parts):
-        out["content"] = message.text
-    else:
-        out["content"] = [
-            {"type": "text", "text": p.text}
-            if p.text is not None
-            else {"type": "image_url", "image_url": {"url": p.image_url}}
-            for p in message.parts
-        ]
-    if message.tool_calls:
-        out["tool_calls"] = [
-            {
-                "id": call.id,
-                "type": "function",
-                "function": {"name": call.name, "arguments": call.arguments_json},
-            }
-            for call in message.tool_calls
-        ]
-        if not message.text:
-            out["content"] = None
-    if message.name and message.role == Role.USER:
-        out["name"] = message.name
-    return out
-
-
-def request_body(model: str, request: ChatRequest) -> dict[str, Any]:
-    """The Chat Completions parameters for ``request`` (without ``stream``)."""
-    body: dict[str, Any] = {
-        "model": model,
-        "messages": [to_openai_message(m) for m in request.messages],
-    }
-    if request.tools:
-        body["tools"] = [
-            {
-                "type": "function",
-                "function": {
-                    "name": t.name,
-                    "description": t.description,
-                    "parameters": json.loads(t.parameters_json or "{}"),
-                },
-            }
-            for t in request.tools
-        ]
-        if request.tool_choice in ("auto", "none", "required"):
-            body["tool_choice"] = request.tool_choice
-        elif request.tool_choice:
-            body["tool_choice"] = {"type": "function", "function": {"name": request.tool_choice}}
-    if request.temperature is not None:
-        body["temperature"] = request.temperature
-    if request.max_tokens is not None:
-        body["max_tokens"] = request.max_tokens
-    if request.top_p is not None:
-        body["top_p"] = request.top_p
-    if request.stop:
-        body["stop"] = list(request.stop)
-    return body
+from parley_llm_router.providers.chat_completions import Opened, chat_stream, streaming_body
 
 
 class OpenAIProvider:
@@ -159,129 +72,32 @@ class OpenAIProvider:
         ordered = sorted(response.data, key=lambda item: item.index)
         return [list(item.embedding) for item in ordered], response.usage.prompt_tokens
 
-    async def stream(
+    def stream(
         self, model: str, request: ChatRequest, timeouts: Timeouts
     ) -> AsyncIterator[ProviderEvent]:
-        body = request_body(model, request)
-        body["stream"] = True
-        body["stream_options"] = {"include_usage": True}
+        return chat_stream(
+            functools.partial(self._open, model, request, timeouts),
+            request,
+            lambda error: failure_mid_stream(error, openai),
+        )
+
+    async def _open(self, model: str, request: ChatRequest, timeouts: Timeouts) -> Opened:
         # The SDK's generic ``post`` sends the request and raises its typed errors; the
-        # body is read here as server-sent events of plain JSON: building an SDK object per
+        # body is read as server-sent events of plain JSON: building an SDK object per
         # chunk, and validating the parameters per call, cost more CPU than the rest of the
         # router's work on a stream.
         try:
             response = await self._client.post(
                 "/chat/completions",
                 cast_to=httpx2.Response,
-                body=body,
+                body=streaming_body(model, request),
                 options={"timeout": httpx2.Timeout(timeouts.total, connect=timeouts.connect)},
                 stream=True,
             )
         except Exception as error:
             raise failure_from_sdk(error, openai) from None
-        usage: Usage | None = None
-        reason = FinishReason.STOP
-        produced: list[str] = []
-        try:
-            batches = sse_data(response.aiter_bytes())
-            async for batch in batches:
-                # Deltas that arrived together leave as one: fewer messages downstream.
-                text: list[str] = []
-                done = False
-                for data in batch:
-                    if data == b"[DONE]":
-                        done = True
-                        break
-                    chunk = json.loads(data)
-                    if "error" in chunk:
-                        raise ProviderFailure(
-                            FailureKind.STREAM_BROKEN, "the provider reported an error mid-stream"
-                        )
-                    if chunk.get("usage"):
-                        usage = Usage(
-                            input_tokens=int(chunk["usage"].get("prompt_tokens") or 0),
-                            output_tokens=int(chunk["usage"].get("completion_tokens") or 0),
-                        )
-                    for choice in chunk.get("choices") or ():
-                        delta = choice.get("delta") or {}
-                        content = delta.get("content")
-                        if content:
-                            text.append(content)
-                        for call in delta.get("tool_calls") or ():
-                            if text:
-                                produced.extend(text)
-                                yield TextDelta("".join(text))
-                                text = []
-                            function = call.get("function") or {}
-                            yield ToolCallDelta(
-                                index=int(call.get("index", 0)),
-                                id=call.get("id") or "",
-                                name=function.get("name") or "",
-                                arguments_delta=function.get("arguments") or "",
-                            )
-                        if choice.get("finish_reason"):
-                            reason = _FINISH.get(choice["finish_reason"], FinishReason.STOP)
-                if text:
-                    produced.extend(text)
-                    yield TextDelta("".join(text))
-                if done:
-                    await _drain(batches)
-                    break
-        except ProviderFailure:
-            raise
-        except (ValueError, TypeError, AttributeError):  # not JSON, or JSON of another shape
-            raise ProviderFailure(
-                FailureKind.STREAM_BROKEN, "the provider sent a malformed stream"
-            ) from None
-        except Exception as error:
-            raise failure_mid_stream(error, openai) from None
-        finally:
-            # Closing the response closes the HTTP stream: a cancelled caller frees the
-            # provider at once.
+
+        async def close(complete: bool) -> None:
             await response.aclose()
-        if usage is None:
-            usage = Usage(
-                input_tokens=estimate_messages(request.messages, request.tools),
-                output_tokens=estimate_text("".join(produced)),
-                estimated=True,
-            )
-        yield Finish(reason, usage)
 
-
-async def _drain(rest: AsyncIterator[object]) -> None:
-    """Read what follows ``[DONE]`` (the end of the body, as a rule) so the connection goes
-    back to the pool instead of being closed, and a new one, with its TLS handshake, opened
-    for the next request; a server that keeps the stream open gets a bounded wait."""
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(DRAIN_SECONDS):
-            async for _ in rest:
-                pass
-
-
-async def sse_data(chunks: AsyncIterator[bytes]) -> AsyncIterator[list[bytes]]:
-    """The ``data`` of each server-sent event, a list per network read.
-
-    Events split across reads are joined; the lines of a multi-line ``data`` field are joined
-    with newlines, as the SSE specification says. Comments and other fields are skipped.
-    """
-    pending = b""
-    lines: list[bytes] = []
-    async for chunk in chunks:
-        pending += chunk
-        if b"\n" not in chunk:
-            continue
-        *complete, pending = pending.split(b"\n")
-        batch: list[bytes] = []
-        for raw in complete:
-            line = raw[:-1] if raw.endswith(b"\r") else raw
-            if not line:
-                if lines:
-                    batch.append(b"\n".join(lines))
-                    lines = []
-            elif line.startswith(b"data:"):
-                value = line[5:]
-                lines.append(value[1:] if value.startswith(b" ") else value)
-        if batch:
-            yield batch
-    if lines:
-        yield [b"\n".join(lines)]
+        return response.aiter_bytes(), close
