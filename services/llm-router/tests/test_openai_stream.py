@@ -1,6 +1,6 @@
 """A provider whose stream is not what Chat Completions promises: a clear failure, never a
-crash, from the SDK-based provider and the OpenAI-compatible one alike. The server is a plain socket answering fixed bytes, since no real provider sends them
-on purpose."""
+crash, from the SDK-based provider and the OpenAI-compatible one alike. The server is a plain
+socket answering fixed bytes, since no real provider sends them on purpose."""
 
 from __future__ import annotations
 
