@@ -228,3 +228,37 @@ async def test_a_failing_embeddings_call_is_classified(
     with pytest.raises(ProviderFailure) as raised:
         await compatible.embed("embed-small", ["x"], 5)
     assert (raised.value.kind, raised.value.retry_after) == (FailureKind.RATE_LIMITED, 3.0)
+
+
+async def test_a_paced_stream_is_read_once_a_pace_and_ends_when_the_body_ends(
+    fake: OpenAIFake,
+) -> None:
+    # 20 tokens 20 ms apart: unpaced, about one delta per token; read at most every 60 ms,
+    # a third as many, the first at once, and the finish as soon as the body has ended.
+    fake.set_behaviour(tokens=20, token_delay_ms=20, ttft_ms=50)
+    timings: dict[float, tuple[list[ProviderEvent], list[float]]] = {}
+    for pace in (0.0, 0.06):
+        provider = CompatibleProvider(
+            name="vllm", api_key=None, base_url=f"{fake.base_url}/v1", pace=pace
+        )
+        await collect(provider)  # connect first: the timings below exclude the handshake
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        events: list[ProviderEvent] = []
+        at: list[float] = []
+        async for event in provider.stream("llama-3", HELLO, TIMEOUTS):
+            events.append(event)
+            at.append(loop.time() - started)
+        await provider.close()
+        timings[pace] = (events, at)
+    (unpaced, unpaced_at), (paced, paced_at) = timings[0.0], timings[0.06]
+    text = ["".join(e.text for e in run if isinstance(e, TextDelta)) for run in (unpaced, paced)]
+    assert text[0] == text[1] == "".join(Behaviour(tokens=20).answer_tokens())
+    assert len(unpaced) >= 15
+    assert len(paced) <= 10
+    assert paced_at[0] < unpaced_at[0] + 0.03  # the first delta is not held
+    # deltas at least a pace apart, but the last, read when the body ended with the finish
+    gaps = [b - a for a, b in zip(paced_at[:-3], paced_at[1:-2], strict=True)]
+    assert min(gaps) >= 0.055, gaps
+    assert isinstance(paced[-1], Finish)
+    assert paced_at[-1] < unpaced_at[-1] + 0.03  # the end is not held

@@ -33,7 +33,7 @@ log = logging.getLogger("parley.llm_router.routes")
 
 
 def _provider(
-    name: str, config: ProviderConfig, env: Mapping[str, str], local_delay: float
+    name: str, config: ProviderConfig, env: Mapping[str, str], local_delay: float, pace: float
 ) -> Provider:
     # Provider SDKs are imported when configured: each costs start time and memory.
     key = env.get(config.api_key_env) if config.api_key_env else None
@@ -46,7 +46,7 @@ def _provider(
     if config.type == ProviderType.OPENAI_COMPATIBLE and config.base_url:
         from parley_llm_router.providers.compatible import CompatibleProvider
 
-        return CompatibleProvider(name=name, api_key=key, base_url=config.base_url)
+        return CompatibleProvider(name=name, api_key=key, base_url=config.base_url, pace=pace)
     from parley_llm_router.providers.openai import OpenAIProvider
 
     return OpenAIProvider(
@@ -69,10 +69,12 @@ class EngineHolder:
         env: Mapping[str, str],
         *,
         local_delay: float = 0.0,
+        pace: float = 0.0,
         path: Path | None = None,
     ) -> None:
         self.env = env
         self.local_delay = local_delay
+        self.pace = pace
         self.path = path
         self._clients: dict[tuple[str, str], Provider] = {}
         self._retired: list[Provider] = []
@@ -93,7 +95,7 @@ class EngineHolder:
         for name, provider_config in config.providers.items():
             identity = (name, provider_config.model_dump_json())
             provider = self._clients.get(identity) or _provider(
-                name, provider_config, self.env, self.local_delay
+                name, provider_config, self.env, self.local_delay, self.pace
             )
             providers[name] = clients[identity] = provider
         # Clients no longer configured may still serve requests in flight: they are closed

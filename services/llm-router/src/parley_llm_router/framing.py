@@ -56,10 +56,11 @@ async def coalesce(events: AsyncIterator[RouterEvent], window: float) -> AsyncIt
     finished = False
 
     def flush() -> None:
-        nonlocal timer
+        nonlocal timer, last_flush
         if timer is not None:
             timer.cancel()
             timer = None
+        last_flush = loop.time()
         ready.set()
 
     async def pump() -> None:
@@ -89,7 +90,6 @@ async def coalesce(events: AsyncIterator[RouterEvent], window: float) -> AsyncIt
             ready.clear()
             while buffer:
                 yield buffer.popleft()
-            last_flush = loop.time()
             if finished and not buffer:
                 break
         if failure is not None:

@@ -78,6 +78,8 @@ async def build(settings: Settings, env: dict[str, str] | None = None) -> Wiring
         routes_config(settings),
         environment,
         local_delay=settings.local_token_delay_ms / 1000,
+        # Streams are read no more often than StreamChat's messages leave.
+        pace=settings.stream_coalesce_ms / 1000,
         path=settings.routes_file,
     )
     breakers, cache = _shared_state(settings)

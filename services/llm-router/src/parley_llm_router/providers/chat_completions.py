@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from parley_llm_router.messages import (
@@ -97,9 +98,49 @@ def request_body(model: str, request: ChatRequest) -> dict[str, Any]:
     return body
 
 
-Opened = tuple[AsyncIterator[bytes], Callable[[bool], Awaitable[None]]]
-"""A provider's response body as it arrives, and how to close it: ``close(True)`` after the
-whole body was read (the connection may be reused), ``close(False)`` otherwise (it must not)."""
+@dataclass(slots=True)
+class Body:
+    """A provider's response body as it arrives.
+
+    ``close(True)`` after the whole body was read (the connection may be reused),
+    ``close(False)`` otherwise (it must not). ``on_end``, where the HTTP client can tell,
+    registers a callback run as soon as the whole body has arrived, read or not.
+    """
+
+    chunks: AsyncIterator[bytes]
+    close: Callable[[bool], Awaitable[None]]
+    on_end: Callable[[Callable[[], None]], None] | None = None
+
+
+class _Hold:
+    """Waits until a time, or less when the body has ended (see :func:`chat_stream`)."""
+
+    def __init__(self, body: Body) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._ended = False
+        self._waiter: asyncio.Future[None] | None = None
+        if body.on_end is not None:
+            body.on_end(self._end)
+
+    def _end(self) -> None:
+        self._ended = True
+        _release(self._waiter)
+
+    async def until(self, when: float) -> None:
+        if self._ended or self._loop.time() >= when:
+            return
+        self._waiter = waiter = self._loop.create_future()
+        timer = self._loop.call_at(when, _release, waiter)
+        try:
+            await waiter
+        finally:
+            timer.cancel()
+            self._waiter = None
+
+
+def _release(waiter: asyncio.Future[None] | None) -> None:
+    if waiter is not None and not waiter.done():
+        waiter.set_result(None)
 
 
 def streaming_body(model: str, request: ChatRequest) -> dict[str, Any]:
@@ -111,9 +152,10 @@ def streaming_body(model: str, request: ChatRequest) -> dict[str, Any]:
 
 
 async def chat_stream(
-    open_body: Callable[[], Awaitable[Opened]],
+    open_body: Callable[[], Awaitable[Body]],
     request: ChatRequest,
     failure: Callable[[Exception], ProviderFailure],
+    pace: float = 0.0,
 ) -> AsyncIterator[ProviderEvent]:
     """The router's events from a Chat Completions event stream: text and tool-call deltas,
     then one :class:`Finish` with the provider's usage (estimated when it sent none).
@@ -121,15 +163,28 @@ async def chat_stream(
     ``open_body`` sends the request when the stream is first read, raising
     :class:`ProviderFailure` itself; ``failure`` translates what reading the body raises.
     Deltas that arrive in one network read leave as one delta: fewer messages downstream.
+
+    With ``pace`` (seconds) and a body that tells its end, the body is read at most once a
+    ``pace`` after the first delta: the tokens that arrive meanwhile wait in the connection's
+    buffer and leave as one delta, so the router wakes once per ``pace`` instead of once per
+    token. The first delta, and the end of the body, are read as soon as they arrive.
     """
-    chunks, close = await open_body()
+    body = await open_body()
+    hold = _Hold(body) if pace > 0 and body.on_end is not None else None
+    loop = asyncio.get_running_loop()
     usage: Usage | None = None
     reason = FinishReason.STOP
     produced: list[str] = []
     complete = False
+    last_delta: float | None = None
     try:
-        batches = sse_data(chunks)
-        async for batch in batches:
+        batches = sse_data(body.chunks)
+        while True:
+            if hold is not None and last_delta is not None:
+                await hold.until(last_delta + pace)
+            batch = await anext(batches, None)
+            if batch is None:
+                break
             text: list[str] = []
             done = False
             for data in batch:
@@ -156,6 +211,7 @@ async def chat_stream(
                             produced.extend(text)
                             yield TextDelta("".join(text))
                             text = []
+                        last_delta = loop.time()
                         function = call.get("function") or {}
                         yield ToolCallDelta(
                             index=int(call.get("index", 0)),
@@ -167,6 +223,7 @@ async def chat_stream(
                         reason = _FINISH.get(choice["finish_reason"], FinishReason.STOP)
             if text:
                 produced.extend(text)
+                last_delta = loop.time()
                 yield TextDelta("".join(text))
             if done:
                 complete = await _drain(batches)
@@ -182,7 +239,7 @@ async def chat_stream(
     finally:
         # Closing the response closes the HTTP stream: a cancelled caller frees the
         # provider at once.
-        await close(complete)
+        await body.close(complete)
     if usage is None:
         usage = Usage(
             input_tokens=estimate_messages(request.messages, request.tools),

@@ -25,7 +25,7 @@ from parley_llm_router.providers.base import (
     classify_status,
     retry_after_seconds,
 )
-from parley_llm_router.providers.chat_completions import Opened, chat_stream, streaming_body
+from parley_llm_router.providers.chat_completions import Body, chat_stream, streaming_body
 
 # Concurrency per candidate is the bulkheads' business; this only bounds the sockets.
 MAX_CONNECTIONS = 1000
@@ -33,10 +33,16 @@ MAX_CONNECTIONS = 1000
 
 class CompatibleProvider:
     """Chat Completions and embeddings of one OpenAI-compatible server at ``base_url``
-    (ending in ``/v1``, as the servers document it)."""
+    (ending in ``/v1``, as the servers document it).
 
-    def __init__(self, *, name: str, api_key: str | None, base_url: str) -> None:
+    ``pace`` is the shortest time between two reads of a stream after its first delta (see
+    :func:`chat_stream`); the router sets it to its ``StreamChat`` coalescing window, which
+    already holds a token back that long.
+    """
+
+    def __init__(self, *, name: str, api_key: str | None, base_url: str, pace: float = 0.0) -> None:
         self.name = name
+        self.pace = pace
         root = base_url.rstrip("/")
         self._chat_url = f"{root}/chat/completions"
         self._embeddings_url = f"{root}/embeddings"
@@ -62,10 +68,13 @@ class CompatibleProvider:
         self, model: str, request: ChatRequest, timeouts: Timeouts
     ) -> AsyncIterator[ProviderEvent]:
         return chat_stream(
-            functools.partial(self._open, model, request, timeouts), request, _mid_stream
+            functools.partial(self._open, model, request, timeouts),
+            request,
+            _mid_stream,
+            self.pace,
         )
 
-    async def _open(self, model: str, request: ChatRequest, timeouts: Timeouts) -> Opened:
+    async def _open(self, model: str, request: ChatRequest, timeouts: Timeouts) -> Body:
         response = await self._post(
             self._chat_url,
             streaming_body(model, request),
@@ -80,7 +89,7 @@ class CompatibleProvider:
             else:
                 response.close()
 
-        return response.content.iter_any(), close
+        return Body(response.content.iter_any(), close, response.content.on_eof)
 
     async def embed(
         self, model: str, texts: list[str], timeout: float

@@ -18,7 +18,7 @@ from parley_llm_router.providers.base import (
     failure_from_sdk,
     failure_mid_stream,
 )
-from parley_llm_router.providers.chat_completions import Opened, chat_stream, streaming_body
+from parley_llm_router.providers.chat_completions import Body, chat_stream, streaming_body
 
 
 class OpenAIProvider:
@@ -81,7 +81,7 @@ class OpenAIProvider:
             lambda error: failure_mid_stream(error, openai),
         )
 
-    async def _open(self, model: str, request: ChatRequest, timeouts: Timeouts) -> Opened:
+    async def _open(self, model: str, request: ChatRequest, timeouts: Timeouts) -> Body:
         # The SDK's generic ``post`` sends the request and raises its typed errors; the
         # body is read as server-sent events of plain JSON: building an SDK object per
         # chunk, and validating the parameters per call, cost more CPU than the rest of the
@@ -100,4 +100,4 @@ class OpenAIProvider:
         async def close(complete: bool) -> None:
             await response.aclose()
 
-        return response.aiter_bytes(), close
+        return Body(response.aiter_bytes(), close)
