@@ -263,3 +263,14 @@ async def test_a_paced_stream_is_read_once_a_pace_and_ends_when_the_body_ends(
     assert min(gaps) >= 0.055, gaps
     assert isinstance(paced[-1], Finish)
     assert paced_at[-1] < unpaced_at[-1] + 0.03  # the end is not held
+
+
+async def test_a_tool_schema_with_an_integer_wider_than_64_bits_is_still_sent(
+    fake: OpenAIFake, compatible: CompatibleProvider
+) -> None:
+    huge = 123456789012345678901234567890
+    parameters = f'{{"type": "object", "properties": {{"n": {{"maximum": {huge}}}}}}}'
+    request = ChatRequest(messages=HELLO.messages, tools=(Tool("count", "", parameters),))
+    assert isinstance((await collect(compatible, request))[-1], Finish)
+    sent = fake.requests[-1].body["tools"][0]["function"]["parameters"]
+    assert sent["properties"]["n"] == {"maximum": huge}

@@ -36,6 +36,10 @@ models:
   solo:
     candidates:
       - {{provider: oa, model: gpt-fake, max_attempts: 1, timeouts: {timeouts}}}
+  brief:
+    candidates:
+      - {{provider: oa, model: gpt-fake, max_attempts: 1,
+          timeouts: {{connect: 1, first_token: 0.5, between_tokens: 0.5, total: 0.4}}}}
   claude:
     candidates:
       - {{provider: an, model: claude-fake, timeouts: {timeouts}}}
@@ -152,6 +156,16 @@ async def test_a_stream_that_goes_silent_is_cut_by_the_gap_timeout(rig: Rig) -> 
     events = await stream(rig, ask("solo"))
     assert events[-1].error.error.code == "provider_timeout"
     assert time.monotonic() - started < 2
+
+
+async def test_a_stream_that_never_stops_is_cut_at_its_total_timeout(rig: Rig) -> None:
+    rig.openai.push(Behaviour(tokens=100, token_delay_ms=20))
+    started = time.monotonic()
+    events = await stream(rig, ask("brief"))
+    assert 0.35 < time.monotonic() - started < 0.8
+    assert events[-1].error.error.code == "provider_timeout"
+    assert events[-1].error.partial_usage.output_tokens > 0
+    assert sum(1 for e in events if e.WhichOneof("event") == "text_delta") >= 2
 
 
 async def test_retry_after_is_obeyed_before_retrying_the_same_candidate(rig: Rig) -> None:

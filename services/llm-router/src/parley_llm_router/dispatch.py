@@ -44,7 +44,7 @@ from parley_llm_router.providers.base import (
     ProviderFailure,
     Timeouts,
 )
-from parley_llm_router.resilience import Bulkhead, RetryPolicy, Saturated
+from parley_llm_router.resilience import Bulkhead, RetryPolicy, Saturated, Watchdog
 from parley_llm_router.routing import Candidate, LatencyTracker, Route, RouteTable, order
 from parley_llm_router.tokens import TokenCounter
 from parley_runtime.context import current_principal, remaining_seconds
@@ -292,7 +292,8 @@ class Dispatcher:
         first_at = time.perf_counter()
         yield Started(candidate)
         event: ProviderEvent | None = first
-        deadline = started + limits.total
+        loop = asyncio.get_running_loop()
+        watchdog = Watchdog(limits.between_tokens, loop.time() + started + limits.total - first_at)
         try:
             while event is not None:
                 if isinstance(event, Finish):
@@ -323,9 +324,14 @@ class Dispatcher:
                 elif isinstance(event, ToolCallDelta):
                     calls.append(event)
                 yield event
-                gap = min(limits.between_tokens, max(deadline - time.perf_counter(), 0.0))
-                async with asyncio.timeout(gap):
+                watchdog.waiting()
+                try:
                     event = await anext(events, None)
+                except asyncio.CancelledError:
+                    if not watchdog.expired():
+                        raise
+                    raise TimeoutError from None
+                watchdog.received()
             raise ProviderFailure(FailureKind.STREAM_BROKEN, "the provider's stream ended early")
         except (ProviderFailure, TimeoutError) as error:
             failure = _as_failure(error, "the provider stopped sending tokens in time")
@@ -344,6 +350,8 @@ class Dispatcher:
                 outcome=failure.kind.value,
             )
             yield Failed(failure.kind.value, failure.message, failure.retryable, partial)
+        finally:
+            watchdog.close()
 
     async def _health(self, candidate: Candidate, *, ok: bool) -> None:
         state = await self.breakers.record(candidate.label, ok)

@@ -1,4 +1,5 @@
-"""Retry decisions and per-candidate concurrency limits. The retry policy is pure.
+"""Retry decisions, per-candidate concurrency limits, and the watchdog on a running stream.
+The retry policy is pure.
 
 Retries use exponential backoff with full jitter (a uniform draw between zero and the capped
 exponential), honour a provider's ``Retry-After`` when it fits, and never sleep past the
@@ -68,3 +69,57 @@ class Bulkhead:
     def release(self) -> None:
         self.in_flight -= 1
         self._slots.release()
+
+
+class Watchdog:
+    """Cuts a stream whose provider goes quiet.
+
+    Between :meth:`waiting` and :meth:`received`, the task that made the watchdog is
+    cancelled once ``gap`` seconds pass, or at ``deadline`` (loop time), whichever is first;
+    :meth:`expired` then tells that cancellation from any other. Time spent away from the
+    provider (handing an event on) does not count towards the gap.
+
+    One timer per stream, moved only when it fires: a token costs a clock read, not the
+    timer ``asyncio.timeout`` would make and cancel around every read.
+    """
+
+    def __init__(self, gap: float, deadline: float) -> None:
+        self._loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None, "a watchdog belongs to a task"
+        self._task = task
+        self._cancelling = task.cancelling()
+        self._gap = gap
+        self._deadline = deadline
+        self._since: float | None = None
+        self._fired = False
+        self._timer = self._loop.call_at(min(self._loop.time() + gap, deadline), self._check)
+
+    def waiting(self) -> None:
+        """A read from the provider begins; raises TimeoutError past the deadline."""
+        now = self._loop.time()
+        if now >= self._deadline:
+            raise TimeoutError
+        self._since = now
+
+    def received(self) -> None:
+        self._since = None
+
+    def expired(self) -> bool:
+        """Whether the current cancellation is this watchdog's (and not also another's)."""
+        return self._fired and self._task.uncancel() <= self._cancelling
+
+    def close(self) -> None:
+        self._timer.cancel()
+
+    def _check(self) -> None:
+        now = self._loop.time()
+        if self._since is None:
+            due = min(now + self._gap, self._deadline)
+        else:
+            due = min(self._since + self._gap, self._deadline)
+            if now >= due:
+                self._fired = True
+                self._task.cancel()
+                return
+        self._timer = self._loop.call_at(due, self._check)

@@ -11,6 +11,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from parley_llm_router.messages import (
     ChatRequest,
     Finish,
@@ -191,7 +193,7 @@ async def chat_stream(
                 if data == b"[DONE]":
                     done = True
                     break
-                chunk = json.loads(data)
+                chunk = orjson.loads(data)
                 if "error" in chunk:
                     raise ProviderFailure(
                         FailureKind.STREAM_BROKEN, "the provider reported an error mid-stream"

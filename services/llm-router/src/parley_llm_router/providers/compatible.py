@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
+import orjson
 
 from parley_llm_router.messages import ChatRequest, ProviderEvent
 from parley_llm_router.providers.base import (
@@ -102,7 +103,7 @@ class CompatibleProvider:
         )
         try:
             async with response:
-                answer = json.loads(await response.read())
+                answer = orjson.loads(await response.read())
             ordered = sorted(answer["data"], key=lambda item: item["index"])
             vectors = [[float(x) for x in item["embedding"]] for item in ordered]
             tokens = int((answer.get("usage") or {}).get("prompt_tokens") or 0)
@@ -124,7 +125,7 @@ class CompatibleProvider:
     ) -> aiohttp.ClientResponse:
         """The response to a JSON POST once its headers arrived, or the failure."""
         try:
-            response = await self._http().post(url, data=json.dumps(body), timeout=timeout)
+            response = await self._http().post(url, data=_encode(body), timeout=timeout)
         except TimeoutError:
             raise ProviderFailure(
                 FailureKind.TIMEOUT, "the provider did not answer in time"
@@ -143,6 +144,13 @@ class CompatibleProvider:
                 retry_after=retry_after_seconds(response.headers),
             )
         return response
+
+
+def _encode(body: dict[str, Any]) -> bytes:
+    try:
+        return orjson.dumps(body)
+    except TypeError:  # an integer wider than 64 bits in a tool's JSON schema, say
+        return json.dumps(body).encode()
 
 
 def _mid_stream(error: Exception) -> ProviderFailure:
