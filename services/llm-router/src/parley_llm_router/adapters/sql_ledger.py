@@ -18,7 +18,7 @@ from parley_llm_router.models import UsageRecord
 from parley_runtime.db import create_engine, sessions
 
 log = logging.getLogger("parley.llm_router.ledger")
-_INSERT = insert(UsageRecord.__table__)
+_INSERT = insert(UsageRecord)
 
 
 class SqlLedger:
