@@ -27,7 +27,7 @@ from parley.llm_router.v1 import llm_router_pb2 as pb
 from parley.llm_router.v1 import llm_router_pb2_grpc as pb_grpc
 from parley_llm_router import api
 from parley_llm_router.main import build
-from parley_llm_router.providers import openai as openai_provider
+from parley_llm_router.providers.compatible import CompatibleProvider
 from parley_llm_router.settings import Settings
 from parley_runtime.context import Principal, principal_var
 from parley_runtime.grpc_client import channel
@@ -48,7 +48,7 @@ SEGMENTS = [
 
 
 def instrument() -> None:
-    stream = openai_provider.OpenAIProvider.stream
+    stream = CompatibleProvider.stream
     events = api.LlmRouterServicer._events
 
     async def timed_stream(self: Any, *args: Any) -> AsyncIterator[Any]:
@@ -64,7 +64,7 @@ def instrument() -> None:
                 marks.setdefault("message", time.perf_counter())
             yield message
 
-    openai_provider.OpenAIProvider.stream = timed_stream  # type: ignore[method-assign,assignment]
+    CompatibleProvider.stream = timed_stream  # type: ignore[method-assign,assignment]
     api.LlmRouterServicer._events = timed_events  # type: ignore[method-assign,assignment]
 
 
