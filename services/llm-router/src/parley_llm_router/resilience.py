@@ -59,11 +59,14 @@ class Bulkhead:
         self.in_flight = 0
 
     async def acquire(self, queue_timeout: float) -> None:
-        try:
-            async with asyncio.timeout(queue_timeout):
-                await self._slots.acquire()
-        except TimeoutError:
-            raise Saturated from None
+        if self._slots.locked():  # a free slot is taken at once, without a timer
+            try:
+                async with asyncio.timeout(queue_timeout):
+                    await self._slots.acquire()
+            except TimeoutError:
+                raise Saturated from None
+        else:
+            await self._slots.acquire()
         self.in_flight += 1
 
     def release(self) -> None:
