@@ -82,21 +82,3 @@ async def test_a_closed_watchdog_cancels_nothing() -> None:
     watchdog.waiting()
     watchdog.close()
     await asyncio.sleep(0.06)
-
-
-async def test_the_task_reading_now_is_the_one_cut() -> None:
-    loop = asyncio.get_running_loop()
-    watchdog = Watchdog(gap=0.05, deadline=loop.time() + 10)
-    watchdog.waiting()  # a first read in this task
-    watchdog.received()
-
-    async def later_reads() -> bool:
-        watchdog.waiting()
-        try:
-            await asyncio.sleep(1)
-        except asyncio.CancelledError:
-            return watchdog.expired()
-        return False
-
-    assert await asyncio.create_task(later_reads()) is True
-    watchdog.close()

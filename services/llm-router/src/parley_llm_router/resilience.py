@@ -77,10 +77,10 @@ class Bulkhead:
 class Watchdog:
     """Cuts a stream whose provider goes quiet.
 
-    Between :meth:`waiting` and :meth:`received`, the task that is reading is
-    cancelled once ``gap`` seconds pass, or at ``deadline`` (loop time), whichever is first;
-    :meth:`expired` then tells that cancellation from any other. Time spent away from the
-    provider (handing an event on) does not count towards the gap.
+    Between :meth:`waiting` and :meth:`received`, the task that made the watchdog (the one
+    reading the stream) is cancelled once ``gap`` seconds pass, or at ``deadline`` (loop
+    time), whichever is first; :meth:`expired` then tells that cancellation from any other.
+    Time spent away from the provider (handing an event on) does not count towards the gap.
 
     One timer per stream, moved only when it fires: a token costs a clock read, not the
     timer ``asyncio.timeout`` would make and cancel around every read.
@@ -88,8 +88,10 @@ class Watchdog:
 
     def __init__(self, gap: float, deadline: float) -> None:
         self._loop = asyncio.get_running_loop()
-        self._task: asyncio.Task[object] | None = None
-        self._cancelling = 0
+        task = asyncio.current_task()
+        assert task is not None, "a watchdog watches the task that reads the stream"
+        self._task = task
+        self._cancelling = task.cancelling()
         self._gap = gap
         self._deadline = deadline
         self._since: float | None = None
@@ -97,16 +99,10 @@ class Watchdog:
         self._timer = self._loop.call_at(min(self._loop.time() + gap, deadline), self._check)
 
     def waiting(self) -> None:
-        """A read from the provider begins in the current task; raises TimeoutError past
-        the deadline."""
+        """A read from the provider begins; raises TimeoutError past the deadline."""
         now = self._loop.time()
         if now >= self._deadline:
             raise TimeoutError
-        task = asyncio.current_task()
-        if task is not self._task:  # a stream may be read by another task after a while
-            assert task is not None, "a watchdog watches a task"
-            self._task = task
-            self._cancelling = task.cancelling()
         self._since = now
 
     def received(self) -> None:
@@ -114,7 +110,7 @@ class Watchdog:
 
     def expired(self) -> bool:
         """Whether the current cancellation is this watchdog's (and not also another's)."""
-        return self._fired and self._task is not None and self._task.uncancel() <= self._cancelling
+        return self._fired and self._task.uncancel() <= self._cancelling
 
     def close(self) -> None:
         self._timer.cancel()
@@ -125,7 +121,7 @@ class Watchdog:
             due = min(now + self._gap, self._deadline)
         else:
             due = min(self._since + self._gap, self._deadline)
-            if now >= due and self._task is not None:
+            if now >= due:
                 self._fired = True
                 self._task.cancel()
                 return
