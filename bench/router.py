@@ -10,7 +10,8 @@ environment under ``.bench/litellm`` (``litellm[proxy]==1.106.2``). The load gen
 the machine's cores with them, so absolute numbers are pessimistic; compare columns of one
 run. Per level it reports p50 and p99 of time to first token and of total time, the router's
 and the proxy's added time to first token (their p50/p99 minus the direct ones), errors, and
-CPU seconds per request of the router or proxy process (from /proc).
+CPU seconds per request of the router or proxy process (from /proc), and of the load side
+(the load generator and the fake together), which shares the other core.
 """
 
 from __future__ import annotations
@@ -93,6 +94,7 @@ class Level:
     total_p99_ms: float
     errors: int
     cpu_ms_per_request: float | None
+    load_cpu_ms_per_request: float | None = None
     added_ttft_p50_ms: float | None = None
     added_ttft_p99_ms: float | None = None
 
@@ -183,6 +185,7 @@ class Servers:
     fake_url: str
     router_address: str
     router_pid: int
+    fake_pid: int
     litellm_url: str | None = None
     litellm_pid: int | None = None
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
@@ -263,7 +266,9 @@ def spawn(
         stderr=subprocess.STDOUT,
         preexec_fn=placement.on(placement.servers),
     )
-    servers = Servers(fake_url, f"127.0.0.1:{router_port}", router.pid, processes=[fake, router])
+    servers = Servers(
+        fake_url, f"127.0.0.1:{router_port}", router.pid, fake.pid, processes=[fake, router]
+    )
     if with_litellm and LITELLM_PYTHON.exists():
         port = free_port()
         config = workdir / "litellm.yaml"
@@ -347,8 +352,10 @@ async def bench(
             for _ in range(runs):
                 for name, (one, pid) in targets.items():
                     cpu_before = cpu_seconds(pid) if pid else 0.0
+                    load_before = time.process_time() + cpu_seconds(servers.fake_pid)
                     samples, errors = await run_level(one, concurrency, count, answer_seconds)
                     cpu = (cpu_seconds(pid) - cpu_before) if pid else None
+                    load = time.process_time() + cpu_seconds(servers.fake_pid) - load_before
                     ttft = [s.ttft * 1000 for s in samples] or [float("nan")]
                     total = [s.total * 1000 for s in samples] or [float("nan")]
                     per_run[name].append(
@@ -362,6 +369,7 @@ async def bench(
                             percentile(total, 99),
                             errors,
                             None if cpu is None else cpu * 1000 / max(len(samples), 1),
+                            load * 1000 / max(len(samples), 1),
                         )
                     )
             direct_runs = per_run["direct"]
@@ -396,6 +404,7 @@ def _median(levels: list[Level]) -> Level:
         med("total_p99_ms"),
         sum(lv.errors for lv in levels),
         statistics.median(cpu) if cpu else None,
+        med("load_cpu_ms_per_request"),
     )
 
 
@@ -405,8 +414,9 @@ def _fmt(value: float | None) -> str:
 
 HEADER = (
     "| target | streams | requests/run | TTFT p50 ms | TTFT p99 ms | total p50 ms | "
-    "total p99 ms | added TTFT p50 ms | added TTFT p99 ms | CPU ms/request | errors |\n"
-    "|---|---|---|---|---|---|---|---|---|---|---|"
+    "total p99 ms | added TTFT p50 ms | added TTFT p99 ms | CPU ms/request | "
+    "load CPU ms/request | errors |\n"
+    "|---|---|---|---|---|---|---|---|---|---|---|---|"
 )
 
 
@@ -415,7 +425,8 @@ def _row(level: Level) -> str:
         f"| {level.target} | {level.concurrency} | {level.requests} | "
         f"{_fmt(level.ttft_p50_ms)} | {_fmt(level.ttft_p99_ms)} | {_fmt(level.total_p50_ms)} | "
         f"{_fmt(level.total_p99_ms)} | {_fmt(level.added_ttft_p50_ms)} | "
-        f"{_fmt(level.added_ttft_p99_ms)} | {_fmt(level.cpu_ms_per_request)} | {level.errors} |"
+        f"{_fmt(level.added_ttft_p99_ms)} | {_fmt(level.cpu_ms_per_request)} | "
+        f"{_fmt(level.load_cpu_ms_per_request)} | {level.errors} |"
     )
 
 
