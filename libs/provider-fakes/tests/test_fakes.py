@@ -133,6 +133,48 @@ async def test_a_dropped_stream_breaks_the_clients_read(oa: OpenAIFake) -> None:
     assert oa.requests[-1].outcome == "dropped"
 
 
+async def test_an_error_in_the_openai_stream_is_the_sdks_api_error(oa: OpenAIFake) -> None:
+    oa.push(Behaviour(tokens=10, error_after_tokens=2))
+    stream = await openai_client(oa).chat.completions.create(
+        model="m", messages=[{"role": "user", "content": "hi"}], stream=True
+    )
+    received = []
+    with pytest.raises(openai.APIError, match="fake server_error"):
+        async for chunk in stream:
+            received += [c.delta.content for c in chunk.choices if c.delta.content]
+    assert len(received) == 2
+    assert oa.requests[-1].outcome == "error"
+
+
+async def test_an_error_in_the_anthropic_stream_is_the_sdks_overloaded_error(
+    an: AnthropicFake,
+) -> None:
+    an.push(Behaviour(tokens=10, error_after_tokens=2))
+    stream = await anthropic_client(an).messages.create(
+        model="claude", max_tokens=50, messages=[{"role": "user", "content": "hi"}], stream=True
+    )
+    texts = []
+    with pytest.raises(anthropic.APIStatusError, match="Overloaded") as raised:
+        async for event in stream:
+            if event.type == "content_block_delta" and event.delta.type == "text_delta":
+                texts.append(event.delta.text)
+    assert texts == Behaviour(tokens=10).answer_tokens()[:2]
+    assert raised.value.body == {
+        "type": "error",
+        "error": {"type": "overloaded_error", "message": "Overloaded"},
+    }
+    assert an.requests[-1].outcome == "error"
+
+
+async def test_an_error_before_a_plain_answer_is_an_error_status(an: AnthropicFake) -> None:
+    an.push(Behaviour(error_after_tokens=0))
+    with pytest.raises(anthropic.APIStatusError) as raised:
+        await anthropic_client(an).messages.create(
+            model="claude", max_tokens=50, messages=[{"role": "user", "content": "hi"}]
+        )
+    assert raised.value.status_code == 529
+
+
 async def test_the_fake_sees_a_cancelled_stream_within_100_ms(oa: OpenAIFake) -> None:
     oa.set_behaviour(tokens=1000, token_delay_ms=5)
     stream = await openai_client(oa).chat.completions.create(

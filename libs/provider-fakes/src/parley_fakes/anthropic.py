@@ -11,7 +11,7 @@ from starlette.responses import JSONResponse, Response
 
 from parley_fakes.behaviour import Behaviour
 from parley_fakes.recording import RecordedRequest
-from parley_fakes.streaming import paced_tokens
+from parley_fakes.streaming import ErrorMidStream, paced_tokens
 
 ERROR_TYPES = {
     400: "invalid_request_error",
@@ -105,15 +105,20 @@ async def stream(
         "content_block_start", {"type": "content_block_start", "index": 0, "content_block": block}
     )
     yield _event("ping", {"type": "ping"})
-    async for _, piece in paced_tokens(behaviour, record, pieces):
-        delta = (
-            {"type": "input_json_delta", "partial_json": piece}
-            if tool
-            else {"type": "text_delta", "text": piece}
-        )
-        yield _event(
-            "content_block_delta", {"type": "content_block_delta", "index": 0, "delta": delta}
-        )
+    try:
+        async for _, piece in paced_tokens(behaviour, record, pieces):
+            delta = (
+                {"type": "input_json_delta", "partial_json": piece}
+                if tool
+                else {"type": "text_delta", "text": piece}
+            )
+            yield _event(
+                "content_block_delta", {"type": "content_block_delta", "index": 0, "delta": delta}
+            )
+    except ErrorMidStream:
+        error = {"type": "overloaded_error", "message": "Overloaded"}
+        yield _event("error", {"type": "error", "error": error})
+        return
     yield _event("content_block_stop", {"type": "content_block_stop", "index": 0})
     yield _event(
         "message_delta",

@@ -24,9 +24,11 @@ class Behaviour:
     ``retry_after`` is set); ``hang`` accepts the request and never answers until the client
     goes away; ``drop_after_tokens`` closes the connection after that many tokens, without the
     stream's end; ``stall_after_tokens`` stops sending after that many tokens, keeping the
-    connection open; ``tool_name`` answers a tool call (when the request offers tools);
-    ``end_delay_ms`` holds the end of the HTTP body back that long after the stream's last
-    event (``[DONE]``), as a distant server's last packet may be.
+    connection open; ``error_after_tokens`` sends the protocol's in-stream error event after
+    that many tokens (an ``overloaded_error`` event from Anthropic, a ``data: {"error": ...}``
+    chunk from OpenAI) and ends the body; ``tool_name`` answers a tool call (when the request
+    offers tools); ``end_delay_ms`` holds the end of the HTTP body back that long after the
+    stream's last event (``[DONE]``), as a distant server's last packet may be.
     """
 
     ttft_ms: float = 0.0
@@ -38,6 +40,7 @@ class Behaviour:
     hang: bool = False
     drop_after_tokens: int | None = None
     stall_after_tokens: int | None = None
+    error_after_tokens: int | None = None
     tool_name: str | None = None
     tool_arguments: dict[str, Any] = field(default_factory=dict)
     report_usage: bool = True

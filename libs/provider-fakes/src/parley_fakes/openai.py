@@ -17,7 +17,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from parley_fakes.behaviour import Behaviour
 from parley_fakes.recording import RecordedRequest
-from parley_fakes.streaming import paced_tokens
+from parley_fakes.streaming import ErrorMidStream, paced_tokens
 
 ERROR_TYPES = {
     400: "invalid_request_error",
@@ -79,19 +79,24 @@ async def stream(
     tool = wants_tool(behaviour, body)
     pieces = _tool_pieces(behaviour) if tool else behaviour.answer_tokens()
     first = True
-    async for index, piece in paced_tokens(behaviour, record, pieces):
-        if tool:
-            call: dict[str, Any] = {"index": 0, "function": {"arguments": piece}}
-            if index == 0:
-                call |= {"id": f"call_{uuid.uuid4().hex[:8]}", "type": "function"}
-                call["function"]["name"] = behaviour.tool_name
-            delta: dict[str, Any] = {"tool_calls": [call]}
-        else:
-            delta = {"content": piece}
-        if first:
-            delta["role"] = "assistant"
-            first = False
-        yield _chunk(cid, model, delta)
+    try:
+        async for index, piece in paced_tokens(behaviour, record, pieces):
+            if tool:
+                call: dict[str, Any] = {"index": 0, "function": {"arguments": piece}}
+                if index == 0:
+                    call |= {"id": f"call_{uuid.uuid4().hex[:8]}", "type": "function"}
+                    call["function"]["name"] = behaviour.tool_name
+                delta: dict[str, Any] = {"tool_calls": [call]}
+            else:
+                delta = {"content": piece}
+            if first:
+                delta["role"] = "assistant"
+                first = False
+            yield _chunk(cid, model, delta)
+    except ErrorMidStream:
+        error = {"message": "fake server_error", "type": "server_error", "param": None}
+        yield b"data: " + json.dumps({"error": error | {"code": None}}).encode() + b"\n\n"
+        return
     yield _chunk(cid, model, {}, "tool_calls" if tool else "stop")
     options = body.get("stream_options") or {}
     if behaviour.report_usage and options.get("include_usage"):

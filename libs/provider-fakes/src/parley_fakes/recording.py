@@ -15,7 +15,8 @@ class RecordedRequest:
     headers: dict[str, str]
     body: dict[str, Any]
     received_at: float = field(default_factory=time.monotonic)
-    # How the answer ended: "complete", "failed", "dropped", "disconnected" or "" while open.
+    # How the answer ended: "complete", "failed", "dropped", "error" (an error event in the
+    # stream), "disconnected" or "" while open.
     outcome: str = ""
     ended_at: float | None = None
     tokens_sent: int = 0

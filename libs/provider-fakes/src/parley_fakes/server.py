@@ -33,7 +33,7 @@ from starlette.routing import Route
 from parley_fakes import anthropic, openai
 from parley_fakes.behaviour import Behaviour, Script
 from parley_fakes.recording import RecordedRequest, Recording
-from parley_fakes.streaming import DroppedStream, recorded, wait_for_disconnect
+from parley_fakes.streaming import DroppedStream, ErrorMidStream, recorded, wait_for_disconnect
 
 Protocol = Literal["openai", "anthropic"]
 Endpoint = Callable[[Request], Awaitable[Response]]
@@ -173,6 +173,8 @@ class Fake:
                 return await complete(behaviour, body, record)
             except DroppedStream:
                 raise ConnectionResetError("dropped by the fake") from None
+            except ErrorMidStream:
+                return self._error(529 if self.protocol == "anthropic" else 500, None)
         self.recording.in_flight += 1
 
         def ended() -> None:

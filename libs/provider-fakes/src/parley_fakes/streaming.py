@@ -17,6 +17,10 @@ class DroppedStream(Exception):
     """Raised inside a streaming body: the server closes the connection mid-response."""
 
 
+class ErrorMidStream(Exception):
+    """Raised inside a streaming body: the server reports an error in the stream and ends it."""
+
+
 async def wait_for_disconnect(request: Request, record: RecordedRequest) -> None:
     """Hang until the client goes away (bounded), recording when it did."""
     loop = asyncio.get_running_loop()
@@ -31,13 +35,16 @@ async def wait_for_disconnect(request: Request, record: RecordedRequest) -> None
 async def paced_tokens(
     behaviour: Behaviour, record: RecordedRequest, tokens: list[str]
 ) -> AsyncIterator[tuple[int, str]]:
-    """Yield (index, token) with the behaviour's timing; drop or stall where it says."""
+    """Yield (index, token) with the behaviour's timing; drop, stall or fail where it says."""
     if behaviour.ttft_ms:
         await asyncio.sleep(behaviour.ttft_ms / 1000)
     for index, token in enumerate(tokens):
         if behaviour.drop_after_tokens is not None and index >= behaviour.drop_after_tokens:
             record.end("dropped")
             raise DroppedStream
+        if behaviour.error_after_tokens is not None and index >= behaviour.error_after_tokens:
+            record.end("error")
+            raise ErrorMidStream
         if behaviour.stall_after_tokens is not None and index >= behaviour.stall_after_tokens:
             await asyncio.sleep(MAX_HANG_SECONDS)
         if index and behaviour.token_delay_ms:
