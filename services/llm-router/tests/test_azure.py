@@ -17,18 +17,14 @@ from parley_fakes import Behaviour, OpenAIFake
 from parley_llm_router import config
 from parley_llm_router.main import build
 from parley_llm_router.messages import (
-    ChatRequest,
     Finish,
     FinishReason,
-    Message,
-    Part,
-    ProviderEvent,
-    Role,
     TextDelta,
 )
-from parley_llm_router.providers.base import FailureKind, ProviderFailure, Timeouts
+from parley_llm_router.providers.base import FailureKind, ProviderFailure
 from parley_llm_router.providers.openai import OpenAIProvider
 from parley_llm_router.settings import Settings
+from parley_llm_router.testing import collect, failure
 from parley_runtime.grpc_client import channel
 from parley_runtime.testing import acting_as, grpc_server
 
@@ -36,8 +32,6 @@ API_VERSION = "2024-10-21"
 KEY = "azure-test-secret"
 DEPLOYMENT = "gpt-4o-prod"
 EMBEDDING_DEPLOYMENT = "embed-small-prod"
-TIMEOUTS = Timeouts(connect=1, first_token=1, total=5)
-HELLO = ChatRequest(messages=(Message(Role.USER, (Part(text="hello"),)),))
 ANSWER = "".join(Behaviour(tokens=5).answer_tokens())
 
 ROUTES = """
@@ -85,20 +79,10 @@ async def plain(fake: OpenAIFake) -> AsyncIterator[OpenAIProvider]:
     await provider.close()
 
 
-async def collect(provider: OpenAIProvider, model: str = DEPLOYMENT) -> list[ProviderEvent]:
-    return [event async for event in provider.stream(model, HELLO, TIMEOUTS)]
-
-
-async def failure(provider: OpenAIProvider) -> ProviderFailure:
-    with pytest.raises(ProviderFailure) as raised:
-        await collect(provider)
-    return raised.value
-
-
 async def test_a_streamed_chat_reaches_the_deployment_with_the_api_version_and_key(
     fake: OpenAIFake, azure: OpenAIProvider
 ) -> None:
-    events = await collect(azure)
+    events = await collect(azure, DEPLOYMENT)
     assert "".join(e.text for e in events if isinstance(e, TextDelta)) == ANSWER
     finish = events[-1]
     assert isinstance(finish, Finish)
@@ -135,8 +119,8 @@ async def test_a_failing_deployment_is_classified_like_openai(
     retry_after: float | None,
 ) -> None:
     fake.push(behaviour, behaviour)
-    from_azure = await failure(azure)
-    from_openai = await failure(plain)
+    from_azure = await failure(azure, DEPLOYMENT)
+    from_openai = await failure(plain, DEPLOYMENT)
     assert (from_azure.kind, from_azure.status, from_azure.retry_after) == (
         kind,
         behaviour.fail_status,
@@ -288,7 +272,7 @@ async def test_a_finished_stream_leaves_its_connection_to_the_next_request(
     fake.set_behaviour(tokens=5, end_delay_ms=50)
     for provider in (azure, plain):
         for _ in range(3):
-            assert isinstance((await collect(provider))[-1], Finish)
+            assert isinstance((await collect(provider, DEPLOYMENT))[-1], Finish)
     azure_peers = {r.client for r in fake.requests if r.api_version}
     plain_peers = {r.client for r in fake.requests if not r.api_version}
     assert len(fake.requests) == 6

@@ -15,21 +15,18 @@ from parley_llm_router.messages import (
     ChatRequest,
     Finish,
     FinishReason,
-    Message,
-    Part,
     ProviderEvent,
-    Role,
     TextDelta,
     Tool,
     ToolCallDelta,
 )
-from parley_llm_router.providers.base import FailureKind, ProviderFailure, Timeouts
+from parley_llm_router.providers.base import FailureKind, ProviderFailure
 from parley_llm_router.providers.compatible import CompatibleProvider
 from parley_llm_router.providers.openai import OpenAIProvider
+from parley_llm_router.testing import HELLO, TIMEOUTS, collect, failure
 
 KEY = "sk-compatible-secret"
-TIMEOUTS = Timeouts(connect=1, first_token=1, total=5)
-HELLO = ChatRequest(messages=(Message(Role.USER, (Part(text="hello"),)),))
+MODEL = "llama-3"
 ANSWER = "".join(Behaviour(tokens=5).answer_tokens())
 
 
@@ -53,22 +50,10 @@ async def sdk(fake: OpenAIFake) -> AsyncIterator[OpenAIProvider]:
     await provider.close()
 
 
-async def collect(
-    provider: CompatibleProvider | OpenAIProvider, request: ChatRequest = HELLO
-) -> list[ProviderEvent]:
-    return [event async for event in provider.stream("llama-3", request, TIMEOUTS)]
-
-
-async def failure(provider: CompatibleProvider | OpenAIProvider) -> ProviderFailure:
-    with pytest.raises(ProviderFailure) as raised:
-        await collect(provider)
-    return raised.value
-
-
 async def test_a_stream_arrives_with_the_servers_usage_and_the_bearer_key(
     fake: OpenAIFake, compatible: CompatibleProvider
 ) -> None:
-    events = await collect(compatible)
+    events = await collect(compatible, MODEL)
     assert "".join(e.text for e in events if isinstance(e, TextDelta)) == ANSWER
     finish = events[-1]
     assert isinstance(finish, Finish)
@@ -88,7 +73,7 @@ async def test_a_stream_arrives_with_the_servers_usage_and_the_bearer_key(
 async def test_without_a_key_no_credential_is_sent(fake: OpenAIFake) -> None:
     provider = CompatibleProvider(name="ollama", api_key=None, base_url=f"{fake.base_url}/v1")
     try:
-        await collect(provider)
+        await collect(provider, MODEL)
     finally:
         await provider.close()
     assert fake.requests[0].credential_header is None
@@ -98,7 +83,7 @@ async def test_a_server_without_usage_gets_an_estimate(
     fake: OpenAIFake, compatible: CompatibleProvider
 ) -> None:
     fake.set_behaviour(tokens=5, report_usage=False)
-    finish = (await collect(compatible))[-1]
+    finish = (await collect(compatible, MODEL))[-1]
     assert isinstance(finish, Finish)
     assert finish.usage.estimated
     assert finish.usage.input_tokens > 0
@@ -113,7 +98,7 @@ async def test_a_tool_call_arrives_in_pieces_with_its_id_and_name(
         messages=HELLO.messages,
         tools=(Tool("lookup", "Search the handbook", '{"type": "object"}'),),
     )
-    events = await collect(compatible, request)
+    events = await collect(compatible, MODEL, request)
     calls = [e for e in events if isinstance(e, ToolCallDelta)]
     assert calls[0].name == "lookup"
     assert calls[0].id
@@ -144,8 +129,8 @@ async def test_a_failing_server_is_classified_as_the_sdk_classifies_it(
     retry_after: float | None,
 ) -> None:
     fake.push(behaviour, behaviour)
-    ours = await failure(compatible)
-    theirs = await failure(sdk)
+    ours = await failure(compatible, MODEL)
+    theirs = await failure(sdk, MODEL)
     assert (ours.kind, ours.status, ours.retry_after) == (
         kind,
         behaviour.fail_status,
@@ -166,7 +151,7 @@ async def test_a_server_that_is_not_there_is_a_connection_failure() -> None:
         port = probe.getsockname()[1]
     provider = CompatibleProvider(name="gone", api_key=None, base_url=f"http://127.0.0.1:{port}/v1")
     try:
-        raised = await failure(provider)
+        raised = await failure(provider, MODEL)
     finally:
         await provider.close()
     assert raised.kind == FailureKind.CONNECTION
@@ -179,7 +164,7 @@ async def test_a_stream_dropped_midway_is_a_broken_stream(
     fake.set_behaviour(tokens=6, drop_after_tokens=2)
     events: list[ProviderEvent] = []
     with pytest.raises(ProviderFailure) as raised:
-        async for event in compatible.stream("llama-3", HELLO, TIMEOUTS):
+        async for event in compatible.stream(MODEL, HELLO, TIMEOUTS):
             events.append(event)
     assert raised.value.kind == FailureKind.STREAM_BROKEN
     assert any(isinstance(e, TextDelta) for e in events)
@@ -190,7 +175,7 @@ async def test_a_finished_stream_leaves_its_connection_to_the_next_request(
 ) -> None:
     fake.set_behaviour(tokens=5, end_delay_ms=50)
     for _ in range(3):
-        assert isinstance((await collect(compatible))[-1], Finish)
+        assert isinstance((await collect(compatible, MODEL))[-1], Finish)
     assert len(fake.requests) == 3
     assert len({r.client for r in fake.requests}) == 1
 
@@ -199,7 +184,7 @@ async def test_a_consumer_that_stops_reading_closes_the_http_stream(
     fake: OpenAIFake, compatible: CompatibleProvider
 ) -> None:
     fake.set_behaviour(tokens=50, token_delay_ms=20)
-    stream = compatible.stream("llama-3", HELLO, TIMEOUTS)
+    stream = compatible.stream(MODEL, HELLO, TIMEOUTS)
     assert isinstance(await anext(stream), TextDelta)
     await stream.aclose()  # type: ignore[attr-defined]
     closed_at = asyncio.get_running_loop().time()
@@ -242,12 +227,12 @@ async def test_a_paced_stream_is_read_once_a_pace_and_ends_when_the_body_ends(
         provider = CompatibleProvider(
             name="vllm", api_key=None, base_url=f"{fake.base_url}/v1", pace=pace
         )
-        await collect(provider)  # connect first: the timings below exclude the handshake
+        await collect(provider, MODEL)  # connect first: the timings below exclude the handshake
         loop = asyncio.get_running_loop()
         started = loop.time()
         events: list[ProviderEvent] = []
         at: list[float] = []
-        async for event in provider.stream("llama-3", HELLO, TIMEOUTS):
+        async for event in provider.stream(MODEL, HELLO, TIMEOUTS):
             events.append(event)
             at.append(loop.time() - started)
         await provider.close()
@@ -271,6 +256,21 @@ async def test_a_tool_schema_with_an_integer_wider_than_64_bits_is_still_sent(
     huge = 123456789012345678901234567890
     parameters = f'{{"type": "object", "properties": {{"n": {{"maximum": {huge}}}}}}}'
     request = ChatRequest(messages=HELLO.messages, tools=(Tool("count", "", parameters),))
-    assert isinstance((await collect(compatible, request))[-1], Finish)
+    assert isinstance((await collect(compatible, MODEL, request))[-1], Finish)
     sent = fake.requests[-1].body["tools"][0]["function"]["parameters"]
     assert sent["properties"]["n"] == {"maximum": huge}
+
+
+async def test_an_error_chunk_mid_answer_follows_the_tokens_it_ended(
+    fake: OpenAIFake, compatible: CompatibleProvider, sdk: OpenAIProvider
+) -> None:
+    for provider in (compatible, sdk):
+        fake.push(Behaviour(tokens=5, error_after_tokens=3))
+        received: list[str] = []
+        with pytest.raises(ProviderFailure) as raised:
+            async for event in provider.stream(MODEL, HELLO, TIMEOUTS):
+                if isinstance(event, TextDelta):
+                    received.append(event.text)
+        assert raised.value.kind == FailureKind.STREAM_BROKEN
+        assert raised.value.message == "the provider reported an error mid-stream"
+        assert "".join(received) == "".join(Behaviour(tokens=5).answer_tokens()[:3])

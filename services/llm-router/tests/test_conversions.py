@@ -15,7 +15,8 @@ from parley_llm_router.messages import (
     ToolCall,
 )
 from parley_llm_router.providers.anthropic import from_anthropic, to_anthropic
-from parley_llm_router.providers.chat_completions import request_body, sse_data, to_openai_message
+from parley_llm_router.providers.chat_completions import request_body, to_openai_message
+from parley_llm_router.providers.sse import sse_data
 
 CALL = ToolCall("call_1", "lookup", '{"q": "leave"}')
 CONVERSATION = (

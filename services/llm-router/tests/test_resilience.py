@@ -123,8 +123,9 @@ def answered_by(events: list[pb.ChatEvent]) -> str:
         Behaviour(hang=True),
         Behaviour(tokens=6, drop_after_tokens=0),
         Behaviour(tokens=6, stall_after_tokens=0),
+        Behaviour(tokens=6, error_after_tokens=0),
     ],
-    ids=["429", "500", "529", "hang", "dropped-before-first-token", "silent"],
+    ids=["429", "500", "529", "hang", "dropped-before-first-token", "silent", "error-event"],
 )
 async def test_a_failing_first_candidate_falls_back(rig: Rig, failure: Behaviour) -> None:
     rig.openai.push(failure)
@@ -148,6 +149,29 @@ async def test_after_the_first_token_a_failure_ends_the_stream_without_fallback(
     assert events[-1].error.error.code == "provider_stream_broken"
     assert events[-1].error.partial_usage.output_tokens > 0
     assert rig.anthropic.requests == []
+
+
+async def test_an_overloaded_event_before_the_first_token_is_retried(rig: Rig) -> None:
+    rig.anthropic.push(Behaviour(tokens=6, error_after_tokens=0))
+    events = await stream(rig, ask("claude"))
+    assert events[-1].WhichOneof("event") == "finish"
+    assert "".join(e.text_delta for e in events if e.HasField("text_delta")) == "".join(
+        Behaviour(tokens=6).answer_tokens()
+    )
+    assert [r.outcome for r in rig.anthropic.requests] == ["error", "complete"]
+
+
+async def test_an_overloaded_event_after_the_first_token_ends_the_stream(rig: Rig) -> None:
+    rig.anthropic.push(Behaviour(tokens=6, error_after_tokens=3))
+    events = await stream(rig, ask("claude"))
+    assert events[0].HasField("start")
+    assert events[-1].WhichOneof("event") == "error"
+    assert "".join(e.text_delta for e in events if e.HasField("text_delta")) == "".join(
+        Behaviour(tokens=6).answer_tokens()[:3]
+    )
+    assert events[-1].error.error.code == "provider_overloaded"
+    assert events[-1].error.partial_usage.output_tokens > 0
+    assert len(rig.anthropic.requests) == 1
 
 
 async def test_a_stream_that_goes_silent_is_cut_by_the_gap_timeout(rig: Rig) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 
 import anthropic
 import httpx2
+import orjson
 
 from parley_llm_router.messages import (
     ChatRequest,
@@ -27,7 +28,14 @@ from parley_llm_router.messages import (
     ToolCallDelta,
     Usage,
 )
-from parley_llm_router.providers.base import Timeouts, failure_from_sdk, failure_mid_stream
+from parley_llm_router.providers.base import (
+    FailureKind,
+    ProviderFailure,
+    Timeouts,
+    failure_from_sdk,
+    failure_mid_stream,
+)
+from parley_llm_router.providers.sse import sse_data
 
 DEFAULT_MAX_TOKENS = 4096
 
@@ -153,11 +161,13 @@ class AnthropicProvider:
     ) -> None:
         self.name = name
         self.max_tokens = max_tokens
+        # aiohttp's C HTTP parser, as for OpenAI: cheaper per chunk than the pure-Python
+        # HTTP/1.1 stack.
         self._client = anthropic.AsyncAnthropic(
             api_key=api_key or "not-set",
             base_url=base_url,
             max_retries=0,
-            http_client=anthropic.DefaultAsyncHttpxClient(
+            http_client=anthropic.DefaultAioHttpClient(
                 limits=httpx2.Limits(max_connections=4096, max_keepalive_connections=512)
             ),
         )
@@ -168,12 +178,18 @@ class AnthropicProvider:
     async def stream(
         self, model: str, request: ChatRequest, timeouts: Timeouts
     ) -> AsyncIterator[ProviderEvent]:
+        # The SDK sends the request and raises its typed errors; the events are read as
+        # plain JSON, as for OpenAI: an SDK object per event cost more CPU than the rest of
+        # the router's work on a stream.
         body = to_anthropic(request, model, self.max_tokens)
+        body["stream"] = True
         try:
-            stream = await self._client.messages.create(
-                **body,
+            response = await self._client.post(
+                "/v1/messages",
+                cast_to=httpx2.Response,
+                body=body,
+                options={"timeout": httpx2.Timeout(timeouts.total, connect=timeouts.connect)},
                 stream=True,
-                timeout=httpx2.Timeout(timeouts.total, connect=timeouts.connect),
             )
         except Exception as error:
             raise failure_from_sdk(error, anthropic) from None
@@ -181,29 +197,84 @@ class AnthropicProvider:
         reason = FinishReason.STOP
         tool_index: dict[int, int] = {}  # content block index -> tool call index
         try:
-            async for event in stream:
-                if event.type == "message_start":
-                    usage.input_tokens = event.message.usage.input_tokens
-                    usage.output_tokens = event.message.usage.output_tokens
-                elif event.type == "content_block_start":
-                    block = event.content_block
-                    if block.type == "tool_use":
-                        tool_index[event.index] = len(tool_index)
-                        yield ToolCallDelta(tool_index[event.index], block.id, block.name, "")
-                elif event.type == "content_block_delta":
-                    delta = event.delta
-                    if delta.type == "text_delta" and delta.text:
-                        yield TextDelta(delta.text)
-                    elif delta.type == "input_json_delta" and event.index in tool_index:
-                        yield ToolCallDelta(
-                            tool_index[event.index], arguments_delta=delta.partial_json
-                        )
-                elif event.type == "message_delta":
-                    if event.delta.stop_reason:
-                        reason = _STOP.get(event.delta.stop_reason, FinishReason.STOP)
-                    usage.output_tokens = event.usage.output_tokens
+            async for batch in sse_data(response.aiter_bytes()):
+                text: list[str] = []
+                for data in batch:
+                    event = orjson.loads(data)
+                    kind = event["type"]
+                    if kind == "content_block_delta":
+                        delta = event["delta"]
+                        if delta["type"] == "text_delta":
+                            text.append(delta["text"])
+                        elif delta["type"] == "input_json_delta" and event["index"] in tool_index:
+                            if text:
+                                yield TextDelta("".join(text))
+                                text = []
+                            yield ToolCallDelta(
+                                tool_index[event["index"]], arguments_delta=delta["partial_json"]
+                            )
+                    elif kind == "message_start":
+                        started = event["message"].get("usage") or {}
+                        usage.input_tokens = int(started.get("input_tokens") or 0)
+                        usage.output_tokens = int(started.get("output_tokens") or 0)
+                    elif kind == "content_block_start":
+                        block = event["content_block"]
+                        if block["type"] == "tool_use":
+                            if text:
+                                yield TextDelta("".join(text))
+                                text = []
+                            tool_index[event["index"]] = len(tool_index)
+                            yield ToolCallDelta(
+                                tool_index[event["index"]], block["id"], block["name"], ""
+                            )
+                    elif kind == "message_delta":
+                        stop = (event.get("delta") or {}).get("stop_reason")
+                        if stop:
+                            reason = _STOP.get(stop, FinishReason.STOP)
+                        counted = event.get("usage") or {}
+                        if counted.get("input_tokens"):
+                            usage.input_tokens = int(counted["input_tokens"])
+                        usage.output_tokens = int(counted.get("output_tokens") or 0)
+                    elif kind == "error":
+                        if text:  # what arrived before the error still reaches the caller
+                            yield TextDelta("".join(text))
+                        raise _stream_error(event.get("error") or {})
+                if text and (joined := "".join(text)):
+                    yield TextDelta(joined)
+        except ProviderFailure:
+            raise
+        except (ValueError, TypeError, KeyError, AttributeError):  # not the events' shape
+            raise ProviderFailure(
+                FailureKind.STREAM_BROKEN, "the provider sent a malformed stream"
+            ) from None
         except Exception as error:
             raise failure_mid_stream(error, anthropic) from None
         finally:
-            await stream.close()
+            # Closing the response closes the HTTP stream: a cancelled caller frees the
+            # provider at once.
+            await response.aclose()
         yield Finish(reason, usage)
+
+
+# The ``error`` event's types (Anthropic's error reference) as failure kinds.
+_ERRORS = {
+    "overloaded_error": FailureKind.OVERLOADED,
+    "rate_limit_error": FailureKind.RATE_LIMITED,
+    "api_error": FailureKind.UNAVAILABLE,
+    "timeout_error": FailureKind.TIMEOUT,
+    "authentication_error": FailureKind.AUTH,
+    "permission_error": FailureKind.AUTH,
+    "invalid_request_error": FailureKind.BAD_REQUEST,
+    "request_too_large": FailureKind.BAD_REQUEST,
+    "not_found_error": FailureKind.BAD_REQUEST,
+}
+
+
+def _stream_error(error: dict[str, Any]) -> ProviderFailure:
+    """An ``error`` event in the stream; its message is not copied (it may echo input)."""
+    kind = error.get("type")
+    if kind not in _ERRORS:
+        return ProviderFailure(
+            FailureKind.STREAM_BROKEN, "the provider reported an error mid-stream"
+        )
+    return ProviderFailure(_ERRORS[kind], f"the provider reported {kind} mid-stream")

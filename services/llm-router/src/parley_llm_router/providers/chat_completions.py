@@ -25,6 +25,7 @@ from parley_llm_router.messages import (
     Usage,
 )
 from parley_llm_router.providers.base import FailureKind, ProviderFailure
+from parley_llm_router.providers.sse import sse_data
 from parley_llm_router.tokens import estimate_messages, estimate_text
 
 DRAIN_SECONDS = 0.5
@@ -195,6 +196,9 @@ async def chat_stream(
                     break
                 chunk = orjson.loads(data)
                 if "error" in chunk:
+                    if text:  # what arrived before the error still reaches the caller
+                        produced.extend(text)
+                        yield TextDelta("".join(text))
                     raise ProviderFailure(
                         FailureKind.STREAM_BROKEN, "the provider reported an error mid-stream"
                     )
@@ -262,32 +266,3 @@ async def _drain(rest: AsyncIterator[object]) -> bool:
                 pass
             return True
     return False
-
-
-async def sse_data(chunks: AsyncIterator[bytes]) -> AsyncIterator[list[bytes]]:
-    """The ``data`` of each server-sent event, a list per network read.
-
-    Events split across reads are joined; the lines of a multi-line ``data`` field are joined
-    with newlines, as the SSE specification says. Comments and other fields are skipped.
-    """
-    pending = b""
-    lines: list[bytes] = []
-    async for chunk in chunks:
-        pending += chunk
-        if b"\n" not in chunk:
-            continue
-        *complete, pending = pending.split(b"\n")
-        batch: list[bytes] = []
-        for raw in complete:
-            line = raw[:-1] if raw.endswith(b"\r") else raw
-            if not line:
-                if lines:
-                    batch.append(b"\n".join(lines))
-                    lines = []
-            elif line.startswith(b"data:"):
-                value = line[5:]
-                lines.append(value[1:] if value.startswith(b" ") else value)
-        if batch:
-            yield batch
-    if lines:
-        yield [b"\n".join(lines)]
