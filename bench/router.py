@@ -308,6 +308,22 @@ def spawn(
     return servers
 
 
+def spawn_floor(servers: Servers, placement: Placement, workdir: Path) -> tuple[str, int]:
+    """``bench/relay_floor.py`` beside the router, on the servers' CPU: its address and pid."""
+    port = free_port()
+    relay = subprocess.Popen(
+        [
+            *(sys.executable, str(Path(__file__).parent / "relay_floor.py")),
+            *("--port", str(port), "--upstream", f"{servers.fake_url}/v1"),
+        ],
+        stdout=(workdir / "logs" / "relay-floor.log").open("wb"),
+        stderr=subprocess.STDOUT,
+        preexec_fn=placement.on(placement.servers),
+    )
+    servers.processes.append(relay)
+    return f"127.0.0.1:{port}", relay.pid
+
+
 async def wait_ready(servers: Servers) -> None:
     await wait_http(f"{servers.fake_url}/_fake/stats")
     async with grpc.aio.insecure_channel(servers.router_address) as chan:
@@ -323,11 +339,15 @@ async def bench(
     with_litellm: bool,
     timing: tuple[float, float, int],
     placement: Placement,
+    with_floor: bool = False,
 ) -> list[Level]:
     workdir = Path(tempfile.mkdtemp(prefix="parley-bench-"))
     ttft_ms, token_delay_ms, tokens = timing
     answer_seconds = (ttft_ms + token_delay_ms * (tokens - 1)) / 1000
     servers = spawn(workdir, with_litellm, timing, placement)
+    floor: tuple[str, int] | None = None
+    if with_floor:
+        floor = spawn_floor(servers, placement, workdir)
     await wait_ready(servers)
     principal_var.set(Principal("bench", "bench"))
     session = aiohttp.ClientSession(
@@ -339,6 +359,11 @@ async def bench(
         "direct": (sse_stream(session, f"{servers.fake_url}/v1", "k", "gpt-fake"), None),
         "llm-router": (router_stream(stub), servers.router_pid),
     }
+    floor_chan = None
+    if floor is not None:
+        floor_chan = grpc.aio.insecure_channel(floor[0])
+        await asyncio.wait_for(floor_chan.channel_ready(), 60)
+        targets["relay-floor"] = (router_stream(pb_grpc.LlmRouterStub(floor_chan)), floor[1])
     if servers.litellm_url is not None:
         proxy = sse_stream(session, f"{servers.litellm_url}/v1", "sk-bench", "gpt-fake")
         targets["litellm-proxy"] = (proxy, servers.litellm_pid)
@@ -382,6 +407,8 @@ async def bench(
                 print(_row(merged), flush=True)
     finally:
         await chan.close()
+        if floor_chan is not None:
+            await floor_chan.close()
         await session.close()
         servers.stop()
     return results
@@ -438,6 +465,12 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=600, help="requests per level and run")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--no-litellm", action="store_true")
+    parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="also measure bench/relay_floor.py, a bare grpc.aio + aiohttp relay: the stack's "
+        "own cost, without the router's work",
+    )
     parser.add_argument("--ttft-ms", type=float, default=TTFT_MS)
     parser.add_argument("--token-delay-ms", type=float, default=TOKEN_DELAY_MS)
     parser.add_argument("--tokens", type=int, default=TOKENS)
@@ -454,7 +487,15 @@ def main() -> None:
     print(HEADER, flush=True)
     timing = (args.ttft_ms, args.token_delay_ms, args.tokens)
     results = uvloop.run(
-        bench(args.levels, args.requests, args.runs, not args.no_litellm, timing, placement)
+        bench(
+            args.levels,
+            args.requests,
+            args.runs,
+            not args.no_litellm,
+            timing,
+            placement,
+            args.floor,
+        )
     )
     out = ROOT / "bench" / "results" / f"router-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.write_text(json.dumps([asdict(r) for r in results], indent=2))
