@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -76,3 +77,19 @@ async def test_queued_entries_are_flushed_on_close(tmp_path: Path) -> None:
     rows = await reopened.totals("acme", None, now - timedelta(hours=1), now + timedelta(hours=1))
     await reopened.close()
     assert [r.requests for r in rows] == [1]
+
+
+async def test_closing_during_a_background_write_loses_no_entry(database_url: str) -> None:
+    await db.upgrade(MIGRATIONS, database_url, VERSION_TABLE)
+    ledger = SqlLedger(database_url, flush_interval=60, batch_size=64)
+    ledger.start()
+    for index in range(200):
+        ledger.record(entry(f"user-{index % 3}", 1))
+    for _ in range(5):  # let the background task begin writing the first batch
+        await asyncio.sleep(0)
+    await ledger.close()  # as on SIGTERM, while that write is in flight
+    reopened = SqlLedger(database_url)
+    now = datetime.now(UTC)
+    rows = await reopened.totals("acme", None, now - timedelta(hours=1), now + timedelta(hours=1))
+    await reopened.close()
+    assert sum(r.requests for r in rows) == 200
