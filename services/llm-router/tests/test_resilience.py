@@ -11,6 +11,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from prometheus_client import REGISTRY
 
 from parley.llm_router.v1 import llm_router_pb2 as pb
 from parley.llm_router.v1 import llm_router_pb2_grpc as pb_grpc
@@ -398,3 +399,44 @@ async def _embedding_aliases(rig: Rig) -> set[str]:
     except grpc.aio.AioRpcError:
         return set()
     return {"small"}
+
+
+def sample(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+async def test_metrics_count_attempts_fallbacks_tokens_cache_and_in_flight(rig: Rig) -> None:
+    oa, an = "oa/gpt-fake", "an/claude-fake"
+    names = {
+        "oa_failed": (
+            "parley_llm_requests_total",
+            {"candidate": oa, "outcome": "provider_unavailable"},
+        ),
+        "an_ok": ("parley_llm_requests_total", {"candidate": an, "outcome": "ok"}),
+        "fallbacks": ("parley_llm_fallbacks_total", {"alias": "chain"}),
+        "an_out": ("parley_llm_tokens_total", {"candidate": an, "direction": "output"}),
+        "an_ttft": ("parley_llm_time_to_first_token_seconds_count", {"candidate": an}),
+        "an_tps": ("parley_llm_output_tokens_per_second_count", {"candidate": an}),
+        "misses": ("parley_llm_cache_total", {"result": "miss"}),
+        "hits": ("parley_llm_cache_total", {"result": "hit"}),
+    }
+    before = {key: sample(name, **labels) for key, (name, labels) in names.items()}
+    rig.openai.push(Behaviour(fail_status=500))
+    events = await stream(rig, ask(temperature=0.0))
+    assert answered_by(events) == "an"
+    await stream(rig, ask(temperature=0.0))  # the same deterministic request: cached
+    after = {key: sample(name, **labels) for key, (name, labels) in names.items()}
+    grew = {key: after[key] - before[key] for key in names}
+    assert grew == {
+        "oa_failed": 1,
+        "an_ok": 1,
+        "fallbacks": 1,
+        "an_out": 6,
+        "an_ttft": 1,
+        "an_tps": 1,
+        "misses": 1,
+        "hits": 1,
+    }
+    assert sample("parley_llm_in_flight", candidate=oa) == 0
+    assert sample("parley_llm_in_flight", candidate=an) == 0
+    assert sample("parley_llm_breaker_state", candidate=an) == 0

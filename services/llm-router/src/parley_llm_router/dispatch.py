@@ -85,6 +85,35 @@ BREAKER = Gauge(
 )
 _BREAKER_VALUE = {BreakerState.CLOSED: 0, BreakerState.HALF_OPEN: 1, BreakerState.OPEN: 2}
 
+
+@dataclass(frozen=True, slots=True)
+class _Meters:
+    """One candidate's labelled metrics, looked up once: a ``labels()`` lookup costs more
+    than the count it labels, and an answered request touches nine of them."""
+
+    ok: Counter
+    in_flight: Gauge
+    time_to_first_token: Histogram
+    tokens_in: Counter
+    tokens_out: Counter
+    cost: Counter
+    tokens_per_second: Histogram
+    breaker: Gauge
+
+    @classmethod
+    def of(cls, label: str) -> _Meters:
+        return cls(
+            ok=REQUESTS.labels(label, "ok"),
+            in_flight=IN_FLIGHT.labels(label),
+            time_to_first_token=TIME_TO_FIRST_TOKEN.labels(label),
+            tokens_in=TOKENS.labels(label, "input"),
+            tokens_out=TOKENS.labels(label, "output"),
+            cost=COST.labels(label),
+            tokens_per_second=TOKENS_PER_SECOND.labels(label),
+            breaker=BREAKER.labels(label),
+        )
+
+
 # Failures that say nothing about a candidate's health do not move its breaker.
 _NOT_HEALTH = {FailureKind.AUTH, FailureKind.BAD_REQUEST}
 
@@ -135,6 +164,13 @@ class Dispatcher:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     latency: LatencyTracker = field(default_factory=LatencyTracker)
     bulkheads: dict[tuple[str, int], Bulkhead] = field(default_factory=dict)
+    meters: dict[str, _Meters] = field(default_factory=dict)
+
+    def _meters(self, candidate: Candidate) -> _Meters:
+        meters = self.meters.get(candidate.label)
+        if meters is None:
+            meters = self.meters[candidate.label] = _Meters.of(candidate.label)
+        return meters
 
     def _bulkhead(self, candidate: Candidate) -> Bulkhead:
         key = (candidate.label, candidate.max_concurrency)
@@ -173,7 +209,8 @@ class Dispatcher:
                 )
                 REQUESTS.labels(candidate.label, "saturated").inc()
                 continue
-            IN_FLIGHT.labels(candidate.label).inc()
+            meters = self._meters(candidate)
+            meters.in_flight.inc()
             try:
                 admission = await self.breakers.admit(candidate.label)
                 if admission == Admission.REJECT:
@@ -191,7 +228,7 @@ class Dispatcher:
                     return
                 failures.append(outcome.failure)
             finally:
-                IN_FLIGHT.labels(candidate.label).dec()
+                meters.in_flight.dec()
                 bulkhead.release()
         raise _exhausted(route, failures)
 
@@ -233,7 +270,7 @@ class Dispatcher:
                 else:
                     outcome.failure = None  # an earlier attempt's failure no longer counts
                     ttft = time.perf_counter() - started
-                    TIME_TO_FIRST_TOKEN.labels(candidate.label).observe(ttft)
+                    self._meters(candidate).time_to_first_token.observe(ttft)
                     self.latency.observe(candidate.label, ttft)
                     await self._health(candidate, ok=True)
                     async for event in self._relay(
@@ -355,17 +392,18 @@ class Dispatcher:
 
     async def _health(self, candidate: Candidate, *, ok: bool) -> None:
         state = await self.breakers.record(candidate.label, ok)
-        BREAKER.labels(candidate.label).set(_BREAKER_VALUE[state])
+        self._meters(candidate).breaker.set(_BREAKER_VALUE[state])
 
     def _observe(
         self, candidate: Candidate, usage: Usage, streaming: float, span: trace.Span
     ) -> None:
-        REQUESTS.labels(candidate.label, "ok").inc()
-        TOKENS.labels(candidate.label, "input").inc(usage.input_tokens)
-        TOKENS.labels(candidate.label, "output").inc(usage.output_tokens)
-        COST.labels(candidate.label).inc(usage.cost_usd)
+        meters = self._meters(candidate)
+        meters.ok.inc()
+        meters.tokens_in.inc(usage.input_tokens)
+        meters.tokens_out.inc(usage.output_tokens)
+        meters.cost.inc(usage.cost_usd)
         if streaming > 0 and usage.output_tokens > 1:
-            TOKENS_PER_SECOND.labels(candidate.label).observe(usage.output_tokens / streaming)
+            meters.tokens_per_second.observe(usage.output_tokens / streaming)
         span.set_attribute("gen_ai.response.model", candidate.model)
         span.set_attribute("gen_ai.usage.input_tokens", usage.input_tokens)
         span.set_attribute("gen_ai.usage.output_tokens", usage.output_tokens)

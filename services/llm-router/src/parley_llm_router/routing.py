@@ -32,10 +32,10 @@ class Candidate:
     context_window: int = 128_000
     max_output_tokens: int = 16_384
     max_attempts: int = 2
+    label: str = field(init=False, repr=False)  # "provider/model", read several times a call
 
-    @property
-    def label(self) -> str:
-        return f"{self.provider}/{self.model}"
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "label", f"{self.provider}/{self.model}")
 
     def cost(self, input_tokens: int, output_tokens: int) -> float:
         """US dollars for this many tokens at this candidate's prices."""
