@@ -153,6 +153,11 @@ class Engine:
     embedding_models: Mapping[str, EmbeddingModel] = field(default_factory=dict)
     default_embedding_model: str = "local"
 
+    def paced(self, route: Route, window: float) -> bool:
+        """Whether every candidate of ``route`` sends its deltas at least ``window`` apart
+        already (its provider reads the stream that seldom), so none need merging."""
+        return all(self.providers[c.provider].pace >= window for c in route.candidates)
+
 
 @dataclass
 class Dispatcher:

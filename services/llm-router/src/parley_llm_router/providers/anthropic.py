@@ -151,6 +151,8 @@ def from_anthropic(message: dict[str, Any]) -> tuple[Message, FinishReason, Usag
 class AnthropicProvider:
     """Claude models over the Messages streaming API (see the module docstring)."""
 
+    pace = 0.0  # every delta as it comes
+
     def __init__(
         self,
         *,

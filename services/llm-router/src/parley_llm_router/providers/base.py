@@ -136,6 +136,8 @@ class Provider(Protocol):
     """
 
     name: str
+    # The shortest time between two deltas of one stream after the first (0: as they come).
+    pace: float
 
     def stream(
         self, model: str, request: ChatRequest, timeouts: Timeouts

@@ -129,6 +129,7 @@ class LocalProvider:
     """Streams an extractive answer token by token (see the module docstring)."""
 
     name = "local"
+    pace = 0.0
 
     def __init__(self, token_delay_seconds: float = 0.0) -> None:
         self.token_delay = token_delay_seconds

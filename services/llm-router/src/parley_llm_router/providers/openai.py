@@ -28,6 +28,8 @@ class OpenAIProvider:
     endpoint and the model name is the deployment's.
     """
 
+    pace = 0.0  # every delta as it comes
+
     def __init__(
         self,
         *,
