@@ -3,7 +3,6 @@ usage, the stream's own error events, HTTP failures and connection reuse."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator, Iterator
 
@@ -20,7 +19,13 @@ from parley_llm_router.messages import (
 )
 from parley_llm_router.providers.anthropic import AnthropicProvider
 from parley_llm_router.providers.base import FailureKind, ProviderFailure
-from parley_llm_router.testing import HELLO, TIMEOUTS, collect, failure
+from parley_llm_router.testing import (
+    HELLO,
+    TIMEOUTS,
+    assert_stopping_closes_the_stream,
+    collect,
+    failure,
+)
 
 KEY = "sk-ant-test-secret"
 MODEL = "claude-fake"
@@ -127,12 +132,4 @@ async def test_http_failures_keep_their_kind_and_retry_after_and_no_key(
 async def test_a_consumer_that_stops_reading_closes_the_http_stream(
     fake: AnthropicFake, claude: AnthropicProvider
 ) -> None:
-    fake.set_behaviour(tokens=50, token_delay_ms=20)
-    stream = claude.stream(MODEL, HELLO, TIMEOUTS)
-    assert isinstance(await anext(stream), TextDelta)
-    await stream.aclose()  # type: ignore[attr-defined]
-    closed_at = asyncio.get_running_loop().time()
-    while fake.requests[0].outcome != "disconnected":
-        assert asyncio.get_running_loop().time() - closed_at < 0.1, fake.requests[0].outcome
-        await asyncio.sleep(0.005)
-    assert fake.requests[0].tokens_sent < 50
+    await assert_stopping_closes_the_stream(claude, fake, MODEL)

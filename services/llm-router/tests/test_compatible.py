@@ -23,7 +23,13 @@ from parley_llm_router.messages import (
 from parley_llm_router.providers.base import FailureKind, ProviderFailure
 from parley_llm_router.providers.compatible import CompatibleProvider
 from parley_llm_router.providers.openai import OpenAIProvider
-from parley_llm_router.testing import HELLO, TIMEOUTS, collect, failure
+from parley_llm_router.testing import (
+    HELLO,
+    TIMEOUTS,
+    assert_stopping_closes_the_stream,
+    collect,
+    failure,
+)
 
 KEY = "sk-compatible-secret"
 MODEL = "llama-3"
@@ -183,15 +189,7 @@ async def test_a_finished_stream_leaves_its_connection_to_the_next_request(
 async def test_a_consumer_that_stops_reading_closes_the_http_stream(
     fake: OpenAIFake, compatible: CompatibleProvider
 ) -> None:
-    fake.set_behaviour(tokens=50, token_delay_ms=20)
-    stream = compatible.stream(MODEL, HELLO, TIMEOUTS)
-    assert isinstance(await anext(stream), TextDelta)
-    await stream.aclose()  # type: ignore[attr-defined]
-    closed_at = asyncio.get_running_loop().time()
-    while fake.requests[0].outcome != "disconnected":
-        assert asyncio.get_running_loop().time() - closed_at < 0.1, fake.requests[0].outcome
-        await asyncio.sleep(0.005)
-    assert fake.requests[0].tokens_sent < 50
+    await assert_stopping_closes_the_stream(compatible, fake, MODEL)
 
 
 async def test_embeddings_come_back_in_input_order(
