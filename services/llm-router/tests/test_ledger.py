@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from parley_llm_router.adapters.sql_ledger import SqlLedger
 from parley_llm_router.ledger import UsageEntry
@@ -84,7 +85,7 @@ async def test_closing_during_a_background_write_loses_no_entry(database_url: st
     ledger = SqlLedger(database_url, flush_interval=60, batch_size=64)
     ledger.start()
     for index in range(200):
-        ledger.record(entry(f"user-{index % 3}", 1))
+        ledger.record(entry(f"user-{index}", 1))  # 200 keys: batches of 64 rows
     for _ in range(5):  # let the background task begin writing the first batch
         await asyncio.sleep(0)
     await ledger.close()  # as on SIGTERM, while that write is in flight
@@ -93,3 +94,41 @@ async def test_closing_during_a_background_write_loses_no_entry(database_url: st
     rows = await reopened.totals("acme", None, now - timedelta(hours=1), now + timedelta(hours=1))
     await reopened.close()
     assert sum(r.requests for r in rows) == 200
+
+
+async def test_requests_of_one_key_are_summed_into_one_row(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/ledger.db"
+    await db.upgrade(MIGRATIONS, url, VERSION_TABLE)
+    ledger = SqlLedger(url, flush_interval=60)
+    ledger.start()
+    for tokens in range(1, 101):
+        ledger.record(entry("ann", tokens))
+    ledger.record(entry("ann", 1000, model="m2"))
+    await ledger.close()
+    engine = db.create_engine(url)
+    try:
+        async with engine.connect() as connection:
+            query = "SELECT model, requests, output_tokens FROM usage_records ORDER BY model"
+            rows = (await connection.execute(sa.text(query))).all()
+    finally:
+        await engine.dispose()
+    assert [tuple(r) for r in rows] == [("m1", 100, 5050), ("m2", 1, 1000)]
+
+
+async def test_a_failed_write_keeps_the_sums_for_the_next(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/ledger.db"
+    await db.upgrade(MIGRATIONS, url, VERSION_TABLE)
+    ledger = SqlLedger(url, flush_interval=60)
+    ledger.start()
+    ledger.record(entry("ann", 1))
+    async with ledger.engine.begin() as connection:
+        await connection.execute(sa.text("ALTER TABLE usage_records RENAME TO moved"))
+    with pytest.raises(Exception, match="usage_records"):
+        await ledger.flush()
+    ledger.record(entry("ann", 2))  # recorded while the sums wait for the next write
+    async with ledger.engine.begin() as connection:
+        await connection.execute(sa.text("ALTER TABLE moved RENAME TO usage_records"))
+    now = datetime.now(UTC)
+    rows = await ledger.totals("acme", None, now - timedelta(hours=1), now + timedelta(hours=1))
+    await ledger.close()
+    assert [(r.requests, r.output_tokens) for r in rows] == [(2, 3)]

@@ -13,7 +13,9 @@ class Base(DeclarativeBase):
 
 
 class UsageRecord(Base):
-    """One answered request: who, which model, tokens and cost."""
+    """The requests of one tenant, user, alias, model, cache state and outcome within one
+    flush of the ledger (see :mod:`parley_llm_router.adapters.sql_ledger`): how many, their
+    tokens and cost, and when the first was recorded."""
 
     __tablename__ = "usage_records"
 
@@ -30,6 +32,7 @@ class UsageRecord(Base):
     cost_usd: Mapped[float] = mapped_column(Float)
     cached: Mapped[bool] = mapped_column(Boolean)
     outcome: Mapped[str] = mapped_column(String(64))
+    requests: Mapped[int] = mapped_column(Integer, server_default="1")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
     __table_args__ = (

@@ -1,16 +1,21 @@
 """The usage ledger in the router's own database (SQLite by default, PostgreSQL in
 production).
 
-Entries are queued in memory and written in batches by one background task, so recording
-never adds database latency to a request. One write at a time (the background task, a
-``GetUsage`` read and shutdown share a lock); on shutdown the write in flight finishes and the
-rest of the queue is written.
+Entries are summed in memory per tenant, user, alias, model, cache state and outcome, and
+each flush (every ``flush_interval``, 0.5 s) writes one row per such key with its count of
+requests: a request costs a dictionary update, never database latency, and a busy user's
+330 requests a second become two rows a second instead of 330. A row's ``created_at`` is
+when its first request was recorded; its requests follow within one flush interval.
+
+One write at a time (the background task, a ``GetUsage`` read and shutdown share a lock); on
+shutdown the write in flight finishes and the rest is written.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from sqlalchemy import func, insert, select
@@ -22,18 +27,39 @@ from parley_runtime.db import create_engine, sessions
 log = logging.getLogger("parley.llm_router.ledger")
 _INSERT = insert(UsageRecord)
 
+# tenant, user, alias, provider, model, cached, outcome
+_Key = tuple[str, str, str, str, str, bool, str]
+
+
+@dataclass(slots=True)
+class _Sum:
+    """The requests of one key since the last flush."""
+
+    first_at: datetime
+    requests: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+
+    def add(self, other: _Sum) -> None:
+        self.first_at = min(self.first_at, other.first_at)
+        self.requests += other.requests
+        self.input_tokens += other.input_tokens
+        self.output_tokens += other.output_tokens
+        self.cost_usd += other.cost_usd
+
 
 class SqlLedger:
-    """Batched writes of usage entries; totals by user and model for GetUsage."""
+    """Usage summed per key and written in batches; totals by user and model for GetUsage."""
 
-    # A write runs on the event loop (about 1 ms for 64 rows on SQLite here): small
-    # batches keep every pause short, where 500 rows held all streams up for 7 ms.
+    # A write runs partly on the event loop: at most ``batch_size`` rows a transaction keeps
+    # every pause short (64 rows took about 1 ms on SQLite here, 500 rows 7 ms).
     def __init__(self, url: str, *, flush_interval: float = 0.5, batch_size: int = 64) -> None:
         self.engine = create_engine(url)
         self.sessions = sessions(self.engine)
         self.flush_interval = flush_interval
         self.batch_size = batch_size
-        self._pending: list[dict[str, object]] = []
+        self._pending: dict[_Key, _Sum] = {}
         self._wake = asyncio.Event()
         self._writing = asyncio.Lock()
         self._closing = False
@@ -43,42 +69,48 @@ class SqlLedger:
         self._task = asyncio.create_task(self._run(), name="usage-ledger")
 
     def record(self, entry: UsageEntry) -> None:
-        self._pending.append(
-            {
-                "tenant_id": entry.tenant_id,
-                "user_id": entry.user_id,
-                "alias": entry.alias,
-                "provider": entry.provider,
-                "model": entry.model,
-                "input_tokens": entry.input_tokens,
-                "output_tokens": entry.output_tokens,
-                "cost_usd": entry.cost_usd,
-                "cached": entry.cached,
-                "outcome": entry.outcome,
-                "created_at": datetime.now(UTC),
-            }
+        key = (
+            entry.tenant_id,
+            entry.user_id,
+            entry.alias,
+            entry.provider,
+            entry.model,
+            entry.cached,
+            entry.outcome,
         )
-        if len(self._pending) >= self.batch_size:
-            self._wake.set()
+        total = self._pending.get(key)
+        if total is None:
+            total = self._pending[key] = _Sum(datetime.now(UTC))
+            if len(self._pending) >= self.batch_size:
+                self._wake.set()
+        total.requests += 1
+        total.input_tokens += entry.input_tokens
+        total.output_tokens += entry.output_tokens
+        total.cost_usd += entry.cost_usd
 
     async def flush(self) -> None:
-        """Write everything queued so far."""
+        """Write everything recorded so far."""
         async with self._writing:
             while self._pending:
-                batch, self._pending = (
-                    self._pending[: self.batch_size],
-                    self._pending[self.batch_size :],
-                )
+                keys = list(self._pending)[: self.batch_size]
+                batch = {key: self._pending.pop(key) for key in keys}
                 try:
                     # Core, not the ORM's bulk path: 1.0 ms instead of 1.4 for 64 rows on
                     # SQLite.
                     async with self.engine.begin() as connection:
-                        await connection.execute(_INSERT, batch)
+                        await connection.execute(_INSERT, [_row(k, s) for k, s in batch.items()])
                 except BaseException:
-                    # Failed or cancelled, the transaction was rolled back: keep the entries
+                    # Failed or cancelled, the transaction was rolled back: keep the sums
                     # for the next flush rather than losing them.
-                    self._pending[:0] = batch
+                    self._restore(batch)
                     raise
+
+    def _restore(self, batch: dict[_Key, _Sum]) -> None:
+        for key, total in batch.items():
+            newer = self._pending.get(key)
+            if newer is not None:
+                total.add(newer)
+            self._pending[key] = total
 
     async def _run(self) -> None:
         while not self._closing:
@@ -102,7 +134,7 @@ class SqlLedger:
                 UsageRecord.user_id,
                 UsageRecord.provider,
                 UsageRecord.model,
-                func.count(),
+                func.sum(UsageRecord.requests),
                 func.sum(UsageRecord.input_tokens),
                 func.sum(UsageRecord.output_tokens),
                 func.sum(UsageRecord.cost_usd),
@@ -123,7 +155,7 @@ class SqlLedger:
             UsageTotal(
                 user_id=user,
                 model=f"{provider}/{model}",
-                requests=int(count),
+                requests=int(count or 0),
                 input_tokens=int(tokens_in or 0),
                 output_tokens=int(tokens_out or 0),
                 cost_usd=float(cost or 0.0),
@@ -141,3 +173,21 @@ class SqlLedger:
             await self.flush()
         finally:
             await self.engine.dispose()
+
+
+def _row(key: _Key, total: _Sum) -> dict[str, object]:
+    tenant, user, alias, provider, model, cached, outcome = key
+    return {
+        "tenant_id": tenant,
+        "user_id": user,
+        "alias": alias,
+        "provider": provider,
+        "model": model,
+        "cached": cached,
+        "outcome": outcome,
+        "requests": total.requests,
+        "input_tokens": total.input_tokens,
+        "output_tokens": total.output_tokens,
+        "cost_usd": total.cost_usd,
+        "created_at": total.first_at,
+    }
