@@ -148,8 +148,11 @@ class LlmRouterServicer(pb_grpc.LlmRouterServicer):
             # Its deltas come a window apart already: coalescing would merge nothing, and
             # its reader task costs about a fifth of the router's own work on a stream.
             window = 0.0
+        events = self.dispatcher.stream(engine, route, chat, mode)
+        if window > 0:
+            events = coalesce(events, window)
         start: pb.ChatStart | None = None
-        async for event in coalesce(self.dispatcher.stream(engine, route, chat, mode), window):
+        async for event in events:
             if isinstance(event, Started):
                 # Held back to ride with the first event: one message for the first token.
                 start = pb.ChatStart(

@@ -224,7 +224,7 @@ class Dispatcher:
                     )
                     REQUESTS.labels(candidate.label, "circuit_open").inc()
                     continue
-                outcome = _Outcome()
+                outcome = _Outcome(keep_answer=key is not None)
                 async for event in self._candidate(engine, route, candidate, request, outcome):
                     yield event
                 if outcome.failure is None:
@@ -351,14 +351,15 @@ class Dispatcher:
                         cached=False,
                         outcome="ok",
                     )
-                    outcome.answer = CachedAnswer(
-                        candidate.provider,
-                        candidate.model,
-                        "".join(text),
-                        tuple(calls),
-                        event.reason,
-                        usage,
-                    )
+                    if outcome.keep_answer:
+                        outcome.answer = CachedAnswer(
+                            candidate.provider,
+                            candidate.model,
+                            "".join(text),
+                            tuple(calls),
+                            event.reason,
+                            usage,
+                        )
                     yield Finish(event.reason, usage)
                     return
                 if isinstance(event, TextDelta):
@@ -435,6 +436,7 @@ class Dispatcher:
 
 @dataclass
 class _Outcome:
+    keep_answer: bool = False  # the request is cacheable: gather its answer
     failure: ProviderFailure | None = None
     answer: CachedAnswer | None = None
 
