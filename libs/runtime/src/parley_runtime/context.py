@@ -11,6 +11,8 @@ import time
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 
+from parley_runtime.errors import Unauthenticated
+
 # Metadata keys (gRPC metadata keys must be lower case).
 TENANT_KEY = "parley-tenant-id"
 USER_KEY = "parley-user-id"
@@ -54,8 +56,6 @@ deadline_var: ContextVar[float | None] = ContextVar("parley_deadline", default=N
 
 def current_principal() -> Principal:
     """The principal of the request being served; raises if there is none."""
-    from parley_runtime.errors import Unauthenticated
-
     principal = principal_var.get()
     if principal is None:
         raise Unauthenticated("no principal in the request metadata", code="missing_principal")

@@ -20,9 +20,9 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 import signal
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -86,7 +86,8 @@ class _Scope:
         self.context = context
         self.started = time.perf_counter()
         self.principal = Principal.from_metadata(metadata)
-        self.request_id = metadata.get(REQUEST_ID_KEY) or uuid.uuid4().hex
+        # A uuid4's 32 hex digits, without building a UUID object on every call.
+        self.request_id = metadata.get(REQUEST_ID_KEY) or os.urandom(16).hex()
         remaining = context.time_remaining()
         self.deadline = None if remaining is None else time.monotonic() + remaining
         self.parent = telemetry.extract(metadata)
