@@ -61,20 +61,32 @@ def message_from_proto(index: int, message: pb.ChatMessage) -> Message:
         Part(text=p.text) if p.WhichOneof("part") == "text" else Part(image_url=p.image_url)
         for p in message.content
     )
-    calls = tuple(ToolCall(c.id, c.name, c.arguments_json) for c in message.tool_calls)
+    calls = (
+        tuple(ToolCall(c.id, c.name, c.arguments_json) for c in message.tool_calls)
+        if message.tool_calls
+        else ()
+    )
     return Message(role, parts, calls, message.tool_call_id, message.name)
 
 
 def request_from_proto(request: pb.ChatRequest) -> ChatRequest:
     return ChatRequest(
         messages=tuple(message_from_proto(i, m) for i, m in enumerate(request.messages)),
-        tools=tuple(Tool(t.name, t.description, t.parameters_json) for t in request.tools),
+        tools=(
+            tuple(Tool(t.name, t.description, t.parameters_json) for t in request.tools)
+            if request.tools
+            else ()
+        ),
         tool_choice=request.tool_choice,
         temperature=request.temperature if request.HasField("temperature") else None,
         max_tokens=request.max_tokens if request.HasField("max_tokens") else None,
         top_p=request.top_p if request.HasField("top_p") else None,
         stop=tuple(request.stop),
-        passages=tuple(Passage(p.marker, p.text, p.title) for p in request.passages),
+        passages=(
+            tuple(Passage(p.marker, p.text, p.title) for p in request.passages)
+            if request.passages
+            else ()
+        ),
     )
 
 

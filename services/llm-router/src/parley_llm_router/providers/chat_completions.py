@@ -129,6 +129,11 @@ class _Hold:
         self._ended = True
         _release(self._waiter)
 
+    @property
+    def ended(self) -> bool:
+        """Whether the whole body has arrived."""
+        return self._ended
+
     async def until(self, when: float) -> None:
         if self._ended or self._loop.time() >= when:
             return
@@ -173,7 +178,8 @@ async def chat_stream(
     token. The first delta, and the end of the body, are read as soon as they arrive.
     """
     body = await open_body()
-    hold = _Hold(body) if pace > 0 and body.on_end is not None else None
+    hold = _Hold(body) if body.on_end is not None else None
+    paced = hold if pace > 0 else None
     loop = asyncio.get_running_loop()
     usage: Usage | None = None
     reason = FinishReason.STOP
@@ -183,8 +189,8 @@ async def chat_stream(
     try:
         batches = sse_data(body.chunks)
         while True:
-            if hold is not None and last_delta is not None:
-                await hold.until(last_delta + pace)
+            if paced is not None and last_delta is not None:
+                await paced.until(last_delta + pace)
             batch = await anext(batches, None)
             if batch is None:
                 break
@@ -232,7 +238,7 @@ async def chat_stream(
                 last_delta = loop.time()
                 yield TextDelta("".join(text))
             if done:
-                complete = await _drain(batches)
+                complete = await _drain(batches, ended=hold is not None and hold.ended)
                 break
     except ProviderFailure:
         raise
@@ -255,11 +261,15 @@ async def chat_stream(
     yield Finish(reason, usage)
 
 
-async def _drain(rest: AsyncIterator[object]) -> bool:
+async def _drain(rest: AsyncIterator[object], *, ended: bool) -> bool:
     """Read what follows ``[DONE]`` (the end of the body, as a rule) so the connection goes
     back to the pool instead of being closed, and a new one, with its TLS handshake, opened
     for the next request; a server that keeps the stream open gets a bounded wait. True when
-    the body ended."""
+    the body ended. A body that has ``ended`` already is read without a timer."""
+    if ended:
+        async for _ in rest:
+            pass
+        return True
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(DRAIN_SECONDS):
             async for _ in rest:
