@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 from collections.abc import AsyncIterator
 
 from parley_llm_router.messages import (
@@ -143,3 +144,22 @@ async def test_server_sent_events_are_split_per_read_whatever_the_framing() -> N
 
 async def test_an_event_cut_by_the_end_of_the_stream_is_still_delivered() -> None:
     assert [b async for b in sse_data(_reads(b"data: {}\n"))] == [[b"{}"]]
+
+
+async def test_server_sent_events_read_the_same_however_the_reads_cut_them() -> None:
+    stream = (
+        b'data: {"a": 1}\r\n\r\n'
+        b": a comment\n\n"
+        b"event: message_start\ndata: one\ndata:two\n\n"
+        b"data: with a\rbare CR\n\n\n\n"
+        b"retry: 10\n\n"
+        b'data: {"b": 2}\n\n'
+        b"data: [DONE]\n"
+    )
+    expected = [b'{"a": 1}', b"one\ntwo", b"with a\rbare CR", b'{"b": 2}', b"[DONE]"]
+    rng = random.Random(7)
+    for _ in range(300):
+        cuts = sorted(rng.sample(range(1, len(stream)), rng.randint(0, 12)))
+        reads = [stream[i:j] for i, j in zip([0, *cuts], [*cuts, len(stream)], strict=True)]
+        data = [item async for batch in sse_data(_reads(*reads)) for item in batch]
+        assert data == expected, reads
