@@ -18,6 +18,7 @@ On SIGTERM or SIGINT the server reports NOT_SERVING, stops accepting, lets in-fl
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import logging
 import os
@@ -32,6 +33,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from opentelemetry import context as otel_context
 from opentelemetry import trace
+from prometheus_client import Counter, Histogram
 
 from parley_runtime import telemetry
 from parley_runtime.context import (
@@ -116,8 +118,8 @@ class _Scope:
             var.reset(token)
 
     def finish(self, code: grpc.StatusCode) -> None:
-        RPC_HANDLED.labels(self.method, code.name).inc()
-        RPC_DURATION.labels(self.method).observe(time.perf_counter() - self.started)
+        _handled(self.method, code.name).inc()
+        _duration(self.method).observe(time.perf_counter() - self.started)
         if self._span is not None:
             self._span.set_attribute("rpc.grpc.status_code", code.value[0])
             if code not in (grpc.StatusCode.OK, grpc.StatusCode.CANCELLED):
@@ -136,6 +138,18 @@ class _Scope:
             log.error("unhandled error in %s", self.method, exc_info=error)
         self.finish(status)
         await self.context.abort(status, message)
+
+
+# A metric's ``labels()`` costs more than the count it labels: each method's children are
+# looked up once.
+@functools.cache
+def _handled(method: str, code: str) -> Counter:
+    return RPC_HANDLED.labels(method, code)
+
+
+@functools.cache
+def _duration(method: str) -> Histogram:
+    return RPC_DURATION.labels(method)
 
 
 def _wrap_unary(method: str, behaviour: Callable[..., Awaitable[Any]]) -> Callable[..., Any]:
