@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+import gc
+import sys
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from pathlib import Path
 
 import grpc
@@ -60,6 +62,31 @@ async def test_stream_chat_on_the_default_local_route(router: pb_grpc.LlmRouterS
     assert "Refunds are accepted within 30 days. [1]" in text
     assert events[-1].finish.finish_reason == pb.FINISH_REASON_STOP
     assert events[-1].finish.usage.output_tokens > 0
+
+
+async def test_an_answered_stream_leaves_no_generator_for_the_collector(
+    router: pb_grpc.LlmRouterStub,
+) -> None:
+    """Every stream of the router is closed where it ends: one left to the garbage collector
+    is closed by the loop's hook in a task of its own, a wake-up on every request."""
+    firstiter, finalizer = sys.get_asyncgen_hooks()
+    assert finalizer is not None
+    left: list[str] = []
+
+    def recording(generator: AsyncGenerator[object, None]) -> None:
+        if "parley_llm_router" in generator.ag_code.co_filename:
+            left.append(generator.ag_code.co_qualname)
+        finalizer(generator)
+
+    sys.set_asyncgen_hooks(firstiter, recording)
+    try:
+        for _ in range(3):
+            events = [e async for e in router.StreamChat(pb.ChatRequest(messages=[user("hi")]))]
+            assert events[-1].WhichOneof("event") == "finish"
+        gc.collect()
+    finally:
+        sys.set_asyncgen_hooks(firstiter, finalizer)
+    assert left == []
 
 
 async def test_unary_chat_gathers_the_stream(router: pb_grpc.LlmRouterStub) -> None:

@@ -339,6 +339,10 @@ class Dispatcher:
         try:
             while event is not None:
                 if isinstance(event, Finish):
+                    # The provider's stream stops at its finish: closed here, not left to the
+                    # garbage collector, whose hook closes it in a task of its own (a wake-up
+                    # of the loop, a task and a thread-safe call on every request).
+                    await events.aclose()  # type: ignore[attr-defined]
                     usage = _complete_usage(event.usage, counter, request, "".join(text))
                     usage.cost_usd = candidate.cost(usage.input_tokens, usage.output_tokens)
                     self._observe(candidate, usage, time.perf_counter() - first_at, span)
