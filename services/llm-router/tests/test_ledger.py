@@ -10,7 +10,7 @@ import pytest
 import sqlalchemy as sa
 
 from parley_llm_router.adapters.sql_ledger import SqlLedger
-from parley_llm_router.ledger import UsageEntry
+from parley_llm_router.ledger import UsageEntry, UsageTotal
 from parley_llm_router.main import MIGRATIONS, VERSION_TABLE
 from parley_runtime import db
 
@@ -30,6 +30,21 @@ def entry(user: str, tokens_out: int, *, tenant: str = "acme", model: str = "m1"
     )
 
 
+async def open_ledger(url: str, *, batch_size: int = 64) -> SqlLedger:
+    """A started ledger on a migrated database, writing only on a full batch, an explicit
+    flush, a read and close (no timed flush within a test)."""
+    await db.upgrade(MIGRATIONS, url, VERSION_TABLE)
+    ledger = SqlLedger(url, flush_interval=60, batch_size=batch_size)
+    ledger.start()
+    return ledger
+
+
+async def recent(ledger: SqlLedger, tenant: str = "acme") -> list[UsageTotal]:
+    """The tenant's totals within an hour of now."""
+    now = datetime.now(UTC)
+    return await ledger.totals(tenant, None, now - timedelta(hours=1), now + timedelta(hours=1))
+
+
 async def test_migrations_go_up_and_down(database_url: str) -> None:
     await db.upgrade(MIGRATIONS, database_url, VERSION_TABLE)
     await db.downgrade(MIGRATIONS, database_url, VERSION_TABLE)
@@ -37,9 +52,7 @@ async def test_migrations_go_up_and_down(database_url: str) -> None:
 
 
 async def test_totals_group_by_user_and_model_within_the_tenant(database_url: str) -> None:
-    await db.upgrade(MIGRATIONS, database_url, VERSION_TABLE)
-    ledger = SqlLedger(database_url)
-    ledger.start()
+    ledger = await open_ledger(database_url)
     try:
         for item in [
             entry("ann", 5),
@@ -68,39 +81,31 @@ async def test_totals_group_by_user_and_model_within_the_tenant(database_url: st
 
 async def test_queued_entries_are_flushed_on_close(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/ledger.db"
-    await db.upgrade(MIGRATIONS, url, VERSION_TABLE)
-    ledger = SqlLedger(url, flush_interval=60)
-    ledger.start()
+    ledger = await open_ledger(url)
     ledger.record(entry("ann", 1))
     await ledger.close()
     reopened = SqlLedger(url)
-    now = datetime.now(UTC)
-    rows = await reopened.totals("acme", None, now - timedelta(hours=1), now + timedelta(hours=1))
+    rows = await recent(reopened)
     await reopened.close()
     assert [r.requests for r in rows] == [1]
 
 
 async def test_closing_during_a_background_write_loses_no_entry(database_url: str) -> None:
-    await db.upgrade(MIGRATIONS, database_url, VERSION_TABLE)
-    ledger = SqlLedger(database_url, flush_interval=60, batch_size=64)
-    ledger.start()
+    ledger = await open_ledger(database_url, batch_size=64)
     for index in range(200):
         ledger.record(entry(f"user-{index}", 1))  # 200 keys: batches of 64 rows
     for _ in range(5):  # let the background task begin writing the first batch
         await asyncio.sleep(0)
     await ledger.close()  # as on SIGTERM, while that write is in flight
     reopened = SqlLedger(database_url)
-    now = datetime.now(UTC)
-    rows = await reopened.totals("acme", None, now - timedelta(hours=1), now + timedelta(hours=1))
+    rows = await recent(reopened)
     await reopened.close()
     assert sum(r.requests for r in rows) == 200
 
 
 async def test_requests_of_one_key_are_summed_into_one_row(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/ledger.db"
-    await db.upgrade(MIGRATIONS, url, VERSION_TABLE)
-    ledger = SqlLedger(url, flush_interval=60)
-    ledger.start()
+    ledger = await open_ledger(url)
     for tokens in range(1, 101):
         ledger.record(entry("ann", tokens))
     ledger.record(entry("ann", 1000, model="m2"))
@@ -116,10 +121,7 @@ async def test_requests_of_one_key_are_summed_into_one_row(tmp_path: Path) -> No
 
 
 async def test_a_failed_write_keeps_the_sums_for_the_next(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path}/ledger.db"
-    await db.upgrade(MIGRATIONS, url, VERSION_TABLE)
-    ledger = SqlLedger(url, flush_interval=60)
-    ledger.start()
+    ledger = await open_ledger(f"sqlite:///{tmp_path}/ledger.db")
     ledger.record(entry("ann", 1))
     async with ledger.engine.begin() as connection:
         await connection.execute(sa.text("ALTER TABLE usage_records RENAME TO moved"))
@@ -128,7 +130,6 @@ async def test_a_failed_write_keeps_the_sums_for_the_next(tmp_path: Path) -> Non
     ledger.record(entry("ann", 2))  # recorded while the sums wait for the next write
     async with ledger.engine.begin() as connection:
         await connection.execute(sa.text("ALTER TABLE moved RENAME TO usage_records"))
-    now = datetime.now(UTC)
-    rows = await ledger.totals("acme", None, now - timedelta(hours=1), now + timedelta(hours=1))
+    rows = await recent(ledger)
     await ledger.close()
     assert [(r.requests, r.output_tokens) for r in rows] == [(2, 3)]

@@ -261,37 +261,43 @@ class Dispatcher:
                     "parley.attempt": attempt,
                 },
             )
-            with trace.use_span(span, end_on_exit=True):
-                events = aiter(provider.stream(candidate.model, request, limits))
-                started = time.perf_counter()
-                try:
-                    async with asyncio.timeout(limits.first_token):
-                        first = await anext(events)
-                except (ProviderFailure, TimeoutError) as error:
-                    await events.aclose()  # type: ignore[attr-defined]
-                    failure = _as_failure(error, "the provider sent no first token in time")
-                    span.set_status(trace.StatusCode.ERROR, failure.kind.value)
-                    span.set_attribute("error.type", failure.kind.value)
-                else:
-                    outcome.failure = None  # an earlier attempt's failure no longer counts
-                    ttft = time.perf_counter() - started
-                    self._meters(candidate).time_to_first_token.observe(ttft)
-                    self.latency.observe(candidate.label, ttft)
-                    await self._health(candidate, ok=True)
-                    async for event in self._relay(
-                        engine,
-                        route,
-                        candidate,
-                        request,
-                        first,
-                        events,
-                        limits,
-                        started,
-                        span,
-                        outcome,
-                    ):
-                        yield event
-                    return
+            events = aiter(provider.stream(candidate.model, request, limits))
+            # The provider's stream is closed here however the attempt ends: at its finish
+            # (one step before its end), on a failure, or when the caller leaves. Dropped
+            # unfinished, the event loop's finalizer hook would close it in a task of its
+            # own, with a thread-safe wake-up of the loop, on every request.
+            try:
+                with trace.use_span(span, end_on_exit=True):
+                    started = time.perf_counter()
+                    try:
+                        async with asyncio.timeout(limits.first_token):
+                            first = await anext(events)
+                    except (ProviderFailure, TimeoutError) as error:
+                        failure = _as_failure(error, "the provider sent no first token in time")
+                        span.set_status(trace.StatusCode.ERROR, failure.kind.value)
+                        span.set_attribute("error.type", failure.kind.value)
+                    else:
+                        outcome.failure = None  # an earlier attempt's failure no longer counts
+                        ttft = time.perf_counter() - started
+                        self._meters(candidate).time_to_first_token.observe(ttft)
+                        self.latency.observe(candidate.label, ttft)
+                        await self._health(candidate, ok=True)
+                        async for event in self._relay(
+                            engine,
+                            route,
+                            candidate,
+                            request,
+                            first,
+                            events,
+                            limits,
+                            started,
+                            span,
+                            outcome,
+                        ):
+                            yield event
+                        return
+            finally:
+                await events.aclose()  # type: ignore[attr-defined]
             REQUESTS.labels(candidate.label, failure.kind.value).inc()
             if failure.kind not in _NOT_HEALTH:
                 await self._health(candidate, ok=False)
@@ -339,10 +345,6 @@ class Dispatcher:
         try:
             while event is not None:
                 if isinstance(event, Finish):
-                    # The provider's stream stops at its finish: closed here, not left to the
-                    # garbage collector, whose hook closes it in a task of its own (a wake-up
-                    # of the loop, a task and a thread-safe call on every request).
-                    await events.aclose()  # type: ignore[attr-defined]
                     usage = _complete_usage(event.usage, counter, request, "".join(text))
                     usage.cost_usd = candidate.cost(usage.input_tokens, usage.output_tokens)
                     self._observe(candidate, usage, time.perf_counter() - first_at, span)
