@@ -8,16 +8,21 @@ Every server is its own process on loopback: the fake provider (``python -m parl
 llm-router (``parley-llm-router``) and, when it installs, the LiteLLM proxy from its own
 environment under ``.bench/litellm`` (``litellm[proxy]==1.106.2``). The load generator shares
 the machine's cores with them, so absolute numbers are pessimistic; compare columns of one
-run. Per level it reports p50 and p99 of time to first token and of total time, the router's
-and the proxy's added time to first token (their p50/p99 minus the direct ones), errors, and
-CPU seconds per request of the router or proxy process (from /proc), and of the load side
-(the load generator and the fake together), which shares the other core.
+run. Per level it reports p50 and p99 of time to first token and of total time over every
+request of every run (runs interleave the targets, so a slow spell of the host falls on all of
+them), the router's and the proxy's added time to first token (their p50/p99 minus the direct
+ones), errors, and CPU seconds per request (the median of the runs) of the router or proxy
+process (from /proc), and of the load side (the load generator and the fake together), which
+shares the other core. Each run's own added p99, against the direct run beside it, goes to
+stderr and the results file: a p99 of a few thousand requests moves by several milliseconds
+from run to run on a shared host.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import signal
@@ -30,7 +35,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, TypeVar
 
 import aiohttp
 import grpc
@@ -42,6 +47,7 @@ from parley.llm_router.v1 import llm_router_pb2_grpc as pb_grpc
 from parley_runtime.context import Principal, principal_var
 from parley_runtime.grpc_client import channel
 
+T = TypeVar("T")
 ROOT = Path(__file__).resolve().parent.parent
 LITELLM_PYTHON = ROOT / ".bench" / "litellm" / "bin" / "python"
 # The fake provider answers like a fast hosted model: 200 ms to the first token, then 20
@@ -62,6 +68,21 @@ def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     ticks = os.sysconf("SC_CLK_TCK")
     return (int(fields[11]) + int(fields[12])) / ticks
+
+
+async def settle(pid: int, within: float = 30.0) -> None:
+    """Wait until process ``pid`` is idle (under 5 ms of CPU in 200 ms), at most ``within``
+    seconds: a server that is still working off a level (the LiteLLM proxy at 200 streams
+    is, for seconds) would otherwise slow the next target's run, and its CPU for the level
+    would miss that work."""
+    deadline = time.monotonic() + within
+    before = cpu_seconds(pid)
+    while time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+        now = cpu_seconds(pid)
+        if now - before < 0.005:
+            return
+        before = now
 
 
 async def wait_http(url: str, within: float = 60.0) -> None:
@@ -97,6 +118,9 @@ class Level:
     load_cpu_ms_per_request: float | None = None
     added_ttft_p50_ms: float | None = None
     added_ttft_p99_ms: float | None = None
+    # Each run's added TTFT p99 against the direct run just before it (the spread behind
+    # the pooled figure).
+    run_added_ttft_p99_ms: list[float] = field(default_factory=list)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -374,15 +398,24 @@ async def bench(
         for concurrency in levels:
             count = max(requests, concurrency * 3) if concurrency > 1 else min(requests, 40)
             per_run: dict[str, list[Level]] = {name: [] for name in targets}
+            pooled: dict[str, tuple[list[float], list[float]]] = {
+                name: ([], []) for name in targets
+            }
             for _ in range(runs):
                 for name, (one, pid) in targets.items():
                     cpu_before = cpu_seconds(pid) if pid else 0.0
                     load_before = time.process_time() + cpu_seconds(servers.fake_pid)
-                    samples, errors = await run_level(one, concurrency, count, answer_seconds)
+                    samples, errors = await _without_gc(
+                        run_level(one, concurrency, count, answer_seconds)
+                    )
+                    if pid:
+                        await settle(pid)
                     cpu = (cpu_seconds(pid) - cpu_before) if pid else None
                     load = time.process_time() + cpu_seconds(servers.fake_pid) - load_before
                     ttft = [s.ttft * 1000 for s in samples] or [float("nan")]
                     total = [s.total * 1000 for s in samples] or [float("nan")]
+                    pooled[name][0].extend(ttft)
+                    pooled[name][1].extend(total)
                     per_run[name].append(
                         Level(
                             name,
@@ -397,14 +430,29 @@ async def bench(
                             load * 1000 / max(len(samples), 1),
                         )
                     )
-            direct_runs = per_run["direct"]
+            direct_ttft = pooled["direct"][0]
             for name, level_runs in per_run.items():
                 merged = _median(level_runs)
+                ttft, total = pooled[name]
+                merged.ttft_p50_ms, merged.ttft_p99_ms = percentile(ttft, 50), percentile(ttft, 99)
+                merged.total_p50_ms = percentile(total, 50)
+                merged.total_p99_ms = percentile(total, 99)
                 if name != "direct":
-                    merged.added_ttft_p50_ms = merged.ttft_p50_ms - _median(direct_runs).ttft_p50_ms
-                    merged.added_ttft_p99_ms = merged.ttft_p99_ms - _median(direct_runs).ttft_p99_ms
+                    merged.added_ttft_p50_ms = merged.ttft_p50_ms - percentile(direct_ttft, 50)
+                    merged.added_ttft_p99_ms = merged.ttft_p99_ms - percentile(direct_ttft, 99)
+                    merged.run_added_ttft_p99_ms = [
+                        round(run.ttft_p99_ms - direct.ttft_p99_ms, 1)
+                        for run, direct in zip(level_runs, per_run["direct"], strict=True)
+                    ]
                 results.append(merged)
                 print(_row(merged), flush=True)
+                if merged.run_added_ttft_p99_ms:
+                    print(
+                        f"{name} at {concurrency}: added TTFT p99 by run "
+                        f"{merged.run_added_ttft_p99_ms}",
+                        file=sys.stderr,
+                        flush=True,
+                    )
     finally:
         await chan.close()
         if floor_chan is not None:
@@ -412,6 +460,19 @@ async def bench(
         await session.close()
         servers.stop()
     return results
+
+
+async def _without_gc(run: Awaitable[T]) -> T:
+    """``run`` with the load generator's garbage collector off, collected before and after:
+    the generator is the instrument, and its collections (up to 10 ms every half second,
+    30 ms for an old one, at 200 streams) would land in whichever target it is measuring."""
+    gc.collect()
+    gc.disable()
+    try:
+        return await run
+    finally:
+        gc.enable()
+        gc.collect()
 
 
 def _median(levels: list[Level]) -> Level:
