@@ -50,13 +50,21 @@ async def _client_stream(requests: AsyncIterator[bytes], context: Any) -> bytes:
     return _seen() + b"|" + b"".join(parts)
 
 
-def _add(server: grpc.aio.Server) -> None:
-    handlers = {
+def _handlers() -> dict[str, grpc.RpcMethodHandler]:
+    return {
         "Unary": grpc.unary_unary_rpc_method_handler(_unary),
         "ServerStream": grpc.unary_stream_rpc_method_handler(_server_stream),
         "ClientStream": grpc.stream_unary_rpc_method_handler(_client_stream),
     }
-    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(SERVICE, handlers)])
+
+
+def _add_generic(server: grpc.aio.Server) -> None:
+    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(SERVICE, _handlers())])
+
+
+def _add_registered(server: grpc.aio.Server) -> None:
+    # What the generated add_*Servicer_to_server functions do, beside the generic handler.
+    server.add_registered_method_handlers(SERVICE, _handlers())  # type: ignore[attr-defined]
 
 
 @pytest.fixture(autouse=True)
@@ -67,10 +75,10 @@ def caller() -> Iterator[None]:
     request_id_var.reset(token)
 
 
-@pytest.fixture
-async def chan() -> AsyncIterator[grpc.aio.Channel]:
+@pytest.fixture(params=[_add_generic, _add_registered], ids=["generic", "registered"])
+async def chan(request: pytest.FixtureRequest) -> AsyncIterator[grpc.aio.Channel]:
     async with (
-        grpc_server([Registration(SERVICE, _add)]) as address,
+        grpc_server([Registration(SERVICE, request.param)]) as address,
         channel(address, SERVICE, default_timeout=5.0) as chan,
     ):
         yield chan
@@ -121,4 +129,26 @@ async def test_missing_principal_is_unauthenticated(chan: Any) -> None:
             await chan.unary_unary(f"/{SERVICE}/Unary")(b"hi")
     finally:
         principal_var.reset(token)
+    assert raised.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+async def test_each_call_sees_its_own_principal_and_nothing_of_an_earlier_one(chan: Any) -> None:
+    async def as_(tenant: str | None) -> bytes:
+        if tenant is None:
+            token = principal_var.set(None)
+            try:
+                return await chan.unary_unary(f"/{SERVICE}/Unary")(b"hi")
+            finally:
+                principal_var.reset(token)
+        with acting_as(tenant, "ann"):
+            return await chan.unary_unary(f"/{SERVICE}/Unary")(b"hi")
+
+    calls = [chan.unary_stream(f"/{SERVICE}/ServerStream")(b"hi") for _ in range(2)]
+    with acting_as("globex", "gil"):
+        calls.append(chan.unary_stream(f"/{SERVICE}/ServerStream")(b"hi"))
+    seen = [[m async for m in call] for call in calls]
+    assert seen == [[EXPECTED, b"second"]] * 2 + [[b"globex|gil|req-42|True", b"second"]]
+    assert await as_("initech") == b"initech|ann|req-42|True"
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await as_(None)
     assert raised.value.code() == grpc.StatusCode.UNAUTHENTICATED

@@ -1,12 +1,13 @@
 """Per-request context that crosses service boundaries: principal, request id, deadline.
 
-The gRPC server interceptor and the gateway's middleware set these context variables; the gRPC
-client interceptor reads them to propagate the same values to the next hop. Nothing else should
-pass them around by hand.
+The gRPC server (around every method it serves) and the gateway's middleware set these context
+variables; the gRPC client interceptor reads them to propagate the same values to the next hop.
+Nothing else should pass them around by hand.
 """
 
 from __future__ import annotations
 
+import functools
 import time
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -44,8 +45,13 @@ class Principal:
         user = metadata.get(USER_KEY)
         if not tenant or not user:
             return None
-        scopes = frozenset(s for s in metadata.get(SCOPES_KEY, "").split() if s)
-        return cls(tenant_id=tenant, user_id=user, scopes=scopes)
+        return _principal(tenant, user, metadata.get(SCOPES_KEY, ""))
+
+
+# A principal is immutable: the same caller's calls share one instead of building it anew.
+@functools.lru_cache(maxsize=4096)
+def _principal(tenant_id: str, user_id: str, scopes: str) -> Principal:
+    return Principal(tenant_id, user_id, frozenset(s for s in scopes.split() if s))
 
 
 principal_var: ContextVar[Principal | None] = ContextVar("parley_principal", default=None)

@@ -1,7 +1,7 @@
 """Domain errors with stable codes, and their translation to and from gRPC status.
 
-Services raise these; the server interceptor turns them into a gRPC status once, carrying the
-stable code in the trailing metadata key ``parley-error-code``. Clients turn an
+Services raise these; the gRPC server's wrapping of every method turns them into a gRPC status
+once, carrying the stable code in the trailing metadata key ``parley-error-code``. Clients turn an
 ``grpc.aio.AioRpcError`` back into the same error with :func:`from_rpc_error`, so the gateway can
 build its public envelope without parsing messages.
 """
