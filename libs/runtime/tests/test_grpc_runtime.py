@@ -133,22 +133,19 @@ async def test_missing_principal_is_unauthenticated(chan: Any) -> None:
 
 
 async def test_each_call_sees_its_own_principal_and_nothing_of_an_earlier_one(chan: Any) -> None:
-    async def as_(tenant: str | None) -> bytes:
-        if tenant is None:
-            token = principal_var.set(None)
-            try:
-                return await chan.unary_unary(f"/{SERVICE}/Unary")(b"hi")
-            finally:
-                principal_var.reset(token)
-        with acting_as(tenant, "ann"):
-            return await chan.unary_unary(f"/{SERVICE}/Unary")(b"hi")
-
     calls = [chan.unary_stream(f"/{SERVICE}/ServerStream")(b"hi") for _ in range(2)]
     with acting_as("globex", "gil"):
         calls.append(chan.unary_stream(f"/{SERVICE}/ServerStream")(b"hi"))
     seen = [[m async for m in call] for call in calls]
     assert seen == [[EXPECTED, b"second"]] * 2 + [[b"globex|gil|req-42|True", b"second"]]
-    assert await as_("initech") == b"initech|ann|req-42|True"
-    with pytest.raises(grpc.aio.AioRpcError) as raised:
-        await as_(None)
+
+    unary = chan.unary_unary(f"/{SERVICE}/Unary")
+    with acting_as("initech", "ann"):
+        assert await unary(b"hi") == b"initech|ann|req-42|True"
+    token = principal_var.set(None)
+    try:
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await unary(b"hi")
+    finally:
+        principal_var.reset(token)
     assert raised.value.code() == grpc.StatusCode.UNAUTHENTICATED

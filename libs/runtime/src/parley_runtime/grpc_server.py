@@ -121,8 +121,15 @@ class _Scope:
             self._span.set_status(trace.StatusCode.ERROR, code.name)
         self._span.end()
 
-    async def fail(self, error: BaseException) -> None:
-        """Abort the RPC with the status that matches ``error`` (raises AbortError)."""
+    async def end(self, error: BaseException) -> None:
+        """Finish the RPC that ``error`` ended, and raise: a cancellation or an abort goes on
+        as it is, anything else aborts the RPC with its status (see the module docstring)."""
+        if isinstance(error, asyncio.CancelledError):
+            self.finish(grpc.StatusCode.CANCELLED)
+            raise error
+        if isinstance(error, grpc.aio.AbortError):
+            self.finish(self.context.code() or grpc.StatusCode.UNKNOWN)
+            raise error
         if isinstance(error, ParleyError):
             status, message = error.status, error.message
             self.context.set_trailing_metadata(trailing_metadata(error))
@@ -133,6 +140,10 @@ class _Scope:
             log.error("unhandled error in %s", self.method, exc_info=error)
         self.finish(status)
         await self.context.abort(status, message)
+
+
+# What ends an RPC through ``_Scope.end``; anything else (GeneratorExit, SystemExit) passes.
+_ENDINGS = (asyncio.CancelledError, grpc.aio.AbortError, Exception)
 
 
 # A metric's ``labels()`` costs more than the count it labels: each method's children are
@@ -152,14 +163,8 @@ def _wrap_unary(method: str, behaviour: Callable[..., Awaitable[Any]]) -> Callab
         scope = _Scope(method, context)
         try:
             response = await behaviour(request, context)
-        except asyncio.CancelledError:
-            scope.finish(grpc.StatusCode.CANCELLED)
-            raise
-        except grpc.aio.AbortError:
-            scope.finish(context.code() or grpc.StatusCode.UNKNOWN)
-            raise
-        except Exception as error:
-            await scope.fail(error)
+        except _ENDINGS as error:
+            await scope.end(error)
         scope.finish(grpc.StatusCode.OK)
         return response
 
@@ -172,17 +177,20 @@ def _wrap_stream(method: str, behaviour: Callable[..., AsyncIterator[Any]]) -> C
         try:
             async for response in behaviour(request, context):
                 yield response
-        except asyncio.CancelledError:
-            scope.finish(grpc.StatusCode.CANCELLED)
-            raise
-        except grpc.aio.AbortError:
-            scope.finish(context.code() or grpc.StatusCode.UNKNOWN)
-            raise
-        except Exception as error:
-            await scope.fail(error)
+        except _ENDINGS as error:
+            await scope.end(error)
         scope.finish(grpc.StatusCode.OK)
 
     return handle
+
+
+# Each kind of method: the handler's attribute, grpc's constructor, and its wrapper.
+_KINDS = (
+    ("unary_unary", grpc.unary_unary_rpc_method_handler, _wrap_unary),
+    ("unary_stream", grpc.unary_stream_rpc_method_handler, _wrap_stream),
+    ("stream_unary", grpc.stream_unary_rpc_method_handler, _wrap_unary),
+    ("stream_stream", grpc.stream_stream_rpc_method_handler, _wrap_stream),
+)
 
 
 def instrument(method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
@@ -190,26 +198,14 @@ def instrument(method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHan
     span, metrics and error mapping around it (see the module docstring)."""
     if method.startswith(_PLUMBING):
         return handler
-    kwargs = {
-        "request_deserializer": handler.request_deserializer,
-        "response_serializer": handler.response_serializer,
-    }
-    if handler.unary_unary:
-        return grpc.unary_unary_rpc_method_handler(
-            _wrap_unary(method, handler.unary_unary), **kwargs
-        )
-    if handler.unary_stream:
-        return grpc.unary_stream_rpc_method_handler(
-            _wrap_stream(method, handler.unary_stream), **kwargs
-        )
-    if handler.stream_unary:
-        return grpc.stream_unary_rpc_method_handler(
-            _wrap_unary(method, handler.stream_unary), **kwargs
-        )
-    if handler.stream_stream:
-        return grpc.stream_stream_rpc_method_handler(
-            _wrap_stream(method, handler.stream_stream), **kwargs
-        )
+    for kind, make, wrap in _KINDS:
+        behaviour = getattr(handler, kind)
+        if behaviour:
+            return make(
+                wrap(method, behaviour),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
     return handler
 
 
