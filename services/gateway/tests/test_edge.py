@@ -3,39 +3,19 @@ the error envelope, and a quick 503 when a backend is down."""
 
 from __future__ import annotations
 
-import asyncio
 import socket
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
 
 import httpx
 import pytest
-import uvicorn
 
-from parley_gateway.app import create_app
 from parley_gateway.auth import issue_token
 from parley_gateway.settings import Settings
 
-
-@asynccontextmanager
-async def running_gateway(settings: Settings) -> AsyncIterator[str]:
-    """Serve the gateway on 127.0.0.1 with a free port; yield its base URL."""
-    config = uvicorn.Config(
-        create_app(settings), host="127.0.0.1", port=0, log_config=None, lifespan="on"
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
+# The ``serve_gateway`` fixture (conftest.py).
+Serve = Callable[[Settings], AbstractAsyncContextManager[httpx.AsyncClient]]
 
 
 OTHER_SECRET = "another-secret-of-at-least-32-bytes!"
@@ -49,7 +29,7 @@ def _dead_address() -> str:
 
 
 @pytest.fixture
-async def gateway() -> AsyncIterator[tuple[httpx.AsyncClient, Settings]]:
+async def gateway(serve_gateway: Serve) -> AsyncIterator[tuple[httpx.AsyncClient, Settings]]:
     dead = _dead_address()
     settings = Settings(
         conversation_addr=dead,
@@ -58,7 +38,7 @@ async def gateway() -> AsyncIterator[tuple[httpx.AsyncClient, Settings]]:
         request_timeout_seconds=2,
         max_message_chars=100,
     )
-    async with running_gateway(settings) as url, httpx.AsyncClient(base_url=url) as client:
+    async with serve_gateway(settings) as client:
         yield client, settings
 
 

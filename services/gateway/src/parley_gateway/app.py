@@ -1,4 +1,4 @@
-"""Builds the FastAPI application: routes, error envelope, request context, backends."""
+"""Builds the FastAPI application: routes, error envelope, request context, peers."""
 
 from __future__ import annotations
 
@@ -8,22 +8,22 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from parley_gateway import errors
-from parley_gateway.backends import Backends, connect
+from parley_gateway.adapters import Peers, connect
 from parley_gateway.middleware import RequestContextMiddleware
 from parley_gateway.routes import conversations, documents, system
 from parley_gateway.settings import Settings
 
 
-def create_app(settings: Settings, backends: Backends | None = None) -> FastAPI:
-    """The public API. Backends are connected at startup unless given (tests)."""
+def create_app(settings: Settings, peers: Peers | None = None) -> FastAPI:
+    """The public API. Its peers are connected at startup unless given."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.backends = backends or connect(settings)
+        app.state.peers = peers or connect(settings)
         try:
             yield
         finally:
-            await app.state.backends.close()
+            await app.state.peers.close()
 
     app = FastAPI(
         title="Parley API",

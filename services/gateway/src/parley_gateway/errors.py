@@ -48,9 +48,11 @@ def status_for(error: ParleyError) -> int:
 
 
 def error_response(error: ParleyError) -> JSONResponse:
+    """The envelope of ``error``, with ``Retry-After`` when sending it again may work
+    (:attr:`ParleyError.retryable`, the one rule every hop follows)."""
     status = status_for(error)
     headers = {}
-    if status in (429, 503):
+    if error.retryable:
         headers["Retry-After"] = str(max(1, round(error.retry_after or 1)))
     return JSONResponse(envelope(error.code, error.message), status_code=status, headers=headers)
 

@@ -12,13 +12,12 @@ DEV_SECRET = "parley-development-secret-change-me"
 
 
 class Settings(ProcessSettings):
-    """The public HTTP API's listener, backends, identity and limits."""
+    """The public HTTP API's listener, peers, identity and limits."""
 
     http_host: str = Field("127.0.0.1", description="Address the HTTP server binds to.")
     http_port: int = Field(8080, ge=0, le=65535)
     conversation_addr: str = "127.0.0.1:50061"
     llm_router_addr: str = "127.0.0.1:50062"
-    retrieval_addr: str = "127.0.0.1:50063"
     ingest_addr: str = "127.0.0.1:50064"
     parley_env: Literal["development", "production"] = "development"
     auth_secret: str = Field(DEV_SECRET, description="HMAC key of the bearer tokens (HS256).")

@@ -1,7 +1,8 @@
 """The public JSON shapes of Parley's resources, rendered from the internal protobufs.
 
 The public API is versioned on its own: these functions, not the proto field names, define
-what clients see.
+what clients see. Every proto enum becomes its public string here, through one table per enum
+(an unknown value, from a newer peer, renders as ``"unknown"``).
 """
 
 from __future__ import annotations
@@ -13,7 +14,17 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from parley.common.v1 import common_pb2
 from parley.conversation.v1 import conversation_pb2 as conv
 from parley.ingest.v1 import ingest_pb2 as ing
+from parley_runtime.errors import ParleyError
 
+_FINISH_REASON = {
+    common_pb2.FINISH_REASON_UNSPECIFIED: "",
+    common_pb2.FINISH_REASON_STOP: "stop",
+    common_pb2.FINISH_REASON_LENGTH: "length",
+    common_pb2.FINISH_REASON_TOOL_CALLS: "tool_calls",
+    common_pb2.FINISH_REASON_CONTENT_FILTER: "content_filter",
+    common_pb2.FINISH_REASON_ERROR: "error",
+    common_pb2.FINISH_REASON_CANCELLED: "cancelled",
+}
 _ROLE = {conv.MESSAGE_ROLE_USER: "user", conv.MESSAGE_ROLE_ASSISTANT: "assistant"}
 _STATUS = {
     conv.MESSAGE_STATUS_IN_PROGRESS: "in_progress",
@@ -91,7 +102,7 @@ def message(value: conv.Message) -> dict[str, Any]:
         out |= {
             "model": value.model or None,
             "usage": usage(value.usage),
-            "finish_reason": value.finish_reason or None,
+            "finish_reason": _FINISH_REASON.get(value.finish_reason, "unknown") or None,
             "citations": [citation(c) for c in value.citations],
             "error_code": value.error_code or None,
         }
@@ -132,6 +143,16 @@ def turn_event(event: conv.TurnEvent, request_id: str | None) -> tuple[str, dict
             "assistant_message_id": e.assistant_message_id or None,
         }
     return "unknown", {}
+
+
+def turn_failure(error: ParleyError, request_id: str | None) -> dict[str, Any]:
+    """The data of the ``error`` event the gateway ends a turn with when its stream fails."""
+    return {
+        "code": error.code,
+        "message": error.message,
+        "retryable": error.retryable,
+        "request_id": request_id,
+    }
 
 
 def job(value: ing.Job) -> dict[str, Any]:

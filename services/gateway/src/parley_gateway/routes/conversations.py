@@ -15,18 +15,20 @@ from sse_starlette import EventSourceResponse
 
 from parley.conversation.v1 import conversation_pb2 as conv
 from parley_gateway import views
+from parley_gateway.adapters import Peers
 from parley_gateway.auth import authenticate
-from parley_gateway.backends import Backends
 from parley_gateway.errors import envelope
 from parley_gateway.settings import Settings
 from parley_runtime.context import Principal, request_id_var
-from parley_runtime.errors import InvalidArgument, from_rpc_error
+from parley_runtime.errors import InvalidArgument, Unavailable, from_rpc_error
 
 router = APIRouter(prefix="/v1", tags=["conversations"])
 Caller = Annotated[Principal, Depends(authenticate)]
 
 
 class ConversationSettingsBody(BaseModel):
+    """How a conversation answers: its model alias, knowledge base and temperature."""
+
     model_config = ConfigDict(extra="forbid")
 
     model: str | None = Field(None, max_length=100, description="Model alias for answers.")
@@ -35,6 +37,8 @@ class ConversationSettingsBody(BaseModel):
 
 
 class CreateConversationBody(BaseModel):
+    """A new conversation."""
+
     model_config = ConfigDict(extra="forbid")
 
     title: str = Field("", max_length=200)
@@ -42,6 +46,8 @@ class CreateConversationBody(BaseModel):
 
 
 class UpdateConversationBody(BaseModel):
+    """The fields to change; those left out keep their value."""
+
     model_config = ConfigDict(extra="forbid")
 
     title: str | None = Field(None, max_length=200)
@@ -57,9 +63,9 @@ class SendMessageBody(BaseModel):
     model: str | None = Field(None, max_length=100, description="Model alias for this turn.")
 
 
-def _backends(request: Request) -> Backends:
-    backends: Backends = request.app.state.backends
-    return backends
+def _peers(request: Request) -> Peers:
+    peers: Peers = request.app.state.peers
+    return peers
 
 
 def _settings(request: Request) -> Settings:
@@ -80,7 +86,8 @@ def _settings_proto(body: ConversationSettingsBody) -> conv.ConversationSettings
 async def create_conversation(
     body: CreateConversationBody, request: Request, caller: Caller
 ) -> dict[str, Any]:
-    created = await _backends(request).conversation.CreateConversation(
+    """Create a conversation for the caller."""
+    created = await _peers(request).conversation.CreateConversation(
         conv.CreateConversationRequest(title=body.title, settings=_settings_proto(body.settings))
     )
     return views.conversation(created)
@@ -93,7 +100,8 @@ async def list_conversations(
     page_size: Annotated[int, Query(ge=1, le=100)] = 20,
     page_token: Annotated[str, Query(max_length=500)] = "",
 ) -> dict[str, Any]:
-    page = await _backends(request).conversation.ListConversations(
+    """The caller's conversations, newest first."""
+    page = await _peers(request).conversation.ListConversations(
         conv.ListConversationsRequest(page_size=page_size, page_token=page_token)
     )
     return {
@@ -106,7 +114,8 @@ async def list_conversations(
 async def get_conversation(
     conversation_id: str, request: Request, caller: Caller
 ) -> dict[str, Any]:
-    found = await _backends(request).conversation.GetConversation(
+    """One conversation of the caller."""
+    found = await _peers(request).conversation.GetConversation(
         conv.GetConversationRequest(conversation_id=conversation_id)
     )
     return views.conversation(found)
@@ -116,6 +125,7 @@ async def get_conversation(
 async def update_conversation(
     conversation_id: str, body: UpdateConversationBody, request: Request, caller: Caller
 ) -> dict[str, Any]:
+    """Change a conversation's title or settings."""
     paths = []
     update = conv.UpdateConversationRequest(conversation_id=conversation_id)
     if body.title is not None:
@@ -127,13 +137,14 @@ async def update_conversation(
     if not paths:
         raise InvalidArgument("nothing to update: send title or settings", code="empty_update")
     update.update_mask.CopyFrom(FieldMask(paths=paths))
-    updated = await _backends(request).conversation.UpdateConversation(update)
+    updated = await _peers(request).conversation.UpdateConversation(update)
     return views.conversation(updated)
 
 
 @router.delete("/conversations/{conversation_id}", status_code=204)
 async def delete_conversation(conversation_id: str, request: Request, caller: Caller) -> Response:
-    await _backends(request).conversation.DeleteConversation(
+    """Delete a conversation and its messages."""
+    await _peers(request).conversation.DeleteConversation(
         conv.DeleteConversationRequest(conversation_id=conversation_id)
     )
     return Response(status_code=204)
@@ -147,7 +158,8 @@ async def list_messages(
     page_size: Annotated[int, Query(ge=1, le=200)] = 50,
     page_token: Annotated[str, Query(max_length=500)] = "",
 ) -> dict[str, Any]:
-    page = await _backends(request).conversation.ListMessages(
+    """A conversation's messages, oldest first."""
+    page = await _peers(request).conversation.ListMessages(
         conv.ListMessagesRequest(
             conversation_id=conversation_id, page_size=page_size, page_token=page_token
         )
@@ -176,7 +188,7 @@ async def send_message(
             f"body.content: at most {settings.max_message_chars} characters",
             code="message_too_long",
         )
-    call = _backends(request).conversation.SendMessage(
+    call = _peers(request).conversation.SendMessage(
         conv.SendMessageRequest(
             conversation_id=conversation_id,
             content=body.content,
@@ -208,27 +220,12 @@ async def _turn_events(call: Any, first: Any) -> AsyncIterator[tuple[str, dict[s
             if name in ("done", "error"):
                 return
             event = await call.read()
-        yield (
-            "error",
-            {
-                "code": "stream_incomplete",
-                "message": "the answer stream ended without a result",
-                "retryable": True,
-                "request_id": request_id,
-            },
+        incomplete = Unavailable(
+            "the answer stream ended without a result", code="stream_incomplete"
         )
+        yield "error", views.turn_failure(incomplete, request_id)
     except grpc.RpcError as error:
-        failure = from_rpc_error(error)
-        yield (
-            "error",
-            {
-                "code": failure.code,
-                "message": failure.message,
-                "retryable": failure.status
-                in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED),
-                "request_id": request_id,
-            },
-        )
+        yield "error", views.turn_failure(from_rpc_error(error), request_id)
     finally:
         # A client that went away cancels the chain down to the provider.
         call.cancel()

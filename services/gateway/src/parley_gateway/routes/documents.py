@@ -9,8 +9,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from parley.ingest.v1 import ingest_pb2 as ing
 from parley_gateway import views
+from parley_gateway.adapters import Peers
 from parley_gateway.auth import authenticate
-from parley_gateway.backends import Backends
 from parley_runtime.context import Principal
 from parley_runtime.errors import InvalidArgument, ResourceExhausted
 
@@ -32,9 +32,9 @@ class CreateDocumentBody(BaseModel):
     external_id: str = Field("", max_length=300)
 
 
-def _backends(request: Request) -> Backends:
-    backends: Backends = request.app.state.backends
-    return backends
+def _peers(request: Request) -> Peers:
+    peers: Peers = request.app.state.peers
+    return peers
 
 
 @router.post("/knowledge-bases/{knowledge_base_id}/documents", status_code=201)
@@ -54,7 +54,7 @@ async def create_document(
             f"body.content_type: must be one of {', '.join(TEXT_TYPES)}",
             code="unsupported_content_type",
         )
-    created = await _backends(request).ingest.CreateDocument(
+    created = await _peers(request).ingest.CreateDocument(
         ing.CreateDocumentRequest(
             document=ing.DocumentMetadata(
                 knowledge_base_id=knowledge_base_id,
@@ -82,7 +82,8 @@ async def list_documents(
     page_size: Annotated[int, Query(ge=1, le=100)] = 20,
     page_token: Annotated[str, Query(max_length=500)] = "",
 ) -> dict[str, Any]:
-    page = await _backends(request).ingest.ListDocuments(
+    """A knowledge base's documents, newest first."""
+    page = await _peers(request).ingest.ListDocuments(
         ing.ListDocumentsRequest(
             knowledge_base_id=knowledge_base_id, page_size=page_size, page_token=page_token
         )
@@ -95,7 +96,8 @@ async def list_documents(
 
 @router.get("/documents/{document_id}")
 async def get_document(document_id: str, request: Request, caller: Caller) -> dict[str, Any]:
-    found = await _backends(request).ingest.GetDocument(
+    """One document and its ingest status."""
+    found = await _peers(request).ingest.GetDocument(
         ing.GetDocumentRequest(document_id=document_id)
     )
     return views.document(found)
@@ -103,13 +105,13 @@ async def get_document(document_id: str, request: Request, caller: Caller) -> di
 
 @router.delete("/documents/{document_id}", status_code=204)
 async def delete_document(document_id: str, request: Request, caller: Caller) -> Response:
-    await _backends(request).ingest.DeleteDocument(
-        ing.DeleteDocumentRequest(document_id=document_id)
-    )
+    """Delete a document and its chunks."""
+    await _peers(request).ingest.DeleteDocument(ing.DeleteDocumentRequest(document_id=document_id))
     return Response(status_code=204)
 
 
 @router.get("/jobs/{job_id}")
 async def get_job(job_id: str, request: Request, caller: Caller) -> dict[str, Any]:
-    found = await _backends(request).ingest.GetJob(ing.GetJobRequest(job_id=job_id))
+    """An ingest job's progress."""
+    found = await _peers(request).ingest.GetJob(ing.GetJobRequest(job_id=job_id))
     return views.job(found)

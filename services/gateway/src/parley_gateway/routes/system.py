@@ -11,8 +11,8 @@ from fastapi.responses import JSONResponse
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from parley.llm_router.v1 import llm_router_pb2 as llm
+from parley_gateway.adapters import Peers
 from parley_gateway.auth import authenticate
-from parley_gateway.backends import Backends
 from parley_runtime.context import Principal
 
 router = APIRouter(tags=["system"])
@@ -36,11 +36,10 @@ async def _serving(chan: grpc.aio.Channel) -> bool:
 
 @router.get("/readyz")
 async def readyz(request: Request) -> JSONResponse:
-    """Ready when every backend the API needs reports SERVING."""
-    backends: Backends = request.app.state.backends
-    names = ["conversation", "ingest", "llm-router"]
-    states = await asyncio.gather(*(_serving(c) for c in backends.channels))
-    checks = dict(zip(names, states, strict=True))
+    """Ready when every peer the API needs reports SERVING."""
+    peers: Peers = request.app.state.peers
+    states = await asyncio.gather(*(_serving(c) for c in peers.channels.values()))
+    checks = dict(zip(peers.channels, states, strict=True))
     ready = all(states)
     return JSONResponse(
         {"status": "ready" if ready else "not_ready", "checks": checks},
@@ -52,8 +51,9 @@ async def readyz(request: Request) -> JSONResponse:
 async def list_models(
     request: Request, caller: Annotated[Principal, Depends(authenticate)]
 ) -> dict[str, Any]:
-    backends: Backends = request.app.state.backends
-    listed = await backends.router.ListModels(llm.ListModelsRequest())
+    """The model aliases callers may choose, and the default one."""
+    peers: Peers = request.app.state.peers
+    listed = await peers.llm_router.ListModels(llm.ListModelsRequest())
     return {
         "default_model": listed.default_model,
         "models": [
