@@ -22,7 +22,7 @@ test: install proto-check
 lint: install
 	$(UV) run ruff check .
 	$(UV) run ruff format --check .
-	$(UV) run mypy libs/runtime/src libs/embeddings/src libs/provider-fakes/src libs/devstack/src \
+	$(UV) run mypy libs/runtime/src libs/embeddings/src tools/provider-fakes/src tools/devstack/src tools/testkit/src \
 		services/gateway/src services/conversation/src services/llm-router/src \
 		services/retrieval/src services/ingest/src
 

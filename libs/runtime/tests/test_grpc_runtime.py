@@ -17,7 +17,7 @@ from parley_runtime.context import (
 from parley_runtime.errors import NotFound, from_rpc_error
 from parley_runtime.grpc_client import channel
 from parley_runtime.grpc_server import Registration
-from parley_runtime.testing import acting_as, grpc_server
+from parley_testkit import acting_as, grpc_server
 
 SERVICE = "parley.test.Echo"
 

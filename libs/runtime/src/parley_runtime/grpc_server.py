@@ -73,7 +73,7 @@ class Wiring:
     """A service assembled by its ``main.build(settings)``: what to serve and how to close it.
 
     ``serve`` runs it in production; tests serve the same wiring in-process with
-    :func:`parley_runtime.testing.grpc_server`.
+    :func:`parley_testkit.grpc_server`.
     """
 
     registrations: list[Registration]

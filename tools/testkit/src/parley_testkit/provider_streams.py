@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
 
+from parley_fakes import Fake
 from parley_llm_router.messages import (
     ChatRequest,
     Message,
@@ -15,8 +15,6 @@ from parley_llm_router.messages import (
 )
 from parley_llm_router.providers.base import Provider, ProviderFailure, Timeouts
 
-if TYPE_CHECKING:  # the fakes are the tests' dependency, not the service's
-    from parley_fakes import Fake
 
 HELLO = ChatRequest(messages=(Message(Role.USER, (Part(text="hello"),)),))
 TIMEOUTS = Timeouts(connect=1, first_token=1, total=5)
