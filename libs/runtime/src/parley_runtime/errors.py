@@ -4,6 +4,10 @@ Services raise these; the gRPC server's wrapping of every method turns them into
 once, carrying the stable code in the trailing metadata key ``parley-error-code``. Clients turn an
 ``grpc.aio.AioRpcError`` back into the same error with :func:`from_rpc_error`, so the gateway can
 build its public envelope without parsing messages.
+
+Which failures are worth sending again is decided here once, for every hop
+(:data:`RETRYABLE_STATUSES`): the gateway's ``Retry-After``, conversation's ``retryable`` flag
+on a failed turn and llm-router's on a failed stream all read :attr:`ParleyError.retryable`.
 """
 
 from __future__ import annotations
@@ -14,6 +18,21 @@ import grpc
 
 ERROR_CODE_KEY = "parley-error-code"
 RETRY_AFTER_KEY = "parley-retry-after"
+
+# A dependency that is down, slow or saturated may serve the same request later; a request
+# that is wrong, unknown or forbidden will fail the same way again.
+RETRYABLE_STATUSES = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+    }
+)
+
+
+def is_retryable(status: grpc.StatusCode) -> bool:
+    """Whether a request that failed with ``status`` may succeed if sent again unchanged."""
+    return status in RETRYABLE_STATUSES
 
 
 class ParleyError(Exception):
@@ -33,6 +52,11 @@ class ParleyError(Exception):
         self.message = message
         self.code = code or self.default_code
         self.retry_after = retry_after
+
+    @property
+    def retryable(self) -> bool:
+        """Whether the same request may succeed if sent again (:func:`is_retryable`)."""
+        return is_retryable(self.status)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(code={self.code!r}, message={self.message!r})"

@@ -10,6 +10,7 @@ and propagated unchanged by every hop (see libs/runtime, `parley_runtime.princip
 
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -20,6 +21,44 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _FinishReason:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _FinishReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_FinishReason.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    FINISH_REASON_UNSPECIFIED: _FinishReason.ValueType  # 0
+    FINISH_REASON_STOP: _FinishReason.ValueType  # 1
+    """The model ended its answer."""
+    FINISH_REASON_LENGTH: _FinishReason.ValueType  # 2
+    """`max_tokens` or the context window was reached."""
+    FINISH_REASON_TOOL_CALLS: _FinishReason.ValueType  # 3
+    """The model asked for tool calls."""
+    FINISH_REASON_CONTENT_FILTER: _FinishReason.ValueType  # 4
+    """The provider withheld content."""
+    FINISH_REASON_ERROR: _FinishReason.ValueType  # 5
+    """The stream failed after it started."""
+    FINISH_REASON_CANCELLED: _FinishReason.ValueType  # 6
+    """The caller went away."""
+
+class FinishReason(_FinishReason, metaclass=_FinishReasonEnumTypeWrapper):
+    """Why the model stopped."""
+
+FINISH_REASON_UNSPECIFIED: FinishReason.ValueType  # 0
+FINISH_REASON_STOP: FinishReason.ValueType  # 1
+"""The model ended its answer."""
+FINISH_REASON_LENGTH: FinishReason.ValueType  # 2
+"""`max_tokens` or the context window was reached."""
+FINISH_REASON_TOOL_CALLS: FinishReason.ValueType  # 3
+"""The model asked for tool calls."""
+FINISH_REASON_CONTENT_FILTER: FinishReason.ValueType  # 4
+"""The provider withheld content."""
+FINISH_REASON_ERROR: FinishReason.ValueType  # 5
+"""The stream failed after it started."""
+FINISH_REASON_CANCELLED: FinishReason.ValueType  # 6
+"""The caller went away."""
+Global___FinishReason: _TypeAlias = FinishReason  # noqa: Y015
 
 @_typing.final
 class Usage(_message.Message):

@@ -217,10 +217,8 @@ class Message(_message.Message):
     status: Global___MessageStatus.ValueType
     model: _builtins.str
     """Assistant messages: "provider/model" that answered."""
-    finish_reason: _builtins.str
-    """Assistant messages: why generation ended ("stop", "length", "tool_calls", "error",
-    "cancelled").
-    """
+    finish_reason: _common_pb2.FinishReason.ValueType
+    """Assistant messages: why generation ended."""
     error_code: _builtins.str
     """Assistant messages that failed: the stable error code."""
     idempotency_key: _builtins.str
@@ -247,7 +245,7 @@ class Message(_message.Message):
         status: Global___MessageStatus.ValueType = ...,
         model: _builtins.str = ...,
         usage: _common_pb2.Usage | None = ...,
-        finish_reason: _builtins.str = ...,
+        finish_reason: _common_pb2.FinishReason.ValueType = ...,
         citations: _abc.Iterable[_common_pb2.Citation] | None = ...,
         error_code: _builtins.str = ...,
         tool_activity: _abc.Iterable[Global___ToolActivity] | None = ...,

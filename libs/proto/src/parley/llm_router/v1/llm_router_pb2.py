@@ -26,19 +26,17 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from parley.common.v1 import common_pb2 as parley_dot_common_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%parley/llm_router/v1/llm_router.proto\x12\x14parley.llm_router.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dparley/common/v1/common.proto\":\n\x0b\x43ontentPart\x12\x0e\n\x04text\x18\x01 \x01(\tH\x00\x12\x13\n\timage_url\x18\x02 \x01(\tH\x00\x42\x06\n\x04part\"<\n\x08ToolCall\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x16\n\x0e\x61rguments_json\x18\x03 \x01(\t\"\xc3\x01\n\x0b\x43hatMessage\x12(\n\x04role\x18\x01 \x01(\x0e\x32\x1a.parley.llm_router.v1.Role\x12\x32\n\x07\x63ontent\x18\x02 \x03(\x0b\x32!.parley.llm_router.v1.ContentPart\x12\x32\n\ntool_calls\x18\x03 \x03(\x0b\x32\x1e.parley.llm_router.v1.ToolCall\x12\x14\n\x0ctool_call_id\x18\x04 \x01(\t\x12\x0c\n\x04name\x18\x05 \x01(\t\"B\n\x04Tool\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x17\n\x0fparameters_json\x18\x03 \x01(\t\"?\n\x10GroundingPassage\x12\x0e\n\x06marker\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\r\n\x05title\x18\x03 \x01(\t\"\xfe\x02\n\x0b\x43hatRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x33\n\x08messages\x18\x02 \x03(\x0b\x32!.parley.llm_router.v1.ChatMessage\x12)\n\x05tools\x18\x03 \x03(\x0b\x32\x1a.parley.llm_router.v1.Tool\x12\x13\n\x0btool_choice\x18\x04 \x01(\t\x12\x18\n\x0btemperature\x18\x05 \x01(\x01H\x00\x88\x01\x01\x12\x17\n\nmax_tokens\x18\x06 \x01(\x05H\x01\x88\x01\x01\x12\x12\n\x05top_p\x18\x07 \x01(\x01H\x02\x88\x01\x01\x12\x0c\n\x04stop\x18\x08 \x03(\t\x12\x33\n\ncache_mode\x18\t \x01(\x0e\x32\x1f.parley.llm_router.v1.CacheMode\x12\x38\n\x08passages\x18\n \x03(\x0b\x32&.parley.llm_router.v1.GroundingPassageB\x0e\n\x0c_temperatureB\r\n\x0b_max_tokensB\x08\n\x06_top_p\"<\n\tChatStart\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0e\n\x06\x63\x61\x63hed\x18\x03 \x01(\x08\"Q\n\rToolCallDelta\x12\r\n\x05index\x18\x01 \x01(\x05\x12\n\n\x02id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x17\n\x0f\x61rguments_delta\x18\x04 \x01(\t\"o\n\nChatFinish\x12\x39\n\rfinish_reason\x18\x01 \x01(\x0e\x32\".parley.llm_router.v1.FinishReason\x12&\n\x05usage\x18\x02 \x01(\x0b\x32\x17.parley.common.v1.Usage\"k\n\x0b\x43hatFailure\x12,\n\x05\x65rror\x18\x01 \x01(\x0b\x32\x1d.parley.common.v1.StreamError\x12.\n\rpartial_usage\x18\x02 \x01(\x0b\x32\x17.parley.common.v1.Usage\"\x82\x02\n\tChatEvent\x12.\n\x05start\x18\x01 \x01(\x0b\x32\x1f.parley.llm_router.v1.ChatStart\x12\x14\n\ntext_delta\x18\x02 \x01(\tH\x00\x12>\n\x0ftool_call_delta\x18\x03 \x01(\x0b\x32#.parley.llm_router.v1.ToolCallDeltaH\x00\x12\x32\n\x06\x66inish\x18\x04 \x01(\x0b\x32 .parley.llm_router.v1.ChatFinishH\x00\x12\x32\n\x05\x65rror\x18\x05 \x01(\x0b\x32!.parley.llm_router.v1.ChatFailureH\x00\x42\x07\n\x05\x65vent\"\xd6\x01\n\x0c\x43hatResponse\x12\x32\n\x07message\x18\x01 \x01(\x0b\x32!.parley.llm_router.v1.ChatMessage\x12\x39\n\rfinish_reason\x18\x02 \x01(\x0e\x32\".parley.llm_router.v1.FinishReason\x12&\n\x05usage\x18\x03 \x01(\x0b\x32\x17.parley.common.v1.Usage\x12\x10\n\x08provider\x18\x04 \x01(\t\x12\r\n\x05model\x18\x05 \x01(\t\x12\x0e\n\x06\x63\x61\x63hed\x18\x06 \x01(\x08\"\x83\x01\n\x12\x43ountTokensRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x33\n\x08messages\x18\x02 \x03(\x0b\x32!.parley.llm_router.v1.ChatMessage\x12)\n\x05tools\x18\x03 \x03(\x0b\x32\x1a.parley.llm_router.v1.Tool\">\n\x13\x43ountTokensResponse\x12\x14\n\x0cinput_tokens\x18\x01 \x01(\x05\x12\x11\n\testimated\x18\x02 \x01(\x08\"\x13\n\x11ListModelsRequest\"p\n\tModelInfo\x12\r\n\x05\x61lias\x18\x01 \x01(\t\x12\x12\n\ncandidates\x18\x02 \x03(\t\x12\x16\n\x0e\x63ontext_window\x18\x03 \x01(\x05\x12\x19\n\x11max_output_tokens\x18\x04 \x01(\x05\x12\r\n\x05local\x18\x05 \x01(\x08\"\\\n\x12ListModelsResponse\x12/\n\x06models\x18\x01 \x03(\x0b\x32\x1f.parley.llm_router.v1.ModelInfo\x12\x15\n\rdefault_model\x18\x02 \x01(\t\"-\n\x0c\x45mbedRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06inputs\x18\x02 \x03(\t\"\x1b\n\tEmbedding\x12\x0e\n\x06values\x18\x01 \x03(\x02\"\x8f\x01\n\rEmbedResponse\x12\x33\n\nembeddings\x18\x01 \x03(\x0b\x32\x1f.parley.llm_router.v1.Embedding\x12\r\n\x05model\x18\x02 \x01(\t\x12\x12\n\ndimensions\x18\x03 \x01(\x05\x12&\n\x05usage\x18\x04 \x01(\x0b\x32\x17.parley.common.v1.Usage\"\x80\x01\n\x0fGetUsageRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12.\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"{\n\x08UsageRow\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x10\n\x08requests\x18\x03 \x01(\x03\x12\x14\n\x0cinput_tokens\x18\x04 \x01(\x03\x12\x15\n\routput_tokens\x18\x05 \x01(\x03\x12\x10\n\x08\x63ost_usd\x18\x06 \x01(\x01\"@\n\x10GetUsageResponse\x12,\n\x04rows\x18\x01 \x03(\x0b\x32\x1e.parley.llm_router.v1.UsageRow*_\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bROLE_SYSTEM\x10\x01\x12\r\n\tROLE_USER\x10\x02\x12\x12\n\x0eROLE_ASSISTANT\x10\x03\x12\r\n\tROLE_TOOL\x10\x04*\xd5\x01\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x02\x12\x1c\n\x18\x46INISH_REASON_TOOL_CALLS\x10\x03\x12 \n\x1c\x46INISH_REASON_CONTENT_FILTER\x10\x04\x12\x17\n\x13\x46INISH_REASON_ERROR\x10\x05\x12\x1b\n\x17\x46INISH_REASON_CANCELLED\x10\x06*U\n\tCacheMode\x12\x1a\n\x16\x43\x41\x43HE_MODE_UNSPECIFIED\x10\x00\x12\x15\n\x11\x43\x41\x43HE_MODE_BYPASS\x10\x01\x12\x15\n\x11\x43\x41\x43HE_MODE_PREFER\x10\x02\x32\xa0\x04\n\tLlmRouter\x12M\n\x04\x43hat\x12!.parley.llm_router.v1.ChatRequest\x1a\".parley.llm_router.v1.ChatResponse\x12R\n\nStreamChat\x12!.parley.llm_router.v1.ChatRequest\x1a\x1f.parley.llm_router.v1.ChatEvent0\x01\x12\x62\n\x0b\x43ountTokens\x12(.parley.llm_router.v1.CountTokensRequest\x1a).parley.llm_router.v1.CountTokensResponse\x12_\n\nListModels\x12\'.parley.llm_router.v1.ListModelsRequest\x1a(.parley.llm_router.v1.ListModelsResponse\x12P\n\x05\x45mbed\x12\".parley.llm_router.v1.EmbedRequest\x1a#.parley.llm_router.v1.EmbedResponse\x12Y\n\x08GetUsage\x12%.parley.llm_router.v1.GetUsageRequest\x1a&.parley.llm_router.v1.GetUsageResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%parley/llm_router/v1/llm_router.proto\x12\x14parley.llm_router.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dparley/common/v1/common.proto\":\n\x0b\x43ontentPart\x12\x0e\n\x04text\x18\x01 \x01(\tH\x00\x12\x13\n\timage_url\x18\x02 \x01(\tH\x00\x42\x06\n\x04part\"<\n\x08ToolCall\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x16\n\x0e\x61rguments_json\x18\x03 \x01(\t\"\xc3\x01\n\x0b\x43hatMessage\x12(\n\x04role\x18\x01 \x01(\x0e\x32\x1a.parley.llm_router.v1.Role\x12\x32\n\x07\x63ontent\x18\x02 \x03(\x0b\x32!.parley.llm_router.v1.ContentPart\x12\x32\n\ntool_calls\x18\x03 \x03(\x0b\x32\x1e.parley.llm_router.v1.ToolCall\x12\x14\n\x0ctool_call_id\x18\x04 \x01(\t\x12\x0c\n\x04name\x18\x05 \x01(\t\"B\n\x04Tool\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x17\n\x0fparameters_json\x18\x03 \x01(\t\"\xd4\x02\n\x0b\x43hatRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x33\n\x08messages\x18\x02 \x03(\x0b\x32!.parley.llm_router.v1.ChatMessage\x12)\n\x05tools\x18\x03 \x03(\x0b\x32\x1a.parley.llm_router.v1.Tool\x12\x13\n\x0btool_choice\x18\x04 \x01(\t\x12\x18\n\x0btemperature\x18\x05 \x01(\x01H\x00\x88\x01\x01\x12\x17\n\nmax_tokens\x18\x06 \x01(\x05H\x01\x88\x01\x01\x12\x12\n\x05top_p\x18\x07 \x01(\x01H\x02\x88\x01\x01\x12\x0c\n\x04stop\x18\x08 \x03(\t\x12\x33\n\ncache_mode\x18\t \x01(\x0e\x32\x1f.parley.llm_router.v1.CacheModeB\x0e\n\x0c_temperatureB\r\n\x0b_max_tokensB\x08\n\x06_top_pJ\x04\x08\n\x10\x0bR\x08passages\"<\n\tChatStart\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0e\n\x06\x63\x61\x63hed\x18\x03 \x01(\x08\"Q\n\rToolCallDelta\x12\r\n\x05index\x18\x01 \x01(\x05\x12\n\n\x02id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x17\n\x0f\x61rguments_delta\x18\x04 \x01(\t\"k\n\nChatFinish\x12\x35\n\rfinish_reason\x18\x01 \x01(\x0e\x32\x1e.parley.common.v1.FinishReason\x12&\n\x05usage\x18\x02 \x01(\x0b\x32\x17.parley.common.v1.Usage\"k\n\x0b\x43hatFailure\x12,\n\x05\x65rror\x18\x01 \x01(\x0b\x32\x1d.parley.common.v1.StreamError\x12.\n\rpartial_usage\x18\x02 \x01(\x0b\x32\x17.parley.common.v1.Usage\"\x82\x02\n\tChatEvent\x12.\n\x05start\x18\x01 \x01(\x0b\x32\x1f.parley.llm_router.v1.ChatStart\x12\x14\n\ntext_delta\x18\x02 \x01(\tH\x00\x12>\n\x0ftool_call_delta\x18\x03 \x01(\x0b\x32#.parley.llm_router.v1.ToolCallDeltaH\x00\x12\x32\n\x06\x66inish\x18\x04 \x01(\x0b\x32 .parley.llm_router.v1.ChatFinishH\x00\x12\x32\n\x05\x65rror\x18\x05 \x01(\x0b\x32!.parley.llm_router.v1.ChatFailureH\x00\x42\x07\n\x05\x65vent\"\xd2\x01\n\x0c\x43hatResponse\x12\x32\n\x07message\x18\x01 \x01(\x0b\x32!.parley.llm_router.v1.ChatMessage\x12\x35\n\rfinish_reason\x18\x02 \x01(\x0e\x32\x1e.parley.common.v1.FinishReason\x12&\n\x05usage\x18\x03 \x01(\x0b\x32\x17.parley.common.v1.Usage\x12\x10\n\x08provider\x18\x04 \x01(\t\x12\r\n\x05model\x18\x05 \x01(\t\x12\x0e\n\x06\x63\x61\x63hed\x18\x06 \x01(\x08\"\x83\x01\n\x12\x43ountTokensRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x33\n\x08messages\x18\x02 \x03(\x0b\x32!.parley.llm_router.v1.ChatMessage\x12)\n\x05tools\x18\x03 \x03(\x0b\x32\x1a.parley.llm_router.v1.Tool\">\n\x13\x43ountTokensResponse\x12\x14\n\x0cinput_tokens\x18\x01 \x01(\x05\x12\x11\n\testimated\x18\x02 \x01(\x08\"\x13\n\x11ListModelsRequest\"p\n\tModelInfo\x12\r\n\x05\x61lias\x18\x01 \x01(\t\x12\x12\n\ncandidates\x18\x02 \x03(\t\x12\x16\n\x0e\x63ontext_window\x18\x03 \x01(\x05\x12\x19\n\x11max_output_tokens\x18\x04 \x01(\x05\x12\r\n\x05local\x18\x05 \x01(\x08\"\\\n\x12ListModelsResponse\x12/\n\x06models\x18\x01 \x03(\x0b\x32\x1f.parley.llm_router.v1.ModelInfo\x12\x15\n\rdefault_model\x18\x02 \x01(\t\"-\n\x0c\x45mbedRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06inputs\x18\x02 \x03(\t\"\x1b\n\tEmbedding\x12\x0e\n\x06values\x18\x01 \x03(\x02\"\x8f\x01\n\rEmbedResponse\x12\x33\n\nembeddings\x18\x01 \x03(\x0b\x32\x1f.parley.llm_router.v1.Embedding\x12\r\n\x05model\x18\x02 \x01(\t\x12\x12\n\ndimensions\x18\x03 \x01(\x05\x12&\n\x05usage\x18\x04 \x01(\x0b\x32\x17.parley.common.v1.Usage\"\x80\x01\n\x0fGetUsageRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12.\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"{\n\x08UsageRow\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x10\n\x08requests\x18\x03 \x01(\x03\x12\x14\n\x0cinput_tokens\x18\x04 \x01(\x03\x12\x15\n\routput_tokens\x18\x05 \x01(\x03\x12\x10\n\x08\x63ost_usd\x18\x06 \x01(\x01\"@\n\x10GetUsageResponse\x12,\n\x04rows\x18\x01 \x03(\x0b\x32\x1e.parley.llm_router.v1.UsageRow*_\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bROLE_SYSTEM\x10\x01\x12\r\n\tROLE_USER\x10\x02\x12\x12\n\x0eROLE_ASSISTANT\x10\x03\x12\r\n\tROLE_TOOL\x10\x04*U\n\tCacheMode\x12\x1a\n\x16\x43\x41\x43HE_MODE_UNSPECIFIED\x10\x00\x12\x15\n\x11\x43\x41\x43HE_MODE_BYPASS\x10\x01\x12\x15\n\x11\x43\x41\x43HE_MODE_PREFER\x10\x02\x32\xa0\x04\n\tLlmRouter\x12M\n\x04\x43hat\x12!.parley.llm_router.v1.ChatRequest\x1a\".parley.llm_router.v1.ChatResponse\x12R\n\nStreamChat\x12!.parley.llm_router.v1.ChatRequest\x1a\x1f.parley.llm_router.v1.ChatEvent0\x01\x12\x62\n\x0b\x43ountTokens\x12(.parley.llm_router.v1.CountTokensRequest\x1a).parley.llm_router.v1.CountTokensResponse\x12_\n\nListModels\x12\'.parley.llm_router.v1.ListModelsRequest\x1a(.parley.llm_router.v1.ListModelsResponse\x12P\n\x05\x45mbed\x12\".parley.llm_router.v1.EmbedRequest\x1a#.parley.llm_router.v1.EmbedResponse\x12Y\n\x08GetUsage\x12%.parley.llm_router.v1.GetUsageRequest\x1a&.parley.llm_router.v1.GetUsageResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'parley.llm_router.v1.llm_router_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ROLE']._serialized_start=2781
-  _globals['_ROLE']._serialized_end=2876
-  _globals['_FINISHREASON']._serialized_start=2879
-  _globals['_FINISHREASON']._serialized_end=3092
-  _globals['_CACHEMODE']._serialized_start=3094
-  _globals['_CACHEMODE']._serialized_end=3179
+  _globals['_ROLE']._serialized_start=2666
+  _globals['_ROLE']._serialized_end=2761
+  _globals['_CACHEMODE']._serialized_start=2763
+  _globals['_CACHEMODE']._serialized_end=2848
   _globals['_CONTENTPART']._serialized_start=127
   _globals['_CONTENTPART']._serialized_end=185
   _globals['_TOOLCALL']._serialized_start=187
@@ -47,44 +45,42 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CHATMESSAGE']._serialized_end=445
   _globals['_TOOL']._serialized_start=447
   _globals['_TOOL']._serialized_end=513
-  _globals['_GROUNDINGPASSAGE']._serialized_start=515
-  _globals['_GROUNDINGPASSAGE']._serialized_end=578
-  _globals['_CHATREQUEST']._serialized_start=581
-  _globals['_CHATREQUEST']._serialized_end=963
-  _globals['_CHATSTART']._serialized_start=965
-  _globals['_CHATSTART']._serialized_end=1025
-  _globals['_TOOLCALLDELTA']._serialized_start=1027
-  _globals['_TOOLCALLDELTA']._serialized_end=1108
-  _globals['_CHATFINISH']._serialized_start=1110
-  _globals['_CHATFINISH']._serialized_end=1221
-  _globals['_CHATFAILURE']._serialized_start=1223
-  _globals['_CHATFAILURE']._serialized_end=1330
-  _globals['_CHATEVENT']._serialized_start=1333
-  _globals['_CHATEVENT']._serialized_end=1591
-  _globals['_CHATRESPONSE']._serialized_start=1594
-  _globals['_CHATRESPONSE']._serialized_end=1808
-  _globals['_COUNTTOKENSREQUEST']._serialized_start=1811
-  _globals['_COUNTTOKENSREQUEST']._serialized_end=1942
-  _globals['_COUNTTOKENSRESPONSE']._serialized_start=1944
-  _globals['_COUNTTOKENSRESPONSE']._serialized_end=2006
-  _globals['_LISTMODELSREQUEST']._serialized_start=2008
-  _globals['_LISTMODELSREQUEST']._serialized_end=2027
-  _globals['_MODELINFO']._serialized_start=2029
-  _globals['_MODELINFO']._serialized_end=2141
-  _globals['_LISTMODELSRESPONSE']._serialized_start=2143
-  _globals['_LISTMODELSRESPONSE']._serialized_end=2235
-  _globals['_EMBEDREQUEST']._serialized_start=2237
-  _globals['_EMBEDREQUEST']._serialized_end=2282
-  _globals['_EMBEDDING']._serialized_start=2284
-  _globals['_EMBEDDING']._serialized_end=2311
-  _globals['_EMBEDRESPONSE']._serialized_start=2314
-  _globals['_EMBEDRESPONSE']._serialized_end=2457
-  _globals['_GETUSAGEREQUEST']._serialized_start=2460
-  _globals['_GETUSAGEREQUEST']._serialized_end=2588
-  _globals['_USAGEROW']._serialized_start=2590
-  _globals['_USAGEROW']._serialized_end=2713
-  _globals['_GETUSAGERESPONSE']._serialized_start=2715
-  _globals['_GETUSAGERESPONSE']._serialized_end=2779
-  _globals['_LLMROUTER']._serialized_start=3182
-  _globals['_LLMROUTER']._serialized_end=3726
+  _globals['_CHATREQUEST']._serialized_start=516
+  _globals['_CHATREQUEST']._serialized_end=856
+  _globals['_CHATSTART']._serialized_start=858
+  _globals['_CHATSTART']._serialized_end=918
+  _globals['_TOOLCALLDELTA']._serialized_start=920
+  _globals['_TOOLCALLDELTA']._serialized_end=1001
+  _globals['_CHATFINISH']._serialized_start=1003
+  _globals['_CHATFINISH']._serialized_end=1110
+  _globals['_CHATFAILURE']._serialized_start=1112
+  _globals['_CHATFAILURE']._serialized_end=1219
+  _globals['_CHATEVENT']._serialized_start=1222
+  _globals['_CHATEVENT']._serialized_end=1480
+  _globals['_CHATRESPONSE']._serialized_start=1483
+  _globals['_CHATRESPONSE']._serialized_end=1693
+  _globals['_COUNTTOKENSREQUEST']._serialized_start=1696
+  _globals['_COUNTTOKENSREQUEST']._serialized_end=1827
+  _globals['_COUNTTOKENSRESPONSE']._serialized_start=1829
+  _globals['_COUNTTOKENSRESPONSE']._serialized_end=1891
+  _globals['_LISTMODELSREQUEST']._serialized_start=1893
+  _globals['_LISTMODELSREQUEST']._serialized_end=1912
+  _globals['_MODELINFO']._serialized_start=1914
+  _globals['_MODELINFO']._serialized_end=2026
+  _globals['_LISTMODELSRESPONSE']._serialized_start=2028
+  _globals['_LISTMODELSRESPONSE']._serialized_end=2120
+  _globals['_EMBEDREQUEST']._serialized_start=2122
+  _globals['_EMBEDREQUEST']._serialized_end=2167
+  _globals['_EMBEDDING']._serialized_start=2169
+  _globals['_EMBEDDING']._serialized_end=2196
+  _globals['_EMBEDRESPONSE']._serialized_start=2199
+  _globals['_EMBEDRESPONSE']._serialized_end=2342
+  _globals['_GETUSAGEREQUEST']._serialized_start=2345
+  _globals['_GETUSAGEREQUEST']._serialized_end=2473
+  _globals['_USAGEROW']._serialized_start=2475
+  _globals['_USAGEROW']._serialized_end=2598
+  _globals['_GETUSAGERESPONSE']._serialized_start=2600
+  _globals['_GETUSAGERESPONSE']._serialized_end=2664
+  _globals['_LLMROUTER']._serialized_start=2851
+  _globals['_LLMROUTER']._serialized_end=3395
 # @@protoc_insertion_point(module_scope)

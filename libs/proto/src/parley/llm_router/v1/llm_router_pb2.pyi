@@ -53,44 +53,6 @@ ROLE_TOOL: Role.ValueType  # 4
 """The result of a tool call, answering `ChatMessage.tool_call_id`."""
 Global___Role: _TypeAlias = Role  # noqa: Y015
 
-class _FinishReason:
-    ValueType = _typing.NewType("ValueType", _builtins.int)
-    V: _TypeAlias = ValueType  # noqa: Y015
-
-class _FinishReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_FinishReason.ValueType], _builtins.type):
-    DESCRIPTOR: _descriptor.EnumDescriptor
-    FINISH_REASON_UNSPECIFIED: _FinishReason.ValueType  # 0
-    FINISH_REASON_STOP: _FinishReason.ValueType  # 1
-    """The model ended its answer."""
-    FINISH_REASON_LENGTH: _FinishReason.ValueType  # 2
-    """`max_tokens` or the context window was reached."""
-    FINISH_REASON_TOOL_CALLS: _FinishReason.ValueType  # 3
-    """The model asked for tool calls."""
-    FINISH_REASON_CONTENT_FILTER: _FinishReason.ValueType  # 4
-    """The provider withheld content."""
-    FINISH_REASON_ERROR: _FinishReason.ValueType  # 5
-    """The stream failed after it started."""
-    FINISH_REASON_CANCELLED: _FinishReason.ValueType  # 6
-    """The caller went away."""
-
-class FinishReason(_FinishReason, metaclass=_FinishReasonEnumTypeWrapper):
-    """Why the model stopped."""
-
-FINISH_REASON_UNSPECIFIED: FinishReason.ValueType  # 0
-FINISH_REASON_STOP: FinishReason.ValueType  # 1
-"""The model ended its answer."""
-FINISH_REASON_LENGTH: FinishReason.ValueType  # 2
-"""`max_tokens` or the context window was reached."""
-FINISH_REASON_TOOL_CALLS: FinishReason.ValueType  # 3
-"""The model asked for tool calls."""
-FINISH_REASON_CONTENT_FILTER: FinishReason.ValueType  # 4
-"""The provider withheld content."""
-FINISH_REASON_ERROR: FinishReason.ValueType  # 5
-"""The stream failed after it started."""
-FINISH_REASON_CANCELLED: FinishReason.ValueType  # 6
-"""The caller went away."""
-Global___FinishReason: _TypeAlias = FinishReason  # noqa: Y015
-
 class _CacheMode:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -245,39 +207,6 @@ class Tool(_message.Message):
 Global___Tool: _TypeAlias = Tool  # noqa: Y015
 
 @_typing.final
-class GroundingPassage(_message.Message):
-    """A passage the caller retrieved and placed in the prompt with a citation marker.
-    Remote models read passages through the messages; the offline local provider composes
-    its extractive answer from them.
-    """
-
-    DESCRIPTOR: _descriptor.Descriptor
-
-    MARKER_FIELD_NUMBER: _builtins.int
-    TEXT_FIELD_NUMBER: _builtins.int
-    TITLE_FIELD_NUMBER: _builtins.int
-    marker: _builtins.str
-    """The marker the prompt uses for it, e.g. "1"."""
-    text: _builtins.str
-    """The passage text."""
-    title: _builtins.str
-    """Title of the source document."""
-    def __init__(
-        self,
-        *,
-        marker: _builtins.str = ...,
-        text: _builtins.str = ...,
-        title: _builtins.str = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["marker", b"marker", "text", b"text", "title", b"title"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___GroundingPassage: _TypeAlias = GroundingPassage  # noqa: Y015
-
-@_typing.final
 class ChatRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -290,7 +219,6 @@ class ChatRequest(_message.Message):
     TOP_P_FIELD_NUMBER: _builtins.int
     STOP_FIELD_NUMBER: _builtins.int
     CACHE_MODE_FIELD_NUMBER: _builtins.int
-    PASSAGES_FIELD_NUMBER: _builtins.int
     model: _builtins.str
     """Model alias, e.g. "default"; ListModels tells the valid ones. Empty means "default"."""
     tool_choice: _builtins.str
@@ -315,10 +243,6 @@ class ChatRequest(_message.Message):
     def stop(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Stop sequences."""
 
-    @_builtins.property
-    def passages(self) -> _containers.RepeatedCompositeFieldContainer[Global___GroundingPassage]:
-        """Retrieved passages already placed in the messages (see GroundingPassage)."""
-
     def __init__(
         self,
         *,
@@ -331,11 +255,10 @@ class ChatRequest(_message.Message):
         top_p: _builtins.float | None = ...,
         stop: _abc.Iterable[_builtins.str] | None = ...,
         cache_mode: Global___CacheMode.ValueType = ...,
-        passages: _abc.Iterable[Global___GroundingPassage] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_max_tokens", b"_max_tokens", "_temperature", b"_temperature", "_top_p", b"_top_p", "max_tokens", b"max_tokens", "temperature", b"temperature", "top_p", b"top_p"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_tokens", b"_max_tokens", "_temperature", b"_temperature", "_top_p", b"_top_p", "cache_mode", b"cache_mode", "max_tokens", b"max_tokens", "messages", b"messages", "model", b"model", "passages", b"passages", "stop", b"stop", "temperature", b"temperature", "tool_choice", b"tool_choice", "tools", b"tools", "top_p", b"top_p"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_tokens", b"_max_tokens", "_temperature", b"_temperature", "_top_p", b"_top_p", "cache_mode", b"cache_mode", "max_tokens", b"max_tokens", "messages", b"messages", "model", b"model", "stop", b"stop", "temperature", b"temperature", "tool_choice", b"tool_choice", "tools", b"tools", "top_p", b"top_p"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__max_tokens: _TypeAlias = _typing.Literal["max_tokens"]  # noqa: Y015
     _WhichOneofArgType__max_tokens: _TypeAlias = _typing.Literal["_max_tokens", b"_max_tokens"]  # noqa: Y015
@@ -422,13 +345,13 @@ class ChatFinish(_message.Message):
 
     FINISH_REASON_FIELD_NUMBER: _builtins.int
     USAGE_FIELD_NUMBER: _builtins.int
-    finish_reason: Global___FinishReason.ValueType
+    finish_reason: _common_pb2.FinishReason.ValueType
     @_builtins.property
     def usage(self) -> _common_pb2.Usage: ...
     def __init__(
         self,
         *,
-        finish_reason: Global___FinishReason.ValueType = ...,
+        finish_reason: _common_pb2.FinishReason.ValueType = ...,
         usage: _common_pb2.Usage | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["usage", b"usage"]  # noqa: Y015
@@ -519,7 +442,7 @@ class ChatResponse(_message.Message):
     PROVIDER_FIELD_NUMBER: _builtins.int
     MODEL_FIELD_NUMBER: _builtins.int
     CACHED_FIELD_NUMBER: _builtins.int
-    finish_reason: Global___FinishReason.ValueType
+    finish_reason: _common_pb2.FinishReason.ValueType
     provider: _builtins.str
     model: _builtins.str
     cached: _builtins.bool
@@ -533,7 +456,7 @@ class ChatResponse(_message.Message):
         self,
         *,
         message: Global___ChatMessage | None = ...,
-        finish_reason: Global___FinishReason.ValueType = ...,
+        finish_reason: _common_pb2.FinishReason.ValueType = ...,
         usage: _common_pb2.Usage | None = ...,
         provider: _builtins.str = ...,
         model: _builtins.str = ...,
