@@ -149,3 +149,16 @@ async def test_each_call_sees_its_own_principal_and_nothing_of_an_earlier_one(ch
     finally:
         principal_var.reset(token)
     assert raised.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+async def test_a_call_that_names_its_principal_keeps_it(chan: Any) -> None:
+    # A job acting for its uploader, while the process's own context has another principal.
+    with acting_as("acme", "ann") as served:
+        metadata = [
+            ("parley-tenant-id", "globex"),
+            ("parley-user-id", "gil"),
+            ("parley-scopes", ""),
+        ]
+        reply = await chan.unary_unary(f"/{SERVICE}/Unary")(b"hi", metadata=metadata)
+    assert served.tenant_id == "acme"
+    assert reply == b"globex|gil|req-42|True"

@@ -4,9 +4,10 @@
 ``dns:///`` targets (a headless service resolves to every pod) with round-robin balancing,
 keepalive, and retries of UNAVAILABLE only for methods the caller declares idempotent.
 
-The propagating interceptors add to every call the principal, request id and trace
-context of the request being served, and a deadline: the caller's own timeout, capped by what
-is left of the incoming request's deadline, or the channel's default.
+The propagating interceptors add to every call the principal (unless the call names one in
+its metadata), request id and trace context of the request being served, and a deadline: the
+caller's own timeout, capped by what is left of the incoming request's deadline, or the
+channel's default.
 """
 
 from __future__ import annotations
@@ -20,7 +21,13 @@ import grpc
 from opentelemetry import trace
 
 from parley_runtime import telemetry
-from parley_runtime.context import REQUEST_ID_KEY, principal_var, remaining_seconds, request_id_var
+from parley_runtime.context import (
+    REQUEST_ID_KEY,
+    TENANT_KEY,
+    principal_var,
+    remaining_seconds,
+    request_id_var,
+)
 
 _tracer = trace.get_tracer("parley.grpc.client")
 
@@ -67,7 +74,8 @@ class _Propagation:
     def _details(self, details: grpc.aio.ClientCallDetails, span: trace.Span) -> _Details:
         metadata = list(details.metadata or ())
         principal = principal_var.get()
-        if principal is not None:
+        # A call that names its principal (a job acting for its uploader) keeps it.
+        if principal is not None and not any(key == TENANT_KEY for key, _ in metadata):
             metadata.extend(principal.to_metadata())
         request_id = request_id_var.get()
         if request_id:
