@@ -11,7 +11,7 @@ from parley_embeddings import LocalEmbedder
 from parley_retrieval.main import build
 from parley_retrieval.settings import Settings
 from parley_runtime.grpc_client import channel
-from parley_runtime.testing import acting_as, grpc_server
+from parley_testkit import acting_as, grpc_server
 
 
 @pytest.fixture(autouse=True)
@@ -21,11 +21,15 @@ def caller() -> Iterator[None]:
 
 
 @pytest.fixture
-async def retrieval(local_embedder: LocalEmbedder) -> AsyncIterator[pb_grpc.RetrievalStub]:
+async def retrieval_address(local_embedder: LocalEmbedder) -> AsyncIterator[str]:
+    """The retrieval service in-process (embedded Qdrant in memory, the local model)."""
     wiring = await build(Settings(grpc_port=0, qdrant_path=":memory:"), local_embedder)
-    async with (
-        grpc_server(wiring.registrations) as address,
-        channel(address, "parley.retrieval.v1.Retrieval") as chan,
-    ):
-        yield pb_grpc.RetrievalStub(chan)
+    async with grpc_server(wiring.registrations) as address:
+        yield address
     await wiring.close()
+
+
+@pytest.fixture
+async def retrieval(retrieval_address: str) -> AsyncIterator[pb_grpc.RetrievalStub]:
+    async with channel(retrieval_address, "parley.retrieval.v1.Retrieval") as chan:
+        yield pb_grpc.RetrievalStub(chan)

@@ -8,7 +8,7 @@ import pytest
 from parley.retrieval.v1 import retrieval_pb2 as pb
 from parley.retrieval.v1 import retrieval_pb2_grpc as pb_grpc
 from parley_runtime.context import principal_var
-from parley_runtime.testing import acting_as
+from parley_testkit import acting_as
 
 DOCS = {
     "leave": ["Employees have 25 days of paid leave a year.", "Unused leave expires in March."],
@@ -25,7 +25,7 @@ async def index(
     kb: str = "handbook",
     texts: list[str] | None = None,
 ) -> pb.IndexChunksResponse:
-    return await stub.IndexChunks(
+    response: pb.IndexChunksResponse = await stub.IndexChunks(
         pb.IndexChunksRequest(
             knowledge_base_id=kb,
             document_id=doc,
@@ -40,10 +40,13 @@ async def index(
             ],
         )
     )
+    return response
 
 
 async def search(stub: pb_grpc.RetrievalStub, query: str, **kw: object) -> pb.SearchResponse:
-    return await stub.Search(pb.SearchRequest(knowledge_base_id="handbook", query=query, **kw))  # type: ignore[arg-type]
+    request = pb.SearchRequest(knowledge_base_id="handbook", query=query, **kw)  # type: ignore[arg-type]
+    response: pb.SearchResponse = await stub.Search(request)
+    return response
 
 
 async def test_search_finds_the_relevant_document(retrieval: pb_grpc.RetrievalStub) -> None:

@@ -15,25 +15,28 @@ disappear only once the new ones are all searchable.
 Any failure (retrieval unavailable, bytes that are not text, a bug) makes the job and the
 document FAILED with a readable error; the worker itself never stops on a bad document.
 CPU-bound parsing and chunking run in a worker thread, off the event loop.
+
+The worker serves no caller: a job acts for its uploader, whose tenant and user its row
+carries, and passes that principal explicitly to every indexing call.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 from collections import defaultdict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-from prometheus_client import Counter
-
-from parley_ingest.adapters.index import ChunkIndex
 from parley_ingest.adapters.store import LEASE, IngestStore, Work
 from parley_ingest.chunking import TextChunk, chunk_text
+from parley_ingest.index import ChunkIndex
+from parley_ingest.metrics import JOBS_FINISHED
 from parley_ingest.parsing import has_headings, to_text
 from parley_ingest.settings import Settings
-from parley_runtime.context import Principal, principal_var
+from parley_runtime.context import Principal
 from parley_runtime.errors import ParleyError
 
 log = logging.getLogger("parley.ingest.jobs")
@@ -41,14 +44,15 @@ log = logging.getLogger("parley.ingest.jobs")
 BATCH = 512  # retrieval's IndexChunks takes at most this many chunks per call
 SWEEP_SECONDS = 30.0
 HEARTBEAT_SECONDS = LEASE.total_seconds() / 3
-JOBS = Counter("parley_ingest_jobs_total", "Ingest jobs finished, by outcome.", ["outcome"])
 
 
 @dataclass
 class _Attempt:
-    """One run of a job: what it works on, where it is, whether it has indexed anything."""
+    """One run of a job: what it works on, for whom, where it is, whether it has indexed
+    anything."""
 
     work: Work
+    who: Principal
     stage: str = "parsing"
     indexed: bool = False
 
@@ -73,11 +77,17 @@ class JobRunner:
         """Queue the jobs a previous process left unfinished, then start the workers."""
         for job_id in await self.store.unfinished():
             self.submit(job_id)
+        # An empty context: no principal, request id or deadline of whoever started the
+        # service may ride on a job's calls.
         self._tasks = [
-            asyncio.create_task(self._work(), name=f"ingest-worker-{i}")
+            asyncio.create_task(
+                self._work(), name=f"ingest-worker-{i}", context=contextvars.Context()
+            )
             for i in range(self.settings.worker_concurrency)
         ]
-        self._tasks.append(asyncio.create_task(self._sweep(), name="ingest-sweep"))
+        self._tasks.append(
+            asyncio.create_task(self._sweep(), name="ingest-sweep", context=contextvars.Context())
+        )
 
     def submit(self, job_id: str) -> None:
         """Queue a job (already stored as QUEUED); a job queued here already is left alone."""
@@ -120,10 +130,8 @@ class JobRunner:
         self._running.add(job_id)
         self._notify(job_id)
         heartbeat = asyncio.create_task(self._heartbeat(job_id))
-        # The worker runs outside any request: act as the uploader, so retrieval files the
-        # chunks under the uploader's tenant.
-        token = principal_var.set(Principal(work.job.tenant_id, work.job.user_id))
-        attempt = _Attempt(work)
+        # Act as the uploader, so retrieval files the chunks under the uploader's tenant.
+        attempt = _Attempt(work, Principal(work.job.tenant_id, work.job.user_id))
         try:
             async with self._document_lock(work.document.id):
                 await self._run(attempt)
@@ -134,7 +142,6 @@ class JobRunner:
             await self._finish(attempt, 0, f"{attempt.stage} failed: internal error")
         finally:
             heartbeat.cancel()
-            principal_var.reset(token)
             self._running.discard(job_id)
 
     async def _run(self, attempt: _Attempt) -> None:
@@ -163,6 +170,7 @@ class JobRunner:
             batch = chunks[start : start + BATCH]
             done = start + len(batch)
             await self.index.index(
+                attempt.who,
                 document.knowledge_base_id,
                 document.id,
                 job.version,
@@ -187,7 +195,7 @@ class JobRunner:
         if current is None:
             if attempt.indexed:
                 # The deletion may have removed chunks before this job added more.
-                await self.index.delete(document.knowledge_base_id, document.id)
+                await self.index.delete(attempt.who, document.knowledge_base_id, document.id)
             self._notify(job.id)
             return True
         if current != job.version:
@@ -198,7 +206,7 @@ class JobRunner:
     async def _finish(self, attempt: _Attempt, chunks: int, error: str) -> None:
         job_id = attempt.work.job.id
         await self.store.finish(job_id, attempt.work.document.id, chunks=chunks, error=error)
-        JOBS.labels("failed" if error else "succeeded").inc()
+        JOBS_FINISHED.labels("failed" if error else "succeeded").inc()
         if error:
             log.warning("ingest job failed", extra={"job_id": job_id, "error": error})
         self._notify(job_id)

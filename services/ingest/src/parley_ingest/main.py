@@ -9,9 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from parley.ingest.v1 import ingest_pb2_grpc as pb_grpc
-from parley_ingest.adapters.index import RetrievalIndex
+from parley_ingest.adapters.retrieval import RetrievalIndex
 from parley_ingest.adapters.store import IngestStore
 from parley_ingest.api import IngestServicer
+from parley_ingest.documents import Documents
 from parley_ingest.jobs import JobRunner
 from parley_ingest.settings import Settings
 from parley_runtime import db
@@ -32,7 +33,7 @@ async def build(settings: Settings) -> Wiring:
     index = RetrievalIndex(settings.retrieval_addr, settings.index_timeout_seconds)
     jobs = JobRunner(store, index, settings)
     await jobs.start()
-    servicer = IngestServicer(store, jobs, index, settings.max_document_bytes)
+    servicer = IngestServicer(Documents(store, jobs, index, settings.max_document_bytes))
 
     async def close() -> None:
         await jobs.close()

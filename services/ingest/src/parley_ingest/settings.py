@@ -1,4 +1,4 @@
-"""ingest settings, read from the environment (see the README's table)."""
+"""ingest settings, read from the environment (see the table in services/ingest/README.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The Retrieval gRPC servicer: translates protobuf to the service's calls and back."""
+"""The Retrieval gRPC servicer: reads the caller's tenant, translates through ``wire``, and
+delegates to :class:`~parley_retrieval.search.Retrieval`."""
 
 from __future__ import annotations
 
@@ -6,8 +7,9 @@ import grpc
 
 from parley.retrieval.v1 import retrieval_pb2 as pb
 from parley.retrieval.v1 import retrieval_pb2_grpc as pb_grpc
-from parley_retrieval.adapters.qdrant import StoredChunk
+from parley_retrieval import wire
 from parley_retrieval.search import Retrieval
+from parley_runtime.context import current_principal
 from parley_runtime.errors import InvalidArgument
 
 _SUPPORTED_MODES = (pb.SEARCH_MODE_UNSPECIFIED, pb.SEARCH_MODE_DENSE)
@@ -23,62 +25,33 @@ class RetrievalServicer(pb_grpc.RetrievalServicer):
         self, request: pb.SearchRequest, context: grpc.aio.ServicerContext
     ) -> pb.SearchResponse:
         """The chunks of a knowledge base closest to the query, best first."""
+        tenant_id = current_principal().tenant_id
         if request.mode not in _SUPPORTED_MODES:
             raise InvalidArgument(
                 "mode: this version searches dense embeddings only (SEARCH_MODE_DENSE)",
                 code="unsupported_search_mode",
             )
-        filters = []
-        for condition in request.filters:
-            kind = condition.WhichOneof("match")
-            values = [condition.equals] if kind == "equals" else list(condition.any_of.values)
-            filters.append((condition.key, values))
         hits = await self.retrieval.search(
+            tenant_id,
             request.knowledge_base_id,
             request.query,
             request.top_k,
-            request.score_threshold if request.HasField("score_threshold") else None,
-            filters,
+            wire.threshold(request),
+            wire.filters(request),
         )
-        return pb.SearchResponse(
-            chunks=[
-                pb.ScoredChunk(
-                    chunk_id=h.chunk.chunk_id,
-                    document_id=h.chunk.document_id,
-                    text=h.chunk.text,
-                    score=h.score,
-                    title=h.chunk.title,
-                    source_uri=h.chunk.source_uri,
-                    position=h.chunk.position,
-                    metadata=h.chunk.metadata,
-                )
-                for h in hits
-            ],
-            embedding_model=self.retrieval.embedder.model,
-        )
+        return wire.search_response(hits, self.retrieval.embedder.model)
 
     async def IndexChunks(
         self, request: pb.IndexChunksRequest, context: grpc.aio.ServicerContext
     ) -> pb.IndexChunksResponse:
         """Embed and store one document version's chunks."""
-        chunks = [
-            StoredChunk(
-                chunk_id=c.chunk_id,
-                document_id=request.document_id,
-                document_version=request.document_version,
-                text=c.text,
-                title=request.title,
-                source_uri=request.source_uri,
-                position=c.position,
-                metadata=dict(c.metadata),
-            )
-            for c in request.chunks
-        ]
+        tenant_id = current_principal().tenant_id
         indexed = await self.retrieval.index(
+            tenant_id,
             request.knowledge_base_id,
             request.document_id,
             request.document_version,
-            chunks,
+            wire.stored_chunks(request),
             request.replace,
         )
         return pb.IndexChunksResponse(
@@ -89,14 +62,18 @@ class RetrievalServicer(pb_grpc.RetrievalServicer):
         self, request: pb.DeleteDocumentRequest, context: grpc.aio.ServicerContext
     ) -> pb.DeleteDocumentResponse:
         """Remove every chunk of a document."""
-        deleted = await self.retrieval.delete(request.knowledge_base_id, request.document_id)
+        tenant_id = current_principal().tenant_id
+        deleted = await self.retrieval.delete(
+            tenant_id, request.knowledge_base_id, request.document_id
+        )
         return pb.DeleteDocumentResponse(deleted_chunks=deleted)
 
     async def GetCollectionStats(
         self, request: pb.GetCollectionStatsRequest, context: grpc.aio.ServicerContext
     ) -> pb.CollectionStats:
         """How many chunks and documents a knowledge base holds."""
-        chunks, documents = await self.retrieval.stats(request.knowledge_base_id)
+        tenant_id = current_principal().tenant_id
+        chunks, documents = await self.retrieval.stats(tenant_id, request.knowledge_base_id)
         return pb.CollectionStats(
             knowledge_base_id=request.knowledge_base_id,
             chunk_count=chunks,

@@ -1,4 +1,4 @@
-"""retrieval settings, read from the environment (see the README's table)."""
+"""retrieval settings, read from the environment (see the table in services/retrieval/README.md)."""
 
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ from sqlalchemy import delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
-from parley_ingest.models import DocumentContentRow, DocumentRow, JobRow
+from parley_ingest.tables import DocumentContentRow, DocumentRow, JobRow
 from parley_runtime.context import Principal
 from parley_runtime.errors import NotFound, Unavailable
 from parley_runtime.ids import new_id

@@ -12,31 +12,14 @@ memory); embedded Qdrant ignores payload indexes.
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
 from typing import Any
 
 from qdrant_client import AsyncQdrantClient, models
 
+from parley_retrieval.chunks import Hit, MetadataFilter, StoredChunk
+
 NAMESPACE = uuid.UUID("6f1c7a52-4a1f-4c43-9d4e-1d8f0c5e3b21")
 DENSE = "dense"
-
-
-@dataclass(frozen=True, slots=True)
-class StoredChunk:
-    chunk_id: str
-    document_id: str
-    document_version: int
-    text: str
-    title: str
-    source_uri: str
-    position: int
-    metadata: dict[str, str]
-
-
-@dataclass(frozen=True, slots=True)
-class Hit:
-    chunk: StoredChunk
-    score: float
 
 
 def point_id(tenant_id: str, knowledge_base_id: str, chunk_id: str) -> str:
@@ -53,7 +36,7 @@ def _scope(tenant_id: str, knowledge_base_id: str) -> list[models.Condition]:
 
 
 class QdrantChunks:
-    """The chunk store on Qdrant (see the module docstring)."""
+    """:class:`~parley_retrieval.chunks.ChunkStore` on Qdrant (see the module docstring)."""
 
     def __init__(
         self, client: AsyncQdrantClient, collection: str, dimensions: int, *, server: bool
@@ -120,8 +103,9 @@ class QdrantChunks:
         vector: list[float],
         limit: int,
         threshold: float | None,
-        conditions: list[models.Condition],
+        filters: list[MetadataFilter],
     ) -> list[Hit]:
+        conditions = [_condition(f) for f in filters]
         found = await self.client.query_points(
             self.collection,
             query=vector,
@@ -197,8 +181,9 @@ def _chunk(payload: dict[str, Any]) -> StoredChunk:
     )
 
 
-def metadata_condition(key: str, values: list[str]) -> models.Condition:
-    """A filter on ``document_id`` or on a metadata key, matching any of ``values``."""
+def _condition(condition: MetadataFilter) -> models.Condition:
+    """A filter on ``document_id`` or on a metadata key, matching any of its values."""
+    key, values = condition.key, list(condition.values)
     field = "document_id" if key == "document_id" else f"metadata.{key}"
     if len(values) == 1:
         return models.FieldCondition(key=field, match=models.MatchValue(value=values[0]))

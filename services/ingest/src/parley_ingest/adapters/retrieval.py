@@ -1,51 +1,31 @@
 """Sending chunks to the retrieval service, and removing them.
 
-The job worker and the servicer see only :class:`ChunkIndex`; :class:`RetrievalIndex` is its
-gRPC implementation. Calls carry the principal in context (the client interceptor propagates
-it), so chunks land in, and are deleted from, the caller's tenant. gRPC failures come out as
+:class:`RetrievalIndex` is :class:`~parley_ingest.index.ChunkIndex` over gRPC. Every call
+carries the principal it is given in its metadata, so chunks land in, and are deleted from,
+that principal's tenant whether the call serves a request or a job. gRPC failures come out as
 domain errors whose message says retrieval is at fault, so a failed job reads clearly.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable
-from typing import Protocol, TypeVar
+from typing import TypeVar
 
 import grpc
 
 from parley.retrieval.v1 import retrieval_pb2 as ret
 from parley.retrieval.v1 import retrieval_pb2_grpc as ret_grpc
 from parley_ingest.chunking import TextChunk, chunk_id
+from parley_runtime.context import Principal
 from parley_runtime.errors import DeadlineExceeded, ParleyError, Unavailable, from_rpc_error
 from parley_runtime.grpc_client import channel
 
 T = TypeVar("T")
 
 
-class ChunkIndex(Protocol):
-    """Where a document's chunks are indexed for search."""
-
-    async def index(
-        self,
-        knowledge_base_id: str,
-        document_id: str,
-        version: int,
-        title: str,
-        source_uri: str,
-        chunks: list[TextChunk],
-        *,
-        replace: bool,
-    ) -> None:
-        """Index ``chunks`` of one document version; with ``replace``, drop other versions."""
-        ...
-
-    async def delete(self, knowledge_base_id: str, document_id: str) -> None:
-        """Remove every chunk of a document."""
-        ...
-
-
 class RetrievalIndex:
-    """:class:`ChunkIndex` on the retrieval service (IndexChunks, DeleteDocument)."""
+    """:class:`~parley_ingest.index.ChunkIndex` on the retrieval service's IndexChunks and
+    DeleteDocument."""
 
     def __init__(self, address: str, timeout: float) -> None:
         self._timeout = timeout
@@ -60,6 +40,7 @@ class RetrievalIndex:
 
     async def index(
         self,
+        who: Principal,
         knowledge_base_id: str,
         document_id: str,
         version: int,
@@ -86,13 +67,13 @@ class RetrievalIndex:
                 for c in chunks
             ],
         )
-        await self._call(self._stub.IndexChunks(request))
+        await self._call(self._stub.IndexChunks(request, metadata=who.to_metadata()))
 
-    async def delete(self, knowledge_base_id: str, document_id: str) -> None:
+    async def delete(self, who: Principal, knowledge_base_id: str, document_id: str) -> None:
         request = ret.DeleteDocumentRequest(
             knowledge_base_id=knowledge_base_id, document_id=document_id
         )
-        await self._call(self._stub.DeleteDocument(request))
+        await self._call(self._stub.DeleteDocument(request, metadata=who.to_metadata()))
 
     async def close(self) -> None:
         await self._channel.close()

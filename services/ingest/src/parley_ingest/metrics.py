@@ -1,0 +1,9 @@
+"""Every Prometheus series of the ingest service."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter
+
+JOBS_FINISHED = Counter(
+    "parley_ingest_jobs_total", "Ingest jobs finished, by outcome.", ["outcome"]
+)
