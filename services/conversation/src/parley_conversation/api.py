@@ -1,8 +1,10 @@
-"""The ConversationService gRPC servicer: validates, translates, delegates."""
+"""The ConversationService gRPC servicer: validates, reads the caller's principal once and
+passes it down, translates through ``wire``; no logic of its own."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from datetime import datetime
 from typing import Any
 
@@ -22,7 +24,6 @@ from parley_runtime.timestamps import aware
 MAX_TITLE = 200
 MAX_COMMENT = 2000
 UPDATABLE = {"title", "settings.model", "settings.knowledge_base_id", "settings.temperature"}
-_RATING = {pb.RATING_UP: "up", pb.RATING_DOWN: "down"}
 
 
 def _check_settings(settings: pb.ConversationSettings) -> None:
@@ -53,38 +54,41 @@ class ConversationServicer(pb_grpc.ConversationServiceServicer):
         if len(request.title) > MAX_TITLE:
             raise InvalidArgument(f"title: at most {MAX_TITLE} characters", code="invalid_title")
         _check_settings(request.settings)
+        who = current_principal()
         s = request.settings
-        row = await self.store.create(
-            current_principal(),
+        created = await self.store.create(
+            who,
             request.title,
             s.model,
             s.knowledge_base_id,
             s.temperature if s.HasField("temperature") else None,
         )
-        return wire.conversation(row)
+        return wire.conversation(created)
 
     async def GetConversation(
         self, request: pb.GetConversationRequest, context: grpc.aio.ServicerContext
     ) -> pb.Conversation:
         """Read one of the caller's conversations."""
-        return wire.conversation(await self.store.get(current_principal(), request.conversation_id))
+        who = current_principal()
+        return wire.conversation(await self.store.get(who, request.conversation_id))
 
     async def ListConversations(
         self, request: pb.ListConversationsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListConversationsResponse:
         """The caller's conversations, most recently updated first."""
+        who = current_principal()
         size = page_size(request.page_size, 20, 100)
         after = None
         if request.page_token:
             at, cid = decode_cursor(request.page_token, 2)
             after = (aware(datetime.fromisoformat(at)), str(cid))
-        rows = await self.store.list_for(current_principal(), size + 1, after)
+        found = await self.store.list_for(who, size + 1, after)
         token = ""
-        if len(rows) > size:
-            rows = rows[:size]
-            token = encode_cursor(aware(rows[-1].updated_at).isoformat(), rows[-1].id)
+        if len(found) > size:
+            found = found[:size]
+            token = encode_cursor(aware(found[-1].updated_at).isoformat(), found[-1].id)
         return pb.ListConversationsResponse(
-            conversations=[wire.conversation(r) for r in rows], next_page_token=token
+            conversations=[wire.conversation(c) for c in found], next_page_token=token
         )
 
     async def UpdateConversation(
@@ -103,6 +107,7 @@ class ConversationServicer(pb_grpc.ConversationServiceServicer):
         if len(request.title) > MAX_TITLE:
             raise InvalidArgument(f"title: at most {MAX_TITLE} characters", code="invalid_title")
         _check_settings(request.settings)
+        who = current_principal()
         s = request.settings
         changes: dict[str, Any] = {}
         if "title" in paths:
@@ -113,31 +118,31 @@ class ConversationServicer(pb_grpc.ConversationServiceServicer):
             changes["knowledge_base_id"] = s.knowledge_base_id
         if "settings.temperature" in paths:
             changes["temperature"] = s.temperature if s.HasField("temperature") else None
-        row = await self.store.update(current_principal(), request.conversation_id, changes)
-        return wire.conversation(row)
+        updated = await self.store.update(who, request.conversation_id, changes)
+        return wire.conversation(updated)
 
     async def DeleteConversation(
         self, request: pb.DeleteConversationRequest, context: grpc.aio.ServicerContext
     ) -> pb.DeleteConversationResponse:
         """Delete a conversation with its messages and feedback."""
-        await self.store.delete(current_principal(), request.conversation_id)
+        who = current_principal()
+        await self.store.delete(who, request.conversation_id)
         return pb.DeleteConversationResponse()
 
     async def ListMessages(
         self, request: pb.ListMessagesRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListMessagesResponse:
         """A conversation's messages, oldest first."""
+        who = current_principal()
         size = page_size(request.page_size, 50, 200)
         after = int(decode_cursor(request.page_token, 1)[0]) if request.page_token else 0
-        rows = await self.store.messages(
-            current_principal(), request.conversation_id, size + 1, after
-        )
+        found = await self.store.messages(who, request.conversation_id, size + 1, after)
         token = ""
-        if len(rows) > size:
-            rows = rows[:size]
-            token = encode_cursor(rows[-1].seq)
+        if len(found) > size:
+            found = found[:size]
+            token = encode_cursor(found[-1].seq)
         return pb.ListMessagesResponse(
-            messages=[wire.message(r) for r in rows], next_page_token=token
+            messages=[wire.message(m) for m in found], next_page_token=token
         )
 
     async def SendMessage(
@@ -154,49 +159,48 @@ class ConversationServicer(pb_grpc.ConversationServiceServicer):
             raise InvalidArgument(
                 "idempotency_key: at most 200 characters", code="invalid_idempotency_key"
             )
+        who = current_principal()
         start = await self.store.begin_turn(
-            current_principal(),
-            request.conversation_id,
-            content,
-            request.idempotency_key or None,
+            who, request.conversation_id, content, request.idempotency_key or None
         )
-        async for event in self.turns.run(start, request.model):
-            yield event
+        async with aclosing(self.turns.run(start, request.model)) as events:
+            async for event in events:
+                yield wire.turn_event(event)
 
     async def RegenerateMessage(
         self, request: pb.RegenerateMessageRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.TurnEvent]:
         """Answer the last user message again; the previous answer is superseded (kept in
         exports, left out of the conversation and of later prompts)."""
-        start = await self.store.begin_regeneration(current_principal(), request.conversation_id)
-        async for event in self.turns.run(start, request.model):
-            yield event
+        who = current_principal()
+        start = await self.store.begin_regeneration(who, request.conversation_id)
+        async with aclosing(self.turns.run(start, request.model)) as events:
+            async for event in events:
+                yield wire.turn_event(event)
 
     async def SubmitFeedback(
         self, request: pb.SubmitFeedbackRequest, context: grpc.aio.ServicerContext
     ) -> pb.Feedback:
         """Rate an assistant message; a new rating replaces the caller's earlier one."""
-        rating = _RATING.get(request.rating)
+        rating = wire.rating(request.rating)
         if rating is None:
             raise InvalidArgument("rating: must be RATING_UP or RATING_DOWN", code="invalid_rating")
         if len(request.comment) > MAX_COMMENT:
             raise InvalidArgument(
                 f"comment: at most {MAX_COMMENT} characters", code="invalid_comment"
             )
-        row = await self.store.feedback(
-            current_principal(),
-            request.conversation_id,
-            request.message_id,
-            rating,
-            request.comment,
+        who = current_principal()
+        stored = await self.store.feedback(
+            who, request.conversation_id, request.message_id, rating, request.comment
         )
-        return wire.feedback(row)
+        return wire.feedback(stored)
 
     async def ExportUserData(
         self, request: pb.ExportUserDataRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.ExportedConversation]:
         """Every conversation, message and rating of the caller's user."""
-        for conversation, messages, feedback in await self.store.export(current_principal()):
+        who = current_principal()
+        for conversation, messages, feedback in await self.store.export(who):
             yield pb.ExportedConversation(
                 conversation=wire.conversation(conversation),
                 messages=[wire.message(m) for m in messages],
@@ -207,7 +211,8 @@ class ConversationServicer(pb_grpc.ConversationServiceServicer):
         self, request: pb.DeleteUserDataRequest, context: grpc.aio.ServicerContext
     ) -> pb.DeleteUserDataResponse:
         """Delete everything of the caller's user."""
-        conversations, messages = await self.store.delete_user(current_principal())
+        who = current_principal()
+        conversations, messages = await self.store.delete_user(who)
         return pb.DeleteUserDataResponse(
             conversations_deleted=conversations, messages_deleted=messages
         )

@@ -1,6 +1,6 @@
 """conversation's entry point.
 
-parley-conversation                                 serve
+parley-conversation                                 serve until SIGTERM
 parley-conversation migrate upgrade|downgrade [revision]
 """
 
@@ -9,7 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from parley.conversation.v1 import conversation_pb2_grpc as pb_grpc
-from parley_conversation.adapters.peers import Peers
+from parley_conversation.adapters.llm_router import LlmRouter
+from parley_conversation.adapters.retrieval import Retrieval
 from parley_conversation.adapters.store import ConversationStore
 from parley_conversation.api import ConversationServicer
 from parley_conversation.settings import Settings
@@ -24,18 +25,19 @@ VERSION_TABLE = "alembic_version_conversation"
 
 
 async def build(settings: Settings) -> Wiring:
-    """Store, peers and the turn runner wired into the servicer."""
+    """The store, llm-router, retrieval and the turn runner wired into the servicer."""
     if settings.db_auto_migrate:
         await db.upgrade(MIGRATIONS, settings.database_url, VERSION_TABLE)
     engine = db.create_engine(settings.database_url)
     store = ConversationStore(engine)
-    peers = Peers(
-        settings.llm_router_addr, settings.retrieval_addr, settings.retrieval_timeout_seconds
-    )
-    servicer = ConversationServicer(store, TurnRunner(store, peers, settings), settings)
+    router = LlmRouter(settings.llm_router_addr, settings.turn_timeout_seconds)
+    retrieval = Retrieval(settings.retrieval_addr, settings.retrieval_timeout_seconds)
+    turns = TurnRunner(store, router, retrieval, settings)
+    servicer = ConversationServicer(store, turns, settings)
 
     async def close() -> None:
-        await peers.close()
+        await router.close()
+        await retrieval.close()
         await engine.dispose()
 
     return Wiring(

@@ -1,15 +1,21 @@
 """Building the model request for a turn within a token budget. Pure: no I/O.
 
 The system prompt belongs to the server. Retrieved passages go in a user-role message of
-their own, inside ``<documents>`` delimiters and numbered ``[1]``, ``[2]``…, introduced as
-untrusted data: whatever instructions they contain are quoted, never obeyed. History fills
-what the budget leaves, newest first, so the oldest turns are the first to go. Token counts
-are estimated at four characters per token (the router counts exactly when it matters).
+their own, right before the question: the documents block, the one channel by which passages
+reach any model (the offline local provider parses it from the prompt text as a model reads
+it). Each passage is a ``<document marker="1" title="...">`` entry, cited as ``[1]``,
+introduced as untrusted data: whatever instructions it contains are quoted, never obeyed, and
+it cannot open or close an entry or the block. History fills what the budget leaves, newest
+first, so the oldest turns are the first to go. Token counts are estimated at four characters
+per token (the router counts exactly when it matters).
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+
+from parley_conversation.conversations import Citation, Passage, Role
 
 SYSTEM_PROMPT = (
     "You are Parley, a helpful assistant for the people of an organisation. "
@@ -35,48 +41,54 @@ def estimate_tokens(text: str) -> int:
 class Turn:
     """A stored message of the conversation, as history."""
 
-    role: str  # "user" or "assistant"
+    role: Role
     content: str
 
 
 @dataclass(frozen=True, slots=True)
-class Passage:
-    document_id: str
-    chunk_id: str
-    title: str
-    source_uri: str
-    text: str
-    score: float
-
-
-@dataclass(frozen=True, slots=True)
 class CitedPassage:
+    """A passage in the prompt under its citation marker."""
+
     marker: str
     passage: Passage
+
+    def citation(self) -> Citation:
+        return Citation.of(self.marker, self.passage)
 
 
 @dataclass(frozen=True, slots=True)
 class Prompt:
-    """Messages as (role, text) for the router, and the passages with their markers."""
+    """The messages for the router, oldest first, and the passages with their markers."""
 
-    messages: tuple[tuple[str, str], ...]
+    messages: tuple[tuple[Role, str], ...]
     cited: tuple[CitedPassage, ...]
     history_used: int
 
 
+_LINE_BREAKS = re.compile(r"\r\n|\r|\n")
+
+
 def _neutralise(text: str) -> str:
-    # A passage must not be able to close the delimiter it sits in.
-    return text.replace("</documents>", "</ documents>").replace("<documents>", "< documents>")
+    # A passage must not be able to open or close an entry, or the block it sits in
+    # (this covers <documents> and </documents> too).
+    return text.replace("<document", "< document").replace("</document", "</ document")
+
+
+def _title(title: str) -> str:
+    # The title is an attribute value: one line, and no double quote to end it early.
+    flat = _LINE_BREAKS.sub(" ", title).replace('"', "'")
+    return _neutralise(flat) if flat.strip() else "untitled"
 
 
 def documents_block(cited: tuple[CitedPassage, ...]) -> str:
-    parts = [DOCUMENTS_PREAMBLE, "<documents>"]
-    for item in cited:
-        title = _neutralise(item.passage.title) or "untitled"
-        body = _neutralise(item.passage.text[:MAX_PASSAGE_CHARS])
-        parts.append(f"[{item.marker}] {title}\n{body}")
-    parts.append("</documents>")
-    return "\n\n".join(parts)
+    """The documents block for ``cited``, in the format llm-router's local provider parses."""
+    entries = [
+        f'<document marker="{item.marker}" title="{_title(item.passage.title)}">\n'
+        f"{_neutralise(item.passage.text[:MAX_PASSAGE_CHARS])}\n"
+        "</document>"
+        for item in cited
+    ]
+    return "\n".join([DOCUMENTS_PREAMBLE, "", "<documents>", *entries, "</documents>"])
 
 
 def build_prompt(
@@ -103,9 +115,9 @@ def build_prompt(
         kept.append(turn)
         remaining -= cost
     kept.reverse()
-    messages: list[tuple[str, str]] = [("system", SYSTEM_PROMPT)]
+    messages: list[tuple[Role, str]] = [(Role.SYSTEM, SYSTEM_PROMPT)]
     messages += [(t.role, t.content) for t in kept]
     if documents:
-        messages.append(("user", documents))
-    messages.append(("user", question))
+        messages.append((Role.USER, documents))
+    messages.append((Role.USER, question))
     return Prompt(tuple(messages), cited, len(kept))

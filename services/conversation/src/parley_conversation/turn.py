@@ -1,262 +1,229 @@
 """One chat turn, from the stored user message to the stored answer.
 
-Order of events: ``accepted`` (the user message is stored), ``citations`` (when the
-conversation's knowledge base gave passages), ``delta``… (and ``tool_call``), ``usage``, then
-exactly one terminal ``done`` or ``error``. Whatever happens after ``accepted`` the answer is
-stored: COMPLETE, FAILED with its partial text and error code, or CANCELLED with its partial
-text when the caller goes away (that write is shielded from the cancellation).
+Order of events (``events.py``): ``Accepted`` (the user message is stored), ``CitationsFound``
+(when the conversation's knowledge base gave passages), ``TextDelta``… (and ``ToolCall``),
+``UsageReport``, then exactly one terminal ``Done`` or ``TurnFailed``. The answer is built in
+an ``Answer``; whatever way the turn ends after ``Accepted`` (the model finishes, fails, stops
+early, llm-router refuses the call, a bug, or the caller goes away) it ends in one place, which
+stores the outcome (COMPLETE, FAILED with its partial text and error code, or CANCELLED with
+its partial text; the write is shielded from the caller's cancellation) and counts it once.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
+from dataclasses import dataclass, field
 
-import grpc
-from prometheus_client import Counter, Histogram
-
-from parley.common.v1 import common_pb2
-from parley.conversation.v1 import conversation_pb2 as pb
-from parley.llm_router.v1 import llm_router_pb2 as llm
-from parley_conversation import wire
-from parley_conversation.adapters.peers import Peers
-from parley_conversation.adapters.store import (
-    ASSISTANT,
-    CANCELLED,
-    COMPLETE,
-    FAILED,
-    IN_PROGRESS,
-    AssistantResult,
-    ConversationStore,
+from parley_conversation.adapters.llm_router import LlmRouter
+from parley_conversation.adapters.retrieval import Retrieval
+from parley_conversation.adapters.store import ConversationStore
+from parley_conversation.conversations import (
+    Citation,
+    FinishReason,
+    Message,
+    Outcome,
+    Passage,
+    Role,
+    Status,
     TurnStart,
+    Usage,
 )
-from parley_conversation.prompt import Turn, build_prompt
+from parley_conversation.events import (
+    Accepted,
+    CitationsFound,
+    Done,
+    Failure,
+    ModelFinished,
+    ModelStarted,
+    TextDelta,
+    ToolCall,
+    TurnEvent,
+    TurnFailed,
+    UsageReport,
+)
+from parley_conversation.metrics import FIRST_DELTA, TURNS
+from parley_conversation.prompt import Prompt, Turn, build_prompt
 from parley_conversation.settings import Settings
-from parley_runtime.errors import from_rpc_error
+from parley_runtime.errors import ParleyError
 
-log = logging.getLogger("parley.conversation.turn")
-
-TURNS = Counter("parley_turns_total", "Chat turns by outcome.", ["outcome"])
-FIRST_DELTA = Histogram(
-    "parley_turn_first_delta_seconds",
-    "From the stored user message to the first answer text.",
-    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10),
-)
 HISTORY_WINDOW = 50
-_FINISH = {
-    llm.FINISH_REASON_STOP: "stop",
-    llm.FINISH_REASON_LENGTH: "length",
-    llm.FINISH_REASON_TOOL_CALLS: "tool_calls",
-    llm.FINISH_REASON_CONTENT_FILTER: "content_filter",
-    llm.FINISH_REASON_ERROR: "error",
-    llm.FINISH_REASON_CANCELLED: "cancelled",
-}
-_ROLE = {"user": llm.ROLE_USER, "assistant": llm.ROLE_ASSISTANT, "system": llm.ROLE_SYSTEM}
+STREAM_INCOMPLETE = Failure("stream_incomplete", "the model's answer ended early", True)
+# Stored on the answer; the caller gets the gRPC status INTERNAL instead of an event.
+INTERNAL = Failure("internal", "internal error", False)
+STILL_ANSWERING = Failure(
+    "turn_in_progress", "this message is still being answered; read the conversation shortly", True
+)
 
 
-def _error_event(code: str, message: str, retryable: bool, assistant_id: str) -> pb.TurnEvent:
-    return pb.TurnEvent(
-        error=pb.TurnError(
-            error=common_pb2.StreamError(code=code, message=message, retryable=retryable),
-            assistant_message_id=assistant_id,
+@dataclass
+class Answer:
+    """The assistant's answer as it is built: text, who answers, usage, and how it ended.
+
+    The first ending recorded (``finish`` or ``fail``) wins; an answer with neither was
+    cancelled.
+    """
+
+    citations: tuple[Citation, ...] = ()
+    served_by: str = ""
+    usage: Usage = field(default_factory=Usage)
+    finish_reason: FinishReason | None = None
+    failure: Failure | None = None
+    parts: list[str] = field(default_factory=list)
+
+    @property
+    def ended(self) -> bool:
+        return self.finish_reason is not None or self.failure is not None
+
+    def add_text(self, text: str) -> None:
+        self.parts.append(text)
+
+    def finish(self, reason: FinishReason, usage: Usage) -> None:
+        if not self.ended:
+            self.finish_reason, self.usage = reason, usage
+
+    def fail(self, failure: Failure, usage: Usage | None = None) -> None:
+        if not self.ended:
+            self.failure = failure
+            if usage is not None:
+                self.usage = usage
+
+    def outcome(self) -> Outcome:
+        """The answer as it is stored."""
+        if self.failure is not None:
+            status, reason, code = Status.FAILED, FinishReason.ERROR, self.failure.code
+        elif self.finish_reason is not None:
+            status, reason, code = Status.COMPLETE, self.finish_reason, ""
+        else:
+            status, reason, code = Status.CANCELLED, FinishReason.CANCELLED, "cancelled"
+        return Outcome(
+            status=status,
+            content="".join(self.parts),
+            finish_reason=reason,
+            model=self.served_by,
+            usage=self.usage,
+            error_code=code,
+            citations=self.citations,
         )
-    )
 
 
 class TurnRunner:
     """Runs turns against the store, retrieval and llm-router (see the module docstring)."""
 
-    def __init__(self, store: ConversationStore, peers: Peers, settings: Settings) -> None:
+    def __init__(
+        self,
+        store: ConversationStore,
+        router: LlmRouter,
+        retrieval: Retrieval,
+        settings: Settings,
+    ) -> None:
         self.store = store
-        self.peers = peers
+        self.router = router
+        self.retrieval = retrieval
         self.settings = settings
 
-    async def run(self, start: TurnStart, model: str) -> AsyncIterator[pb.TurnEvent]:
+    async def run(self, start: TurnStart, model: str) -> AsyncGenerator[TurnEvent, None]:
+        """The events of a turn begun in the store; ``model`` overrides the conversation's."""
         assistant = start.assistant
-        yield pb.TurnEvent(
-            accepted=pb.MessageAccepted(
-                user_message_id=start.user.id,
-                assistant_message_id=assistant.id if assistant else "",
-                replayed=start.replayed,
-            )
-        )
-        if start.replayed:
-            yield self._replay(start)
+        yield Accepted(start.user.id, assistant.id if assistant else "", start.replayed)
+        if start.replayed or assistant is None:
+            yield self._replay(assistant)
             return
-        assert assistant is not None
-        async for event in self._answer(start, assistant.id, assistant.seq, model):
-            yield event
+        # Closing this stream early closes the answer's too, which then ends as cancelled.
+        async with aclosing(self._answer(start, assistant.id, model)) as events:
+            async for event in events:
+                yield event
 
     @staticmethod
-    def _replay(start: TurnStart) -> pb.TurnEvent:
+    def _replay(answer: Message | None) -> Done | TurnFailed:
         """The stored outcome of a turn sent again with the same idempotency key."""
-        answer = start.assistant
-        if answer is None or answer.status == IN_PROGRESS:
-            return _error_event(
-                "turn_in_progress",
-                "this message is still being answered; read the conversation shortly",
-                True,
-                answer.id if answer else "",
-            )
-        if answer.status == COMPLETE:
-            return pb.TurnEvent(done=pb.TurnDone(message=wire.message(answer)))
-        return _error_event(
-            answer.error_code or answer.status,
+        if answer is None or answer.status == Status.IN_PROGRESS:
+            return TurnFailed(STILL_ANSWERING, answer.id if answer else "")
+        if answer.status == Status.COMPLETE:
+            return Done(answer)
+        failure = Failure(
+            answer.error_code or answer.status.value,
             "this message was answered before, without success",
             True,
-            answer.id,
         )
+        return TurnFailed(failure, answer.id)
 
     async def _answer(
-        self, start: TurnStart, assistant_id: str, seq: int, model: str
-    ) -> AsyncIterator[pb.TurnEvent]:
+        self, start: TurnStart, assistant_id: str, model: str
+    ) -> AsyncGenerator[TurnEvent, None]:
         conversation = start.conversation
-        question = start.user.content
         began = time.perf_counter()
-        text: list[str] = []
-        result: AssistantResult | None = None
-        call: grpc.aio.UnaryStreamCall | None = None
+        answer = Answer()
         try:
-            passages = []
-            if conversation.knowledge_base_id:
-                passages = await self.peers.search(
-                    conversation.knowledge_base_id, question, self.settings.retrieval_top_k
-                )
-            rows = await self.store.history(conversation.id, start.user.seq, HISTORY_WINDOW)
-            history = [
-                Turn(r.role, r.content)
-                for r in rows
-                if r.status == COMPLETE or (r.role == ASSISTANT and r.content)
-            ]
-            prompt = build_prompt(history, question, passages, self.settings.context_token_budget)
-            citations = tuple(wire.citation_dict(c) for c in prompt.cited)
-            if citations:
-                yield pb.TurnEvent(
-                    citations=pb.CitationsEvent(citations=[wire.citation(c) for c in citations])
-                )
-            request = llm.ChatRequest(
-                model=model or conversation.model,
-                messages=[
-                    llm.ChatMessage(role=_ROLE[role], content=[llm.ContentPart(text=body)])
-                    for role, body in prompt.messages
-                ],
-                passages=[
-                    llm.GroundingPassage(
-                        marker=c.marker, text=c.passage.text, title=c.passage.title
-                    )
-                    for c in prompt.cited
-                ],
+            prompt = await self._prompt(start)
+            answer.citations = tuple(item.citation() for item in prompt.cited)
+            if answer.citations:
+                yield CitationsFound(answer.citations)
+            stream = self.router.stream_chat(
+                prompt,
+                model or conversation.model,
+                conversation.temperature,
+                self.settings.turn_timeout_seconds,
             )
-            if conversation.temperature is not None:
-                request.temperature = conversation.temperature
-            call = self.peers.stream_chat(request, self.settings.turn_timeout_seconds)
-            served_by = ""
-            async for event in call:
-                if event.HasField("start"):
-                    served_by = f"{event.start.provider}/{event.start.model}"
-                kind = event.WhichOneof("event")
-                if kind == "text_delta":
-                    if not text:
-                        FIRST_DELTA.observe(time.perf_counter() - began)
-                    text.append(event.text_delta)
-                    yield pb.TurnEvent(delta=pb.TextDelta(text=event.text_delta))
-                elif kind == "tool_call_delta":
-                    d = event.tool_call_delta
-                    yield pb.TurnEvent(
-                        tool_call=pb.ToolCallEvent(
-                            call_id=d.id, name=d.name, arguments_json=d.arguments_delta
-                        )
-                    )
-                elif kind == "finish":
-                    usage = event.finish.usage
-                    result = AssistantResult(
-                        content="".join(text),
-                        status=COMPLETE,
-                        model=served_by,
-                        input_tokens=usage.input_tokens,
-                        output_tokens=usage.output_tokens,
-                        cost_usd=usage.cost_usd,
-                        usage_estimated=usage.estimated,
-                        finish_reason=_FINISH.get(event.finish.finish_reason, "stop"),
-                        citations=citations,
-                    )
-                elif kind == "error":
-                    failure, usage = event.error.error, event.error.partial_usage
-                    result = AssistantResult(
-                        content="".join(text),
-                        status=FAILED,
-                        model=served_by,
-                        input_tokens=usage.input_tokens,
-                        output_tokens=usage.output_tokens,
-                        cost_usd=usage.cost_usd,
-                        usage_estimated=True,
-                        finish_reason="error",
-                        error_code=failure.code,
-                        citations=citations,
-                    )
-                    stored = await self.store.finish_answer(assistant_id, result)
-                    TURNS.labels("failed").inc()
-                    yield _error_event(failure.code, failure.message, failure.retryable, stored.id)
-                    return
-            if result is None:
-                result = AssistantResult(
-                    content="".join(text),
-                    status=FAILED,
-                    model=served_by,
-                    finish_reason="error",
-                    error_code="stream_incomplete",
-                    citations=citations,
-                )
-                stored = await self.store.finish_answer(assistant_id, result)
-                TURNS.labels("failed").inc()
-                yield _error_event(
-                    "stream_incomplete", "the model's answer ended early", True, stored.id
-                )
-                return
-            stored = await self.store.finish_answer(assistant_id, result)
-            TURNS.labels("complete").inc()
-            yield pb.TurnEvent(usage=pb.UsageEvent(usage=wire.message(stored).usage))
-            yield pb.TurnEvent(done=pb.TurnDone(message=wire.message(stored)))
-        except grpc.RpcError as error:
-            failure_ = from_rpc_error(error)
-            result = AssistantResult(
-                content="".join(text),
-                status=FAILED,
-                finish_reason="error",
-                error_code=failure_.code,
-            )
-            await self.store.finish_answer(assistant_id, result)
-            TURNS.labels("failed").inc()
-            retryable = failure_.status in (
-                grpc.StatusCode.UNAVAILABLE,
-                grpc.StatusCode.DEADLINE_EXCEEDED,
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
-            )
-            yield _error_event(failure_.code, failure_.message, retryable, assistant_id)
+            # Leaving this block any way but the stream's end cancels the model call.
+            async with aclosing(stream):
+                async for event in stream:
+                    if isinstance(event, TextDelta):
+                        if not answer.parts:
+                            FIRST_DELTA.observe(time.perf_counter() - began)
+                        answer.add_text(event.text)
+                        yield event
+                    elif isinstance(event, ToolCall):
+                        yield event
+                    elif isinstance(event, ModelStarted):
+                        answer.served_by = event.served_by
+                    elif isinstance(event, ModelFinished):
+                        answer.finish(event.reason, event.usage)
+                    else:
+                        answer.fail(event.failure, event.usage)
+                        break
+            # No-op when the model finished or failed: only a stream that just stopped is left.
+            answer.fail(STREAM_INCOMPLETE)
+        except ParleyError as refused:
+            answer.fail(Failure(refused.code, refused.message, refused.retryable))
         except Exception:
-            result = AssistantResult(
-                content="".join(text), status=FAILED, finish_reason="error", error_code="internal"
-            )
-            await self.store.finish_answer(assistant_id, result)
-            TURNS.labels("failed").inc()
+            answer.fail(INTERNAL)
             raise
         finally:
-            if result is None:
-                # The caller went away (or an unexpected error): stop the model and keep what
-                # was produced. The write must survive this task's cancellation.
-                if call is not None:
-                    call.cancel()
-                partial = AssistantResult(
-                    content="".join(text),
-                    status=CANCELLED,
-                    finish_reason="cancelled",
-                    error_code="cancelled",
-                )
-                TURNS.labels("cancelled").inc()
-                write = asyncio.ensure_future(self.store.finish_answer(assistant_id, partial))
-                try:
-                    await asyncio.shield(write)
-                except asyncio.CancelledError:
-                    await write
+            # Reached however the turn ends, cancellation included (then the answer has no
+            # ending recorded, and is stored as cancelled).
+            stored = await self._end(assistant_id, answer.outcome())
+        if answer.failure is None:
+            yield UsageReport(stored.usage)
+            yield Done(stored)
+        else:
+            yield TurnFailed(answer.failure, stored.id)
+
+    async def _prompt(self, start: TurnStart) -> Prompt:
+        conversation, question = start.conversation, start.user
+        passages: list[Passage] = []
+        if conversation.knowledge_base_id:
+            passages = await self.retrieval.search(
+                conversation.knowledge_base_id, question.content, self.settings.retrieval_top_k
+            )
+        stored = await self.store.history(conversation.id, question.seq, HISTORY_WINDOW)
+        history = [
+            Turn(m.role, m.content)
+            for m in stored
+            # Cut-short answers still tell the model what it said.
+            if m.status == Status.COMPLETE or (m.role == Role.ASSISTANT and m.content)
+        ]
+        return build_prompt(history, question.content, passages, self.settings.context_token_budget)
+
+    async def _end(self, assistant_id: str, outcome: Outcome) -> Message:
+        """Count and store how the answer ended. The write must survive the caller's
+        cancellation, which is one of the ways a turn ends."""
+        TURNS.labels(outcome.status.value).inc()
+        write = asyncio.ensure_future(self.store.finish_answer(assistant_id, outcome))
+        try:
+            return await asyncio.shield(write)
+        except asyncio.CancelledError:
+            await write
+            raise

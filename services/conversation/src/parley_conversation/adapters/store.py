@@ -1,12 +1,13 @@
 """Conversations, messages and feedback in the service's own database.
 
-Every method takes the principal and filters on its tenant and user: a conversation of
-someone else is indistinguishable from one that does not exist.
+The store saves and loads the types of ``conversations.py``; rows never leave it. Every method
+a caller names things through takes the principal and filters on its tenant and user: a
+conversation of someone else is indistinguishable from one that does not exist. ``history``
+and ``finish_answer`` act on a turn already begun for its principal.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -14,39 +15,116 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from parley_conversation.models import ConversationRow, FeedbackRow, MessageRow
+from parley_conversation.conversations import (
+    Citation,
+    Conversation,
+    Feedback,
+    FinishReason,
+    Message,
+    Outcome,
+    Rating,
+    Role,
+    Status,
+    TurnStart,
+    Usage,
+)
+from parley_conversation.tables import ConversationRow, FeedbackRow, MessageRow
 from parley_runtime.context import Principal
 from parley_runtime.errors import FailedPrecondition, NotFound
 from parley_runtime.ids import new_id
 from parley_runtime.timestamps import utcnow
 
-USER, ASSISTANT = "user", "assistant"
-IN_PROGRESS, COMPLETE, CANCELLED, FAILED = "in_progress", "complete", "cancelled", "failed"
 TITLE_FROM_MESSAGE_CHARS = 60
 
 
-@dataclass(frozen=True, slots=True)
-class TurnStart:
-    """The stored pair of a turn; ``replayed`` when the idempotency key was seen before."""
+def _conversation(row: ConversationRow) -> Conversation:
+    return Conversation(
+        id=row.id,
+        title=row.title,
+        model=row.model,
+        knowledge_base_id=row.knowledge_base_id,
+        temperature=row.temperature,
+        message_count=row.message_count,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
 
-    conversation: ConversationRow
-    user: MessageRow
-    assistant: MessageRow | None
-    replayed: bool
+
+def _citation_json(citation: Citation) -> dict[str, Any]:
+    return {
+        "marker": citation.marker,
+        "document_id": citation.document_id,
+        "chunk_id": citation.chunk_id,
+        "title": citation.title,
+        "source_uri": citation.source_uri,
+        "snippet": citation.snippet,
+        "score": citation.score,
+    }
 
 
-@dataclass(frozen=True, slots=True)
-class AssistantResult:
-    content: str
-    status: str
-    model: str = ""
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cost_usd: float = 0.0
-    usage_estimated: bool = False
-    finish_reason: str = ""
-    error_code: str = ""
-    citations: tuple[dict[str, Any], ...] = ()
+def _citation(data: dict[str, Any]) -> Citation:
+    return Citation(
+        marker=str(data.get("marker", "")),
+        document_id=str(data.get("document_id", "")),
+        chunk_id=str(data.get("chunk_id", "")),
+        title=str(data.get("title", "")),
+        source_uri=str(data.get("source_uri", "")),
+        snippet=str(data.get("snippet", "")),
+        score=float(data.get("score", 0.0)),
+    )
+
+
+def _message(row: MessageRow) -> Message:
+    return Message(
+        id=row.id,
+        conversation_id=row.conversation_id,
+        seq=row.seq,
+        role=Role(row.role),
+        content=row.content,
+        status=Status(row.status),
+        created_at=row.created_at,
+        model=row.model,
+        usage=Usage(row.input_tokens, row.output_tokens, row.cost_usd, row.usage_estimated),
+        finish_reason=FinishReason(row.finish_reason) if row.finish_reason else None,
+        error_code=row.error_code,
+        citations=tuple(_citation(c) for c in row.citations or ()),
+        idempotency_key=row.idempotency_key,
+    )
+
+
+def _feedback(row: FeedbackRow) -> Feedback:
+    return Feedback(
+        message_id=row.message_id,
+        rating=Rating(row.rating),
+        comment=row.comment,
+        created_at=row.created_at,
+    )
+
+
+def _new_message(
+    who: Principal, cid: str, seq: int, role: Role, content: str, status: Status, at: datetime
+) -> MessageRow:
+    return MessageRow(
+        id=new_id("msg"),
+        conversation_id=cid,
+        tenant_id=who.tenant_id,
+        user_id=who.user_id,
+        seq=seq,
+        role=role.value,
+        content=content,
+        status=status.value,
+        model="",
+        input_tokens=0,
+        output_tokens=0,
+        cost_usd=0.0,
+        usage_estimated=False,
+        finish_reason="",
+        error_code="",
+        citations=[],
+        tool_activity=[],
+        superseded=False,
+        created_at=at,
+    )
 
 
 class ConversationStore:
@@ -64,7 +142,7 @@ class ConversationStore:
 
     async def create(
         self, who: Principal, title: str, model: str, kb: str, temperature: float | None
-    ) -> ConversationRow:
+    ) -> Conversation:
         now = utcnow()
         row = ConversationRow(
             id=new_id("conv"),
@@ -80,15 +158,15 @@ class ConversationStore:
         )
         async with self.sessions.begin() as session:
             session.add(row)
-        return row
+        return _conversation(row)
 
-    async def get(self, who: Principal, cid: str) -> ConversationRow:
+    async def get(self, who: Principal, cid: str) -> Conversation:
         async with self.sessions() as session:
-            return await self._owned(session, who, cid)
+            return _conversation(await self._owned(session, who, cid))
 
     async def list_for(
         self, who: Principal, limit: int, after: tuple[datetime, str] | None
-    ) -> list[ConversationRow]:
+    ) -> list[Conversation]:
         """Most recently updated first; ``after`` is the (updated_at, id) of the last row seen."""
         query = (
             select(ConversationRow)
@@ -106,15 +184,15 @@ class ConversationStore:
                 | ((ConversationRow.updated_at == at) & (ConversationRow.id < cid))
             )
         async with self.sessions() as session:
-            return list((await session.scalars(query)).all())
+            return [_conversation(row) for row in (await session.scalars(query)).all()]
 
-    async def update(self, who: Principal, cid: str, changes: dict[str, Any]) -> ConversationRow:
+    async def update(self, who: Principal, cid: str, changes: dict[str, Any]) -> Conversation:
         async with self.sessions.begin() as session:
             row = await self._owned(session, who, cid)
             for name, value in changes.items():
                 setattr(row, name, value)
             row.updated_at = utcnow()
-        return row
+        return _conversation(row)
 
     async def delete(self, who: Principal, cid: str) -> None:
         async with self.sessions.begin() as session:
@@ -122,9 +200,7 @@ class ConversationStore:
             await session.execute(delete(MessageRow).where(MessageRow.conversation_id == cid))
             await session.delete(row)
 
-    async def messages(
-        self, who: Principal, cid: str, limit: int, after_seq: int
-    ) -> list[MessageRow]:
+    async def messages(self, who: Principal, cid: str, limit: int, after_seq: int) -> list[Message]:
         """Oldest first, superseded answers left out."""
         async with self.sessions() as session:
             await self._owned(session, who, cid)
@@ -138,9 +214,9 @@ class ConversationStore:
                 .order_by(MessageRow.seq)
                 .limit(limit)
             )
-            return list((await session.scalars(query)).all())
+            return [_message(row) for row in (await session.scalars(query)).all()]
 
-    async def history(self, cid: str, before_seq: int, limit: int) -> list[MessageRow]:
+    async def history(self, cid: str, before_seq: int, limit: int) -> list[Message]:
         """The last ``limit`` shown messages before ``before_seq``, oldest first."""
         query = (
             select(MessageRow)
@@ -154,8 +230,7 @@ class ConversationStore:
         )
         async with self.sessions() as session:
             rows = list((await session.scalars(query)).all())
-        rows.reverse()
-        return rows
+        return [_message(row) for row in reversed(rows)]
 
     async def begin_turn(
         self, who: Principal, cid: str, content: str, idempotency_key: str | None
@@ -191,7 +266,12 @@ class ConversationStore:
                 .order_by(MessageRow.seq.desc())
                 .limit(1)
             )
-            return TurnStart(conversation, user, assistant, replayed=True)
+            return TurnStart(
+                _conversation(conversation),
+                _message(user),
+                _message(assistant) if assistant is not None else None,
+                replayed=True,
+            )
 
     async def _insert_turn(
         self, who: Principal, cid: str, content: str, key: str | None
@@ -203,9 +283,9 @@ class ConversationStore:
             )
             seq = (last or 0) + 1
             now = utcnow()
-            user = self._message(who, cid, seq, USER, content, COMPLETE, now)
+            user = _new_message(who, cid, seq, Role.USER, content, Status.COMPLETE, now)
             user.idempotency_key = key
-            assistant = self._message(who, cid, seq + 1, ASSISTANT, "", IN_PROGRESS, now)
+            assistant = _new_message(who, cid, seq + 1, Role.ASSISTANT, "", Status.IN_PROGRESS, now)
             assistant.reply_to = user.id
             session.add_all([user, assistant])
             await session.flush()
@@ -213,7 +293,9 @@ class ConversationStore:
             conversation.updated_at = now
             if not conversation.title:
                 conversation.title = " ".join(content.split())[:TITLE_FROM_MESSAGE_CHARS]
-        return TurnStart(conversation, user, assistant, replayed=False)
+        return TurnStart(
+            _conversation(conversation), _message(user), _message(assistant), replayed=False
+        )
 
     async def begin_regeneration(self, who: Principal, cid: str) -> TurnStart:
         """Supersede the last answer and open a new one to the same user message."""
@@ -221,7 +303,7 @@ class ConversationStore:
             conversation = await self._owned(session, who, cid)
             user = await session.scalar(
                 select(MessageRow)
-                .where(MessageRow.conversation_id == cid, MessageRow.role == USER)
+                .where(MessageRow.conversation_id == cid, MessageRow.role == Role.USER.value)
                 .order_by(MessageRow.seq.desc())
                 .limit(1)
             )
@@ -236,65 +318,44 @@ class ConversationStore:
                 select(func.max(MessageRow.seq)).where(MessageRow.conversation_id == cid)
             )
             now = utcnow()
-            assistant = self._message(who, cid, (last or 0) + 1, ASSISTANT, "", IN_PROGRESS, now)
+            assistant = _new_message(
+                who, cid, (last or 0) + 1, Role.ASSISTANT, "", Status.IN_PROGRESS, now
+            )
             assistant.reply_to = user.id
             session.add(assistant)
             conversation.updated_at = now
-        return TurnStart(conversation, user, assistant, replayed=False)
-
-    @staticmethod
-    def _message(
-        who: Principal, cid: str, seq: int, role: str, content: str, status: str, at: datetime
-    ) -> MessageRow:
-        return MessageRow(
-            id=new_id("msg"),
-            conversation_id=cid,
-            tenant_id=who.tenant_id,
-            user_id=who.user_id,
-            seq=seq,
-            role=role,
-            content=content,
-            status=status,
-            model="",
-            input_tokens=0,
-            output_tokens=0,
-            cost_usd=0.0,
-            usage_estimated=False,
-            finish_reason="",
-            error_code="",
-            citations=[],
-            tool_activity=[],
-            superseded=False,
-            created_at=at,
+        return TurnStart(
+            _conversation(conversation), _message(user), _message(assistant), replayed=False
         )
 
-    async def finish_answer(self, message_id: str, result: AssistantResult) -> MessageRow:
-        """Store the outcome of an answer (complete, failed or cancelled, with its text)."""
+    async def finish_answer(self, message_id: str, outcome: Outcome) -> Message:
+        """Store how an answer ended (complete, failed or cancelled, with its text)."""
         async with self.sessions.begin() as session:
             row = await session.get(MessageRow, message_id)
             if row is None:
                 raise NotFound(f"message {message_id!r} not found", code="message_not_found")
-            row.content = result.content
-            row.status = result.status
-            row.model = result.model
-            row.input_tokens = result.input_tokens
-            row.output_tokens = result.output_tokens
-            row.cost_usd = result.cost_usd
-            row.usage_estimated = result.usage_estimated
-            row.finish_reason = result.finish_reason
-            row.error_code = result.error_code
-            row.citations = list(result.citations)
-        return row
+            row.content = outcome.content
+            row.status = outcome.status.value
+            row.model = outcome.model
+            row.input_tokens = outcome.usage.input_tokens
+            row.output_tokens = outcome.usage.output_tokens
+            row.cost_usd = outcome.usage.cost_usd
+            row.usage_estimated = outcome.usage.estimated
+            row.finish_reason = outcome.finish_reason.value
+            row.error_code = outcome.error_code
+            row.citations = [_citation_json(c) for c in outcome.citations]
+        return _message(row)
 
     async def feedback(
-        self, who: Principal, cid: str, message_id: str, rating: str, comment: str
-    ) -> FeedbackRow:
+        self, who: Principal, cid: str, message_id: str, rating: Rating, comment: str
+    ) -> Feedback:
+        """Rate an assistant message; a new rating replaces the user's earlier one."""
         async with self.sessions.begin() as session:
             await self._owned(session, who, cid)
             message = await session.get(MessageRow, message_id)
             if message is None or message.conversation_id != cid:
                 raise NotFound(f"message {message_id!r} not found", code="message_not_found")
-            if message.role != ASSISTANT:
+            if message.role != Role.ASSISTANT:
                 raise FailedPrecondition(
                     "feedback is for assistant messages", code="feedback_on_user_message"
                 )
@@ -304,12 +365,13 @@ class ConversationStore:
                     message_id=message_id, user_id=who.user_id, tenant_id=who.tenant_id
                 )
                 session.add(row)
-            row.rating, row.comment, row.created_at = rating, comment, utcnow()
-        return row
+            row.rating, row.comment, row.created_at = rating.value, comment, utcnow()
+        return _feedback(row)
 
     async def export(
         self, who: Principal
-    ) -> list[tuple[ConversationRow, list[MessageRow], list[FeedbackRow]]]:
+    ) -> list[tuple[Conversation, list[Message], list[Feedback]]]:
+        """Every conversation of the user, oldest first, with its messages and ratings."""
         async with self.sessions() as session:
             conversations = (
                 await session.scalars(
@@ -342,7 +404,13 @@ class ConversationStore:
                     if ids
                     else []
                 )
-                result.append((conversation, list(messages), list(feedback)))
+                result.append(
+                    (
+                        _conversation(conversation),
+                        [_message(m) for m in messages],
+                        [_feedback(f) for f in feedback],
+                    )
+                )
             return result
 
     async def delete_user(self, who: Principal) -> tuple[int, int]:
@@ -370,6 +438,3 @@ class ConversationStore:
                 await session.execute(delete(MessageRow).where(MessageRow.conversation_id.in_(ids)))
                 await session.execute(delete(ConversationRow).where(ConversationRow.id.in_(ids)))
         return len(ids), messages
-
-
-__all__ = ["AssistantResult", "ConversationStore", "TurnStart"]

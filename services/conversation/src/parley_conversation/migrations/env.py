@@ -1,4 +1,4 @@
-from parley_conversation.models import Base
+from parley_conversation.tables import Base
 from parley_runtime.migrations import run_env
 
 run_env(Base.metadata)

@@ -1,78 +1,50 @@
-"""Conversations and turns over real gRPC, on SQLite and PostgreSQL."""
+"""ConversationService over real gRPC, on SQLite and PostgreSQL, with fake peers (fakes.py)."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import grpc
 import pytest
 from google.protobuf.field_mask_pb2 import FieldMask
 
+from parley.common.v1 import common_pb2
 from parley.conversation.v1 import conversation_pb2 as pb
 from parley.conversation.v1 import conversation_pb2_grpc as pb_grpc
-from parley_conversation.main import MIGRATIONS, VERSION_TABLE
-from parley_conversation.main import build as build_conversation
+from parley.retrieval.v1 import retrieval_pb2 as ret
+from parley_conversation.main import MIGRATIONS, VERSION_TABLE, build
 from parley_conversation.settings import Settings
-from parley_llm_router.main import build as build_router
-from parley_llm_router.settings import Settings as RouterSettings
 from parley_runtime import db
+from parley_runtime.errors import Unavailable
 from parley_runtime.grpc_client import channel
-from parley_runtime.testing import acting_as, grpc_server
+from parley_testkit import acting_as, grpc_server
+
+from .fakes import Peers, Script
 
 
 @dataclass
 class Service:
     stub: pb_grpc.ConversationServiceStub
-    database_url: str
-
-
-@pytest.fixture(autouse=True)
-def caller() -> Iterator[None]:
-    """Calls carry this principal (a sync fixture: its context reaches the test)."""
-    with acting_as("acme", "ann"):
-        yield
-
-
-async def start(
-    database_url: str, tmp_path: Path, router_env: dict[str, str] | None = None, **settings: object
-) -> AsyncIterator[Service]:
-    router = await build_router(
-        RouterSettings(
-            grpc_port=0,
-            local_token_delay_ms=1,
-            stream_coalesce_ms=0,  # every token its own delta: the relay is what is tested
-            database_url=f"sqlite:///{tmp_path}/router.db",
-            redis_url=None,
-            **{k: v for k, v in (router_env or {}).items()},  # type: ignore[arg-type]
-        ),
-        env={},
-    )
-    async with grpc_server(router.registrations) as router_address:
-        wiring = await build_conversation(
-            Settings(
-                grpc_port=0,
-                database_url=database_url,
-                llm_router_addr=router_address,
-                retrieval_addr=str(settings.pop("retrieval_addr", "127.0.0.1:1")),
-                **settings,  # type: ignore[arg-type]
-            )
-        )
-        async with (
-            grpc_server(wiring.registrations) as address,
-            channel(address, "parley.conversation.v1.ConversationService") as chan,
-        ):
-            yield Service(pb_grpc.ConversationServiceStub(chan), database_url)
-        await wiring.close()
-    await router.close()
+    peers: Peers
 
 
 @pytest.fixture
-async def service(database_url: str, tmp_path: Path) -> AsyncIterator[Service]:
-    async for running in start(database_url, tmp_path):
-        yield running
+async def service(database_url: str, peers: Peers) -> AsyncIterator[Service]:
+    wiring = await build(
+        Settings(
+            grpc_port=0,
+            database_url=database_url,
+            llm_router_addr=peers.address,
+            retrieval_addr=peers.address,
+        )
+    )
+    async with (
+        grpc_server(wiring.registrations) as address,
+        channel(address, "parley.conversation.v1.ConversationService") as chan,
+    ):
+        yield Service(pb_grpc.ConversationServiceStub(chan), peers)
+    await wiring.close()
 
 
 async def test_migrations_go_up_and_down(database_url: str) -> None:
@@ -92,74 +64,77 @@ async def test_a_turn_streams_and_stores_both_messages(service: Service) -> None
     created = await service.stub.CreateConversation(pb.CreateConversationRequest())
     events = await send(service, created.id, "What is in my documents?")
     kinds = [e.WhichOneof("event") for e in events]
-    assert kinds[0] == "accepted"
-    assert kinds[-1] == "done"
-    assert kinds.count("delta") > 5
-    assert "usage" in kinds
+    assert kinds == ["accepted", "delta", "delta", "delta", "usage", "done"]
     done = events[-1].done.message
-    assert done.status == pb.MESSAGE_STATUS_COMPLETE
-    assert done.model == "local/extractive-v1"
+    assert (done.status, done.finish_reason) == (
+        pb.MESSAGE_STATUS_COMPLETE,
+        common_pb2.FINISH_REASON_STOP,
+    )
+    assert done.model == "fake/scripted-1"
     assert done.content == "".join(e.delta.text for e in events if e.HasField("delta"))
+    assert done.usage == events[-2].usage.usage
+    assert (done.usage.input_tokens, done.usage.output_tokens) == (12, 3)
+    assert events[0].accepted.assistant_message_id == done.id
 
     listed = await service.stub.ListMessages(pb.ListMessagesRequest(conversation_id=created.id))
-    assert [m.role for m in listed.messages] == [pb.MESSAGE_ROLE_USER, pb.MESSAGE_ROLE_ASSISTANT]
-    assert listed.messages[0].content == "What is in my documents?"
-    assert listed.messages[1].content == done.content
+    user, answer = listed.messages
+    assert (user.role, user.content) == (pb.MESSAGE_ROLE_USER, "What is in my documents?")
+    assert user.finish_reason == common_pb2.FINISH_REASON_UNSPECIFIED
+    assert not user.HasField("usage")
+    assert answer == done
     got = await service.stub.GetConversation(pb.GetConversationRequest(conversation_id=created.id))
     assert got.message_count == 2
     assert got.title == "What is in my documents?"
 
 
-async def test_the_same_idempotency_key_stores_the_turn_once(service: Service) -> None:
+async def test_a_failed_turn_ends_with_an_error_event_and_a_stored_failure(
+    service: Service,
+) -> None:
+    service.peers.router.script = Script([], then=Unavailable("busy", code="no_provider"))
     cid = (await service.stub.CreateConversation(pb.CreateConversationRequest())).id
-    first = await send(service, cid, "hello", key="k-1")
-    again = await send(service, cid, "hello", key="k-1")
-    assert again[0].accepted.replayed
-    assert again[0].accepted.user_message_id == first[0].accepted.user_message_id
-    assert again[-1].done.message.content == first[-1].done.message.content
+    events = await send(service, cid, "hi")
+    assert [e.WhichOneof("event") for e in events] == ["accepted", "error"]
+    error = events[-1].error
+    assert (error.error.code, error.error.retryable) == ("no_provider", True)
     listed = await service.stub.ListMessages(pb.ListMessagesRequest(conversation_id=cid))
-    assert len(listed.messages) == 2
+    answer = listed.messages[1]
+    assert answer.id == error.assistant_message_id
+    assert (answer.status, answer.error_code, answer.finish_reason) == (
+        pb.MESSAGE_STATUS_FAILED,
+        "no_provider",
+        common_pb2.FINISH_REASON_ERROR,
+    )
 
 
-async def test_concurrent_sends_with_one_key_store_one_turn(service: Service) -> None:
-    cid = (await service.stub.CreateConversation(pb.CreateConversationRequest())).id
-    results = await asyncio.gather(*(send(service, cid, "hi", key="same") for _ in range(4)))
-    user_ids = {r[0].accepted.user_message_id for r in results}
-    assert len(user_ids) == 1
-    listed = await service.stub.ListMessages(pb.ListMessagesRequest(conversation_id=cid))
-    assert [m.role for m in listed.messages].count(pb.MESSAGE_ROLE_USER) == 1
-
-
-async def test_cancelling_mid_stream_keeps_the_partial_answer(service: Service) -> None:
-    cid = (await service.stub.CreateConversation(pb.CreateConversationRequest())).id
-    call = service.stub.SendMessage(pb.SendMessageRequest(conversation_id=cid, content="hello"))
-    seen = 0
-    async for event in call:
-        if event.HasField("delta"):
-            seen += 1
-            if seen == 3:
-                call.cancel()
-                break
-    for _ in range(100):
-        listed = await service.stub.ListMessages(pb.ListMessagesRequest(conversation_id=cid))
-        answer = listed.messages[1]
-        if answer.status != pb.MESSAGE_STATUS_IN_PROGRESS:
-            break
-        await asyncio.sleep(0.02)
-    assert answer.status == pb.MESSAGE_STATUS_CANCELLED
-    assert answer.content
-    assert listed.messages[0].content == "hello"
-
-
-async def test_regenerate_supersedes_the_last_answer(service: Service) -> None:
-    cid = (await service.stub.CreateConversation(pb.CreateConversationRequest())).id
-    await send(service, cid, "hello")
-    call = service.stub.RegenerateMessage(pb.RegenerateMessageRequest(conversation_id=cid))
-    events = [e async for e in call]
-    assert events[-1].HasField("done")
-    listed = await service.stub.ListMessages(pb.ListMessagesRequest(conversation_id=cid))
-    assert len(listed.messages) == 2
-    assert listed.messages[1].id == events[-1].done.message.id
+async def test_citations_are_streamed_and_stored_with_the_answer(service: Service) -> None:
+    service.peers.retrieval.chunks = [
+        ret.ScoredChunk(
+            chunk_id="doc1:v1:0",
+            document_id="doc1",
+            text="Employees have 25 days of leave a year.",
+            score=0.5,
+            title="Leave policy",
+            source_uri="leave.md",
+        )
+    ]
+    created = await service.stub.CreateConversation(
+        pb.CreateConversationRequest(settings=pb.ConversationSettings(knowledge_base_id="kb1"))
+    )
+    events = await send(service, created.id, "How many days of leave?")
+    assert [e.WhichOneof("event") for e in events][:2] == ["accepted", "citations"]
+    expected = common_pb2.Citation(
+        marker="1",
+        document_id="doc1",
+        chunk_id="doc1:v1:0",
+        title="Leave policy",
+        source_uri="leave.md",
+        snippet="Employees have 25 days of leave a year.",
+        score=0.5,
+    )
+    assert list(events[1].citations.citations) == [expected]
+    assert list(events[-1].done.message.citations) == [expected]
+    listed = await service.stub.ListMessages(pb.ListMessagesRequest(conversation_id=created.id))
+    assert list(listed.messages[1].citations) == [expected]
 
 
 async def test_pages_of_conversations_and_messages(service: Service) -> None:
@@ -235,13 +210,23 @@ async def test_feedback_export_and_deleting_a_users_data(service: Service) -> No
     exported = [e async for e in service.stub.ExportUserData(pb.ExportUserDataRequest())]
     assert len(exported) == 1
     assert len(exported[0].messages) == 2
-    assert [f.comment for f in exported[0].feedback] == ["better"]
+    assert [(f.rating, f.comment) for f in exported[0].feedback] == [(pb.RATING_UP, "better")]
     deleted = await service.stub.DeleteUserData(pb.DeleteUserDataRequest())
     assert (deleted.conversations_deleted, deleted.messages_deleted) == (1, 2)
     assert (
         list((await service.stub.ListConversations(pb.ListConversationsRequest())).conversations)
         == []
     )
+
+
+async def test_feedback_needs_a_rating(service: Service) -> None:
+    cid = (await service.stub.CreateConversation(pb.CreateConversationRequest())).id
+    answer = (await send(service, cid, "hi"))[-1].done.message.id
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await service.stub.SubmitFeedback(
+            pb.SubmitFeedbackRequest(conversation_id=cid, message_id=answer)
+        )
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,5 @@
-"""conversation's tables: conversations, messages, feedback."""
+"""conversation's tables: conversations, messages, feedback (the store maps them to the types
+of ``conversations.py``; the migrations create them)."""
 
 from __future__ import annotations
 
@@ -21,10 +22,12 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
 class Base(DeclarativeBase):
-    pass
+    """The metadata of conversation's own tables."""
 
 
 class ConversationRow(Base):
+    """A conversation of one tenant's user, with its settings."""
+
     __tablename__ = "conversations"
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
@@ -44,6 +47,9 @@ class ConversationRow(Base):
 
 
 class MessageRow(Base):
+    """A message; ``role``, ``status`` and ``finish_reason`` hold the values of the enums of
+    ``conversations.py``, ``citations`` their JSON objects."""
+
     __tablename__ = "messages"
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
@@ -83,6 +89,8 @@ class MessageRow(Base):
 
 
 class FeedbackRow(Base):
+    """A user's rating of an assistant message."""
+
     __tablename__ = "feedback"
 
     message_id: Mapped[str] = mapped_column(

@@ -1,0 +1,167 @@
+"""What the service keeps and reasons about: conversations, their messages and feedback, the
+passages a turn cites, and the two ends of a turn (``TurnStart``, ``Outcome``).
+
+Plain types, no I/O. The enums' values are the strings the database stores; ``wire.py``
+alone maps them to and from the protobuf enums.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import datetime
+
+# Citations show a shortened passage; the model saw the whole of it.
+SNIPPET_CHARS = 300
+
+
+class Role(enum.StrEnum):
+    """Who wrote a message."""
+
+    # The server's own instructions: in prompts only, never stored nor sent by a client.
+    SYSTEM = "system"
+    USER = "user"
+    ASSISTANT = "assistant"
+
+
+class Status(enum.StrEnum):
+    """Where a message stands. User messages are stored complete."""
+
+    IN_PROGRESS = "in_progress"
+    COMPLETE = "complete"
+    CANCELLED = "cancelled"
+    FAILED = "failed"
+
+
+class FinishReason(enum.StrEnum):
+    """Why the model stopped answering."""
+
+    STOP = "stop"
+    LENGTH = "length"
+    TOOL_CALLS = "tool_calls"
+    CONTENT_FILTER = "content_filter"
+    ERROR = "error"
+    CANCELLED = "cancelled"
+
+
+class Rating(enum.StrEnum):
+    """A user's verdict on an answer."""
+
+    UP = "up"
+    DOWN = "down"
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Tokens and cost of a model call; ``estimated`` when not counted by the provider."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    estimated: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Passage:
+    """A chunk of a document that retrieval found for the question, best first."""
+
+    document_id: str
+    chunk_id: str
+    title: str
+    source_uri: str
+    text: str
+    score: float
+
+
+@dataclass(frozen=True, slots=True)
+class Citation:
+    """A passage placed in the prompt under ``marker``; the answer cites it as ``[marker]``."""
+
+    marker: str
+    document_id: str
+    chunk_id: str
+    title: str
+    source_uri: str
+    snippet: str
+    score: float
+
+    @classmethod
+    def of(cls, marker: str, passage: Passage) -> Citation:
+        return cls(
+            marker=marker,
+            document_id=passage.document_id,
+            chunk_id=passage.chunk_id,
+            title=passage.title,
+            source_uri=passage.source_uri,
+            snippet=passage.text[:SNIPPET_CHARS],
+            score=passage.score,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Conversation:
+    """A conversation of one user, with the settings its turns use."""
+
+    id: str
+    title: str
+    model: str
+    knowledge_base_id: str
+    temperature: float | None
+    message_count: int
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A stored message. Assistant messages carry what answered, usage and citations."""
+
+    id: str
+    conversation_id: str
+    seq: int
+    role: Role
+    content: str
+    status: Status
+    created_at: datetime
+    model: str = ""
+    usage: Usage = Usage()
+    finish_reason: FinishReason | None = None
+    error_code: str = ""
+    citations: tuple[Citation, ...] = ()
+    idempotency_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Feedback:
+    """A user's rating of an assistant message (one per user and message)."""
+
+    message_id: str
+    rating: Rating
+    comment: str
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class TurnStart:
+    """The stored pair of a turn; ``replayed`` when the idempotency key was seen before.
+
+    ``assistant`` is None only on a replay whose answer is missing.
+    """
+
+    conversation: Conversation
+    user: Message
+    assistant: Message | None
+    replayed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How an answer ended, as it is stored: complete, failed or cancelled, with its text."""
+
+    status: Status
+    content: str
+    finish_reason: FinishReason
+    model: str = ""
+    usage: Usage = Usage()
+    error_code: str = ""
+    citations: tuple[Citation, ...] = ()

@@ -1,0 +1,104 @@
+"""conversation's peers as fakes that speak their real gRPC contracts over a socket.
+
+``FakeRouter`` plays a scripted ``StreamChat`` (events, then an end, a refusal or a hang) and
+keeps the requests it received; ``FakeRetrieval`` answers every search with the same chunks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import grpc
+
+from parley.common.v1 import common_pb2
+from parley.llm_router.v1 import llm_router_pb2 as llm
+from parley.llm_router.v1 import llm_router_pb2_grpc as llm_grpc
+from parley.retrieval.v1 import retrieval_pb2 as ret
+from parley.retrieval.v1 import retrieval_pb2_grpc as ret_grpc
+from parley_runtime.errors import ParleyError
+
+
+def text(delta: str) -> llm.ChatEvent:
+    return llm.ChatEvent(text_delta=delta)
+
+
+def finish(input_tokens: int = 12, output_tokens: int = 3) -> llm.ChatEvent:
+    return llm.ChatEvent(
+        finish=llm.ChatFinish(
+            finish_reason=common_pb2.FINISH_REASON_STOP,
+            usage=common_pb2.Usage(
+                input_tokens=input_tokens, output_tokens=output_tokens, cost_usd=0.001
+            ),
+        )
+    )
+
+
+def started(first: llm.ChatEvent) -> llm.ChatEvent:
+    """``first`` as the first event of a stream: it names who answers."""
+    first.start.CopyFrom(llm.ChatStart(provider="fake", model="scripted-1"))
+    return first
+
+
+def answer_events(*parts: str) -> list[llm.ChatEvent]:
+    """A stream that answers ``parts`` and finishes."""
+    events = [text(p) for p in parts]
+    events[0] = started(events[0])
+    return [*events, finish()]
+
+
+@dataclass
+class Script:
+    """What the next StreamChat plays: ``events``, then returns, raises ``then``, or hangs."""
+
+    events: list[llm.ChatEvent]
+    then: ParleyError | None = None
+    hang: bool = False
+
+
+class FakeRouter(llm_grpc.LlmRouterServicer):
+    """An llm-router whose streams follow ``script``."""
+
+    def __init__(self) -> None:
+        self.script = Script(answer_events("Hello", " there", "."))
+        self.requests: list[llm.ChatRequest] = []
+        self.cancelled = asyncio.Event()
+
+    async def StreamChat(
+        self, request: llm.ChatRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[llm.ChatEvent]:
+        self.requests.append(request)
+        try:
+            for event in self.script.events:
+                yield event
+            if self.script.then is not None:
+                raise self.script.then
+            if self.script.hang:
+                await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            self.cancelled.set()
+            raise
+
+
+class FakeRetrieval(ret_grpc.RetrievalServicer):
+    """A retrieval that finds ``chunks`` for every question."""
+
+    def __init__(self) -> None:
+        self.chunks: list[ret.ScoredChunk] = []
+        self.requests: list[ret.SearchRequest] = []
+
+    async def Search(
+        self, request: ret.SearchRequest, context: grpc.aio.ServicerContext
+    ) -> ret.SearchResponse:
+        self.requests.append(request)
+        return ret.SearchResponse(chunks=self.chunks)
+
+
+@dataclass
+class Peers:
+    """The fakes, served together at ``address``."""
+
+    address: str
+    router: FakeRouter = field(default_factory=FakeRouter)
+    retrieval: FakeRetrieval = field(default_factory=FakeRetrieval)
