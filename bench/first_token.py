@@ -31,7 +31,7 @@ from parley_llm_router.providers.compatible import CompatibleProvider
 from parley_llm_router.settings import Settings
 from parley_runtime.context import Principal, principal_var
 from parley_runtime.grpc_client import channel
-from parley_runtime.testing import grpc_server
+from parley_testkit import grpc_server
 
 sys.path.insert(0, str(Path(__file__).parent))
 from router import Placement, free_port, spawn_fake, wait_http

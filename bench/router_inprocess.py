@@ -78,7 +78,7 @@ async def _streams(target: str, upstream: str) -> Callable[[], AsyncIterator[Any
         pb_grpc.add_LlmRouterServicer_to_server = add
     servicer = captured[0]
     if target == "provider":
-        from parley_llm_router.testing import HELLO, TIMEOUTS
+        from parley_testkit.provider_streams import HELLO, TIMEOUTS
 
         provider = servicer.holder.engine.providers["openai"]
         return lambda: provider.stream("gpt-fake", HELLO, TIMEOUTS)

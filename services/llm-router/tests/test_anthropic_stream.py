@@ -18,8 +18,8 @@ from parley_llm_router.messages import (
     ToolCallDelta,
 )
 from parley_llm_router.providers.anthropic import AnthropicProvider
-from parley_llm_router.providers.base import FailureKind, ProviderFailure
-from parley_llm_router.testing import (
+from parley_llm_router.providers.failures import FailureKind, ProviderFailure
+from parley_testkit.provider_streams import (
     HELLO,
     TIMEOUTS,
     assert_stopping_closes_the_stream,

@@ -11,6 +11,7 @@ import grpc
 import httpx
 import pytest
 
+from parley.common.v1 import common_pb2
 from parley.llm_router.v1 import llm_router_pb2 as pb
 from parley.llm_router.v1 import llm_router_pb2_grpc as pb_grpc
 from parley_fakes import Behaviour, OpenAIFake
@@ -21,12 +22,12 @@ from parley_llm_router.messages import (
     FinishReason,
     TextDelta,
 )
-from parley_llm_router.providers.base import FailureKind, ProviderFailure
+from parley_llm_router.providers.failures import FailureKind, ProviderFailure
 from parley_llm_router.providers.openai import OpenAIProvider
 from parley_llm_router.settings import Settings
-from parley_llm_router.testing import collect, failure
 from parley_runtime.grpc_client import channel
-from parley_runtime.testing import acting_as, grpc_server
+from parley_testkit import acting_as, grpc_server
+from parley_testkit.provider_streams import collect, failure
 
 API_VERSION = "2024-10-21"
 KEY = "azure-test-secret"
@@ -234,7 +235,7 @@ async def test_a_routes_file_with_an_azure_provider_streams_end_to_end(rig: Rig)
     assert set(kinds[:-1]) == {"text_delta"}
     assert events[0].start.provider == "az"
     assert "".join(e.text_delta for e in events[:-1]) == ANSWER
-    assert events[-1].finish.finish_reason == pb.FINISH_REASON_STOP
+    assert events[-1].finish.finish_reason == common_pb2.FINISH_REASON_STOP
     assert events[-1].finish.usage.output_tokens == 5
     assert not events[-1].finish.usage.estimated
     [sent] = rig.fake.requests

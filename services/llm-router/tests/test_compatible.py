@@ -20,10 +20,10 @@ from parley_llm_router.messages import (
     Tool,
     ToolCallDelta,
 )
-from parley_llm_router.providers.base import FailureKind, ProviderFailure
 from parley_llm_router.providers.compatible import CompatibleProvider
+from parley_llm_router.providers.failures import FailureKind, ProviderFailure
 from parley_llm_router.providers.openai import OpenAIProvider
-from parley_llm_router.testing import (
+from parley_testkit.provider_streams import (
     HELLO,
     TIMEOUTS,
     assert_stopping_closes_the_stream,

@@ -51,6 +51,14 @@ async def test_migrations_go_up_and_down(database_url: str) -> None:
     await db.upgrade(MIGRATIONS, database_url, VERSION_TABLE)
 
 
+async def test_a_fresh_checkout_gets_its_sqlite_folder(tmp_path: Path) -> None:
+    # The default DATABASE_URL names .parley/, which a new clone does not have.
+    url = f"sqlite:///{tmp_path}/not/yet/llm-router.db"
+    ledger = await open_ledger(url)
+    await ledger.close()
+    assert (tmp_path / "not" / "yet" / "llm-router.db").is_file()
+
+
 async def test_totals_group_by_user_and_model_within_the_tenant(database_url: str) -> None:
     ledger = await open_ledger(database_url)
     try:

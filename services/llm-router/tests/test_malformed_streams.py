@@ -10,10 +10,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 
 from parley_llm_router.providers.anthropic import AnthropicProvider
-from parley_llm_router.providers.base import FailureKind, ProviderFailure
 from parley_llm_router.providers.compatible import CompatibleProvider
+from parley_llm_router.providers.failures import FailureKind, ProviderFailure
 from parley_llm_router.providers.openai import OpenAIProvider
-from parley_llm_router.testing import HELLO, TIMEOUTS
+from parley_testkit.provider_streams import HELLO, TIMEOUTS
 
 AnyProvider = OpenAIProvider | CompatibleProvider | AnthropicProvider
 Serve = Callable[[bytes], Awaitable[AnyProvider]]

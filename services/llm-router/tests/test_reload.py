@@ -13,7 +13,7 @@ from parley.llm_router.v1 import llm_router_pb2_grpc as pb_grpc
 from parley_llm_router.main import build
 from parley_llm_router.settings import Settings
 from parley_runtime.grpc_client import channel
-from parley_runtime.testing import acting_as, grpc_server
+from parley_testkit import acting_as, grpc_server
 
 ROUTES = """
 default_model: {default}

@@ -13,13 +13,14 @@ import grpc
 import pytest
 from prometheus_client import REGISTRY
 
+from parley.common.v1 import common_pb2
 from parley.llm_router.v1 import llm_router_pb2 as pb
 from parley.llm_router.v1 import llm_router_pb2_grpc as pb_grpc
 from parley_fakes import AnthropicFake, Behaviour, OpenAIFake
 from parley_llm_router.main import build
 from parley_llm_router.settings import Settings
 from parley_runtime.grpc_client import channel
-from parley_runtime.testing import acting_as, grpc_server
+from parley_testkit import acting_as, grpc_server
 
 ROUTES = """
 default_model: chain
@@ -148,6 +149,7 @@ async def test_after_the_first_token_a_failure_ends_the_stream_without_fallback(
     assert 1 <= kinds.count("text_delta") <= 3
     assert set(kinds[:-1]) == {"text_delta"}
     assert events[-1].error.error.code == "provider_stream_broken"
+    assert events[-1].error.error.retryable  # the caller may send it again
     assert events[-1].error.partial_usage.output_tokens > 0
     assert rig.anthropic.requests == []
 
@@ -308,7 +310,7 @@ async def test_tool_calls_round_trip(rig: Rig, model: str) -> None:
         parameters_json='{"type": "object", "properties": {"query": {"type": "string"}}}',
     )
     response = await rig.router.Chat(ask(model, tools=[tool]))
-    assert response.finish_reason == pb.FINISH_REASON_TOOL_CALLS
+    assert response.finish_reason == common_pb2.FINISH_REASON_TOOL_CALLS
     [call] = response.message.tool_calls
     assert call.name == "lookup"
     assert call.arguments_json == '{"query": "leave policy"}'

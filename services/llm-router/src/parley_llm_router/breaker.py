@@ -11,7 +11,7 @@ Only failures that say something about the candidate's health count (timeouts, c
 errors, 429, 5xx, 529, broken streams); a rejected key or request does not.
 
 :class:`Circuit` is the pure state machine; :class:`LocalBreakers` keeps circuits in this
-process, and the Redis store (``adapters/redis_breakers.py``) shares them between replicas
+process, and the Redis store (``adapters/redis_state.py``) shares them between replicas
 with the same rules.
 """
 
@@ -25,12 +25,16 @@ from typing import Protocol
 
 
 class BreakerState(StrEnum):
+    """Where a circuit stands (see the module docstring)."""
+
     CLOSED = "closed"
     OPEN = "open"
     HALF_OPEN = "half_open"
 
 
 class Admission(StrEnum):
+    """A circuit's answer to a call: let it through, let it probe, or skip the candidate."""
+
     ALLOW = "allow"
     PROBE = "probe"
     REJECT = "reject"
@@ -38,6 +42,8 @@ class Admission(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class BreakerPolicy:
+    """When a circuit opens and how long it stays open (the ``BREAKER_*`` settings)."""
+
     consecutive_failures: int = 5
     window_seconds: float = 30.0
     min_requests: int = 20

@@ -20,6 +20,8 @@ from parley_llm_router.messages import ChatRequest, FinishReason, ToolCallDelta,
 
 @dataclass(frozen=True, slots=True)
 class CachedAnswer:
+    """A complete answer as stored, replayed like a live one."""
+
     provider: str
     model: str
     text: str
@@ -64,6 +66,8 @@ def cache_key(tenant_id: str, alias: str, request: ChatRequest) -> str:
 
 
 class ResponseCache(Protocol):
+    """Where answers are kept: in this process, or shared through Redis."""
+
     async def get(self, key: str) -> CachedAnswer | None: ...
 
     async def put(self, key: str, answer: CachedAnswer) -> None: ...

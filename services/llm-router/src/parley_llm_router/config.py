@@ -46,6 +46,8 @@ class ConfigError(ValueError):
 
 
 class ProviderType(StrEnum):
+    """The wire protocol a provider speaks."""
+
     OPENAI = "openai"
     OPENAI_COMPATIBLE = "openai_compatible"
     AZURE_OPENAI = "azure_openai"
@@ -54,6 +56,8 @@ class ProviderType(StrEnum):
 
 
 class Strategy(StrEnum):
+    """How the candidates of an alias are ordered per request (see ``routing.order``)."""
+
     PRIORITY = "priority"
     WEIGHTED = "weighted"
     LATENCY = "latency"
@@ -64,6 +68,8 @@ class _Strict(BaseModel):
 
 
 class ProviderConfig(_Strict):
+    """One entry under ``providers``: its type, endpoint and the variable holding its key."""
+
     type: ProviderType
     base_url: str | None = None
     api_key_env: str | None = Field(None, description="Variable holding the key.")
@@ -112,6 +118,8 @@ class TimeoutsConfig(_Strict):
 
 
 class CandidateConfig(_Strict):
+    """One candidate of an alias: a provider and model with its limits and prices."""
+
     provider: str
     model: str
     weight: float = Field(1.0, gt=0, description="Share of traffic with strategy weighted.")
@@ -127,17 +135,23 @@ class CandidateConfig(_Strict):
 
 
 class ModelConfig(_Strict):
+    """One alias under ``models``: its strategy and candidates."""
+
     strategy: Strategy = Strategy.PRIORITY
     candidates: tuple[CandidateConfig, ...] = Field(min_length=1)
 
 
 class EmbeddingModelConfig(_Strict):
+    """One alias under ``embedding_models``."""
+
     provider: str
     model: str
     price: Price = Price()
 
 
 class RoutesConfig(_Strict):
+    """A whole routes file, its cross-references checked."""
+
     default_model: str = "default"
     providers: dict[str, ProviderConfig]
     models: dict[str, ModelConfig] = Field(min_length=1)

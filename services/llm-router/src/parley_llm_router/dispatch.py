@@ -1,5 +1,9 @@
 """Answering one request through its route: the heart of the router.
 
+The :class:`Dispatcher` holds what outlives a reload of the routes (breakers, bulkheads,
+latencies, the cache and the ledger) and answers with the :class:`~.engine.Engine` a request
+began with, billing the principal it is given.
+
 For a request the dispatcher
 1. replays a cached answer when the request is cacheable and one is stored;
 2. orders the route's candidates (priority, weighted or latency) and, for each in turn,
@@ -19,103 +23,48 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from opentelemetry import trace
-from prometheus_client import Counter, Gauge, Histogram
 
-from parley_llm_router.breaker import Admission, Breakers, BreakerState
+from parley_llm_router import embeddings
+from parley_llm_router.breaker import Admission, Breakers
 from parley_llm_router.cache import CachedAnswer, ResponseCache, cache_key, cacheable
-from parley_llm_router.embeddings import EmbeddingModel
+from parley_llm_router.embeddings import Embedded, EmbeddingModel
+from parley_llm_router.engine import Engine
 from parley_llm_router.ledger import UsageEntry, UsageLedger
 from parley_llm_router.messages import (
     ChatRequest,
     Finish,
-    FinishReason,
     ProviderEvent,
     TextDelta,
     ToolCallDelta,
     Usage,
 )
-from parley_llm_router.providers.base import (
+from parley_llm_router.metrics import (
+    BREAKER_VALUE,
+    CACHE,
+    FALLBACKS,
+    REQUESTS,
+    RETRIES,
+    CandidateMeters,
+)
+from parley_llm_router.providers.base import Timeouts
+from parley_llm_router.providers.failures import (
     FailureKind,
-    Provider,
     ProviderFailure,
-    Timeouts,
+    reported,
+    retryable,
 )
 from parley_llm_router.resilience import Bulkhead, RetryPolicy, Saturated, Watchdog
-from parley_llm_router.routing import Candidate, LatencyTracker, Route, RouteTable, order
+from parley_llm_router.routing import Candidate, LatencyTracker, Route, order
 from parley_llm_router.tokens import TokenCounter
-from parley_runtime.context import current_principal, remaining_seconds
-from parley_runtime.errors import FailedPrecondition, ParleyError, Unavailable
+from parley_runtime.context import Principal, remaining_seconds
+from parley_runtime.errors import ParleyError, Unavailable
 
 log = logging.getLogger("parley.llm_router")
 _tracer = trace.get_tracer("parley.llm_router")
-
-REQUESTS = Counter(
-    "parley_llm_requests_total",
-    "Provider attempts by candidate and outcome.",
-    ["candidate", "outcome"],
-)
-RETRIES = Counter("parley_llm_retries_total", "Retries of the same candidate.", ["candidate"])
-FALLBACKS = Counter("parley_llm_fallbacks_total", "Moves to the next candidate.", ["alias"])
-TIME_TO_FIRST_TOKEN = Histogram(
-    "parley_llm_time_to_first_token_seconds",
-    "From the provider call to its first delta.",
-    ["candidate"],
-    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30),
-)
-TOKENS_PER_SECOND = Histogram(
-    "parley_llm_output_tokens_per_second",
-    "Output tokens per second of streaming, after the first token.",
-    ["candidate"],
-    buckets=(5, 10, 20, 40, 80, 160, 320, 640),
-)
-TOKENS = Counter(
-    "parley_llm_tokens_total", "Tokens by candidate and direction.", ["candidate", "direction"]
-)
-COST = Counter("parley_llm_cost_usd_total", "Cost in US dollars by candidate.", ["candidate"])
-CACHE = Counter("parley_llm_cache_total", "Response cache lookups by result.", ["result"])
-IN_FLIGHT = Gauge("parley_llm_in_flight", "Calls in flight per candidate.", ["candidate"])
-BREAKER = Gauge(
-    "parley_llm_breaker_state",
-    "Circuit state per candidate: 0 closed, 1 half open, 2 open.",
-    ["candidate"],
-)
-_BREAKER_VALUE = {BreakerState.CLOSED: 0, BreakerState.HALF_OPEN: 1, BreakerState.OPEN: 2}
-
-
-@dataclass(frozen=True, slots=True)
-class _Meters:
-    """One candidate's labelled metrics, looked up once: a ``labels()`` lookup costs more
-    than the count it labels, and an answered request touches nine of them."""
-
-    ok: Counter
-    in_flight: Gauge
-    time_to_first_token: Histogram
-    tokens_in: Counter
-    tokens_out: Counter
-    cost: Counter
-    tokens_per_second: Histogram
-    breaker: Gauge
-
-    @classmethod
-    def of(cls, label: str) -> _Meters:
-        return cls(
-            ok=REQUESTS.labels(label, "ok"),
-            in_flight=IN_FLIGHT.labels(label),
-            time_to_first_token=TIME_TO_FIRST_TOKEN.labels(label),
-            tokens_in=TOKENS.labels(label, "input"),
-            tokens_out=TOKENS.labels(label, "output"),
-            cost=COST.labels(label),
-            tokens_per_second=TOKENS_PER_SECOND.labels(label),
-            breaker=BREAKER.labels(label),
-        )
-
-
-# Failures that say nothing about a candidate's health do not move its breaker.
-_NOT_HEALTH = {FailureKind.AUTH, FailureKind.BAD_REQUEST}
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,33 +79,21 @@ class Started:
 class Failed:
     """The stream broke after it started."""
 
-    code: str
+    kind: FailureKind
     message: str
-    retryable: bool
     partial_usage: Usage
+
+    @property
+    def retryable(self) -> bool:
+        """Whether the same request may succeed if sent again."""
+        return retryable(self.kind)
+
+    def error(self) -> ParleyError:
+        """The error a caller that wanted the whole answer at once receives."""
+        return reported(self.kind, self.message)
 
 
 RouterEvent = Started | ProviderEvent | Failed
-
-
-@dataclass(frozen=True)
-class Engine:
-    """What one version of the routes produced: the table, providers and token counters.
-
-    Swapped whole when the routes file changes; requests in flight keep the one they began
-    with.
-    """
-
-    routes: RouteTable
-    providers: Mapping[str, Provider]
-    counters: Mapping[str, TokenCounter]
-    embedding_models: Mapping[str, EmbeddingModel] = field(default_factory=dict)
-    default_embedding_model: str = "local"
-
-    def paced(self, route: Route, window: float) -> bool:
-        """Whether every candidate of ``route`` sends its deltas at least ``window`` apart
-        already (its provider reads the stream that seldom), so none need merging."""
-        return all(self.providers[c.provider].pace >= window for c in route.candidates)
 
 
 @dataclass
@@ -169,12 +106,12 @@ class Dispatcher:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     latency: LatencyTracker = field(default_factory=LatencyTracker)
     bulkheads: dict[tuple[str, int], Bulkhead] = field(default_factory=dict)
-    meters: dict[str, _Meters] = field(default_factory=dict)
+    meters: dict[str, CandidateMeters] = field(default_factory=dict)
 
-    def _meters(self, candidate: Candidate) -> _Meters:
+    def _meters(self, candidate: Candidate) -> CandidateMeters:
         meters = self.meters.get(candidate.label)
         if meters is None:
-            meters = self.meters[candidate.label] = _Meters.of(candidate.label)
+            meters = self.meters[candidate.label] = CandidateMeters.of(candidate.label)
         return meters
 
     def _bulkhead(self, candidate: Candidate) -> Bulkhead:
@@ -185,11 +122,16 @@ class Dispatcher:
         return bulkhead
 
     async def stream(
-        self, engine: Engine, route: Route, request: ChatRequest, cache_mode: str
+        self,
+        engine: Engine,
+        route: Route,
+        request: ChatRequest,
+        cache_mode: str,
+        principal: Principal,
     ) -> AsyncIterator[RouterEvent]:
         """Yield ``Started``, deltas, and one ``Finish`` or ``Failed``; raise if nothing
-        could start (see the module docstring)."""
-        principal = current_principal()
+        could start (see the module docstring). ``principal`` scopes the cache and is billed
+        in the ledger."""
         key = None
         if cacheable(request, cache_mode):
             key = cache_key(principal.tenant_id, route.alias, request)
@@ -198,7 +140,9 @@ class Dispatcher:
             if hit is not None:
                 async for event in _replay(hit, route):
                     yield event
-                self._record(route, hit.provider, hit.model, hit.usage, cached=True, outcome="ok")
+                self._record(
+                    principal, route, hit.provider, hit.model, hit.usage, cached=True, outcome="ok"
+                )
                 return
 
         failures: list[ProviderFailure] = []
@@ -225,7 +169,9 @@ class Dispatcher:
                     REQUESTS.labels(candidate.label, "circuit_open").inc()
                     continue
                 outcome = _Outcome(keep_answer=key is not None)
-                async for event in self._candidate(engine, route, candidate, request, outcome):
+                async for event in self._candidate(
+                    engine, route, candidate, request, principal, outcome
+                ):
                     yield event
                 if outcome.failure is None:
                     if key is not None and outcome.answer is not None:
@@ -237,12 +183,35 @@ class Dispatcher:
                 bulkhead.release()
         raise _exhausted(route, failures)
 
+    async def embed(
+        self, engine: Engine, model: EmbeddingModel, inputs: list[str], principal: Principal
+    ) -> Embedded:
+        """Vectors for ``inputs`` through the model's provider (or the local model), billed
+        to ``principal`` in the ledger."""
+        result = await embeddings.embed(model, engine.providers.get(model.provider), inputs)
+        self.ledger.record(
+            UsageEntry(
+                tenant_id=principal.tenant_id,
+                user_id=principal.user_id,
+                alias=model.alias,
+                provider=model.provider,
+                model=result.model,
+                input_tokens=result.input_tokens,
+                output_tokens=0,
+                cost_usd=result.cost_usd,
+                cached=False,
+                outcome="ok",
+            )
+        )
+        return result
+
     async def _candidate(
         self,
         engine: Engine,
         route: Route,
         candidate: Candidate,
         request: ChatRequest,
+        principal: Principal,
         outcome: _Outcome,
     ) -> AsyncIterator[RouterEvent]:
         """Attempts on one candidate; sets ``outcome.failure`` when it could not start."""
@@ -287,6 +256,7 @@ class Dispatcher:
                             route,
                             candidate,
                             request,
+                            principal,
                             first,
                             events,
                             limits,
@@ -299,7 +269,7 @@ class Dispatcher:
             finally:
                 await events.aclose()  # type: ignore[attr-defined]
             REQUESTS.labels(candidate.label, failure.kind.value).inc()
-            if failure.kind not in _NOT_HEALTH:
+            if failure.retryable:  # a rejected key or request says nothing of its health
                 await self._health(candidate, ok=False)
             outcome.failure = failure
             wait = self.retry.wait_before_retry(
@@ -327,6 +297,7 @@ class Dispatcher:
         route: Route,
         candidate: Candidate,
         request: ChatRequest,
+        principal: Principal,
         first: ProviderEvent,
         events: AsyncIterator[ProviderEvent],
         limits: Timeouts,
@@ -350,6 +321,7 @@ class Dispatcher:
                     self._observe(candidate, usage, time.perf_counter() - first_at, span)
                     span.set_attribute("gen_ai.response.finish_reasons", [event.reason.value])
                     self._record(
+                        principal,
                         route,
                         candidate.provider,
                         candidate.model,
@@ -391,6 +363,7 @@ class Dispatcher:
             partial = _complete_usage(Usage(), counter, request, "".join(text))
             partial.cost_usd = candidate.cost(partial.input_tokens, partial.output_tokens)
             self._record(
+                principal,
                 route,
                 candidate.provider,
                 candidate.model,
@@ -398,13 +371,13 @@ class Dispatcher:
                 cached=False,
                 outcome=failure.kind.value,
             )
-            yield Failed(failure.kind.value, failure.message, failure.retryable, partial)
+            yield Failed(failure.kind, failure.message, partial)
         finally:
             watchdog.close()
 
     async def _health(self, candidate: Candidate, *, ok: bool) -> None:
         state = await self.breakers.record(candidate.label, ok)
-        self._meters(candidate).breaker.set(_BREAKER_VALUE[state])
+        self._meters(candidate).breaker.set(BREAKER_VALUE[state])
 
     def _observe(
         self, candidate: Candidate, usage: Usage, streaming: float, span: trace.Span
@@ -421,9 +394,16 @@ class Dispatcher:
         span.set_attribute("gen_ai.usage.output_tokens", usage.output_tokens)
 
     def _record(
-        self, route: Route, provider: str, model: str, usage: Usage, *, cached: bool, outcome: str
+        self,
+        principal: Principal,
+        route: Route,
+        provider: str,
+        model: str,
+        usage: Usage,
+        *,
+        cached: bool,
+        outcome: str,
     ) -> None:
-        principal = current_principal()
         self.ledger.record(
             UsageEntry(
                 tenant_id=principal.tenant_id,
@@ -491,17 +471,21 @@ def _capped(timeouts: Timeouts) -> Timeouts:
     )
 
 
+# What the caller reads when every candidate refused the request the same way.
+_REFUSED = {
+    FailureKind.AUTH: "the model provider rejected the configured credentials",
+    FailureKind.BAD_REQUEST: "the model provider rejected the request",
+}
+
+
 def _exhausted(route: Route, failures: list[ProviderFailure]) -> ParleyError:
-    """The error for a route whose every candidate failed before its first token."""
-    if failures and all(f.kind == FailureKind.AUTH for f in failures):
-        return FailedPrecondition(
-            "the model provider rejected the configured credentials", code=FailureKind.AUTH
-        )
-    if failures and all(f.kind == FailureKind.BAD_REQUEST for f in failures):
-        return FailedPrecondition(
-            "the model provider rejected the request", code=FailureKind.BAD_REQUEST
-        )
+    """The error for a route whose every candidate failed before its first token: the
+    reported error of their one kind when it is not worth retrying (see
+    :mod:`.providers.failures`), otherwise UNAVAILABLE, as another try may find a candidate
+    that answers."""
     last = failures[-1] if failures else None
+    if last is not None and not last.retryable and all(f.kind == last.kind for f in failures):
+        return reported(last.kind, _REFUSED.get(last.kind, last.message))
     hints = [f.retry_after for f in failures if f.retry_after is not None]
     return Unavailable(
         f"no provider for model {route.alias!r} could answer"
@@ -511,4 +495,4 @@ def _exhausted(route: Route, failures: list[ProviderFailure]) -> ParleyError:
     )
 
 
-__all__ = ["Dispatcher", "Engine", "Failed", "FinishReason", "RouterEvent", "Started"]
+__all__ = ["Dispatcher", "Failed", "RouterEvent", "Started"]

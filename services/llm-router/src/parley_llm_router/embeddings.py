@@ -12,21 +12,23 @@ from functools import cache
 from typing import TYPE_CHECKING
 
 from parley_llm_router.config import RoutesConfig
-from parley_llm_router.providers.base import Embedder, Provider, ProviderFailure
+from parley_llm_router.providers.base import Embedder, Provider
+from parley_llm_router.providers.failures import ProviderFailure
 from parley_llm_router.tokens import estimate_text
 
 if TYPE_CHECKING:
     from parley_embeddings import LocalEmbedder
-from parley_runtime.errors import FailedPrecondition, InvalidArgument, Unavailable
+from parley_runtime.errors import FailedPrecondition, InvalidArgument
 
 MAX_INPUTS = 256
 MAX_INPUT_CHARS = 32_000
 LOCAL_MODEL = "all-MiniLM-L6-v2-int8"
+TIMEOUT_SECONDS = 30.0
 
 
 @cache
 def _local() -> LocalEmbedder:
-    # Imported here: onnxruntime costs about a second and 100 MB, paid only when used.
+    # Imported here: onnxruntime's start time and memory are paid only when used.
     from parley_embeddings import LocalEmbedder
 
     return LocalEmbedder()
@@ -34,6 +36,8 @@ def _local() -> LocalEmbedder:
 
 @dataclass(frozen=True, slots=True)
 class EmbeddingModel:
+    """An embedding alias: the provider and model behind it, and its input price."""
+
     alias: str
     provider: str
     model: str
@@ -42,6 +46,8 @@ class EmbeddingModel:
 
 @dataclass(frozen=True, slots=True)
 class Embedded:
+    """The vectors of one Embed call, in input order, with their usage."""
+
     vectors: list[list[float]]
     model: str
     input_tokens: int
@@ -78,8 +84,13 @@ def check_inputs(inputs: list[str]) -> None:
 
 
 async def embed(
-    model: EmbeddingModel, provider: Provider | None, inputs: list[str], timeout: float
+    model: EmbeddingModel,
+    provider: Provider | None,
+    inputs: list[str],
+    timeout: float = TIMEOUT_SECONDS,
 ) -> Embedded:
+    """Vectors for ``inputs`` through ``provider``, or the local model when the alias names
+    it (or its provider is gone)."""
     if model.provider == "local" or provider is None:
         vectors = await _local().embed(inputs)
         tokens = sum(estimate_text(t) for t in inputs)
@@ -91,7 +102,5 @@ async def embed(
     try:
         vectors, tokens = await provider.embed(model.model, inputs, timeout)
     except ProviderFailure as failure:
-        raise Unavailable(
-            failure.message, code=failure.kind.value, retry_after=failure.retry_after
-        ) from None
+        raise failure.error() from None
     return Embedded(vectors, model.model, tokens, tokens * model.price_input / 1e6, estimated=False)

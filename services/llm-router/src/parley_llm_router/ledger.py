@@ -9,6 +9,8 @@ from typing import Protocol
 
 @dataclass(frozen=True, slots=True)
 class UsageEntry:
+    """One answered (or broken) request, billed to a tenant and user."""
+
     tenant_id: str
     user_id: str
     alias: str
@@ -23,6 +25,8 @@ class UsageEntry:
 
 @dataclass(frozen=True, slots=True)
 class UsageTotal:
+    """One user's usage of one model over a window, as GetUsage reports it."""
+
     user_id: str
     model: str  # "provider/model"
     requests: int
@@ -32,6 +36,8 @@ class UsageTotal:
 
 
 class UsageLedger(Protocol):
+    """Where usage is recorded and summed."""
+
     def record(self, entry: UsageEntry) -> None:
         """Queue an entry; never blocks the request that produced it."""
 

@@ -17,7 +17,7 @@ from parley_llm_router.breaker import BreakerPolicy, Breakers, LocalBreakers
 from parley_llm_router.cache import LocalCache, ResponseCache
 from parley_llm_router.config import RoutesConfig, from_environment, load
 from parley_llm_router.dispatch import Dispatcher
-from parley_llm_router.engine import EngineHolder
+from parley_llm_router.reload import EngineHolder
 from parley_llm_router.settings import Settings
 from parley_runtime import db
 from parley_runtime.cli import Migrations, service_main

@@ -1,7 +1,8 @@
 """The router's own model of a chat request and its streamed answer.
 
 Providers translate from and to these types; nothing else in the router knows a provider's
-format. Pure data, no I/O.
+format. Retrieved passages have no type of their own: they reach every provider as prompt text
+(the documents block, see :mod:`.providers.local`). Pure data, no I/O.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from enum import StrEnum
 
 
 class Role(StrEnum):
+    """Who wrote a message."""
+
     SYSTEM = "system"
     USER = "user"
     ASSISTANT = "assistant"
@@ -18,6 +21,8 @@ class Role(StrEnum):
 
 
 class FinishReason(StrEnum):
+    """Why an answer ended."""
+
     STOP = "stop"
     LENGTH = "length"
     TOOL_CALLS = "tool_calls"
@@ -36,6 +41,8 @@ class Part:
 
 @dataclass(frozen=True, slots=True)
 class ToolCall:
+    """A tool call an assistant message made."""
+
     id: str
     name: str
     arguments_json: str
@@ -43,6 +50,8 @@ class ToolCall:
 
 @dataclass(frozen=True, slots=True)
 class Message:
+    """One message of the conversation a provider is asked to answer."""
+
     role: Role
     parts: tuple[Part, ...] = ()
     tool_calls: tuple[ToolCall, ...] = ()
@@ -56,18 +65,11 @@ class Message:
 
 @dataclass(frozen=True, slots=True)
 class Tool:
+    """A tool the model may call, its parameters a JSON schema."""
+
     name: str
     description: str
     parameters_json: str
-
-
-@dataclass(frozen=True, slots=True)
-class Passage:
-    """A retrieved passage the caller placed in the prompt under ``marker``."""
-
-    marker: str
-    text: str
-    title: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,11 +83,12 @@ class ChatRequest:
     max_tokens: int | None = None
     top_p: float | None = None
     stop: tuple[str, ...] = ()
-    passages: tuple[Passage, ...] = ()
 
 
 @dataclass(slots=True)
 class Usage:
+    """Tokens and cost of one answer; ``estimated`` when counted by the router."""
+
     input_tokens: int = 0
     output_tokens: int = 0
     cost_usd: float = 0.0
@@ -97,11 +100,15 @@ class Usage:
 
 @dataclass(frozen=True, slots=True)
 class TextDelta:
+    """The next piece of the answer text."""
+
     text: str
 
 
 @dataclass(frozen=True, slots=True)
 class ToolCallDelta:
+    """The next piece of tool call ``index``: its id and name first, then its arguments."""
+
     index: int
     id: str = ""
     name: str = ""
@@ -110,6 +117,8 @@ class ToolCallDelta:
 
 @dataclass(frozen=True, slots=True)
 class Finish:
+    """The end of an answer, with its usage."""
+
     reason: FinishReason
     usage: Usage = field(default_factory=Usage)
 

@@ -12,11 +12,14 @@ import asyncio
 import random
 from dataclasses import dataclass
 
-from parley_llm_router.providers.base import ProviderFailure
+from parley_llm_router.providers.failures import ProviderFailure
 
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
+    """Backoff with full jitter before trying the same candidate again (see the module
+    docstring)."""
+
     base: float = 0.1
     cap: float = 2.0
     # Longest wait worth spending on the same candidate before trying the next one.

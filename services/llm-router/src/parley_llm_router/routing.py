@@ -61,6 +61,8 @@ class Candidate:
 
 @dataclass(frozen=True, slots=True)
 class Route:
+    """An alias and its candidates, in configured order."""
+
     alias: str
     candidates: tuple[Candidate, ...]
     strategy: Strategy = Strategy.PRIORITY
@@ -76,6 +78,8 @@ class Route:
 
 @dataclass(frozen=True, slots=True)
 class RouteTable:
+    """Every alias of one version of the routes, and the default."""
+
     routes: dict[str, Route]
     default_alias: str
 

@@ -13,8 +13,8 @@ from parley_llm_router.messages import (
     Role,
     TextDelta,
 )
-from parley_llm_router.providers.base import Provider, ProviderFailure, Timeouts
-
+from parley_llm_router.providers.base import Provider, Timeouts
+from parley_llm_router.providers.failures import ProviderFailure
 
 HELLO = ChatRequest(messages=(Message(Role.USER, (Part(text="hello"),)),))
 TIMEOUTS = Timeouts(connect=1, first_token=1, total=5)

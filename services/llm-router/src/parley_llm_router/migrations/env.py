@@ -1,4 +1,4 @@
-from parley_llm_router.models import Base
+from parley_llm_router.tables import Base
 from parley_runtime.migrations import run_env
 
 run_env(Base.metadata)

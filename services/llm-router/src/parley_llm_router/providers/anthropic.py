@@ -28,10 +28,10 @@ from parley_llm_router.messages import (
     ToolCallDelta,
     Usage,
 )
-from parley_llm_router.providers.base import (
+from parley_llm_router.providers.base import Timeouts
+from parley_llm_router.providers.failures import (
     FailureKind,
     ProviderFailure,
-    Timeouts,
     failure_from_sdk,
     failure_mid_stream,
 )

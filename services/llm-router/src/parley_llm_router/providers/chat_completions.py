@@ -26,7 +26,7 @@ from parley_llm_router.messages import (
     ToolCallDelta,
     Usage,
 )
-from parley_llm_router.providers.base import FailureKind, ProviderFailure
+from parley_llm_router.providers.failures import FailureKind, ProviderFailure
 from parley_llm_router.providers.sse import sse_data
 from parley_llm_router.tokens import estimate_messages, estimate_text
 
@@ -124,8 +124,7 @@ TICK_SECONDS = 0.01
 class _Ticks:
     """The wake-ups of every paced stream of one event loop, on a grid of ``TICK_SECONDS``:
     one timer for all the streams whose hold ends in the same tick, and one wake-up of the
-    loop for them, instead of a timer and a wake-up per stream and window (at 200 streams,
-    about 2,600 a second)."""
+    loop for them, instead of a timer and a wake-up per stream and window."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop

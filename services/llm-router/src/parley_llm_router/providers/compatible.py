@@ -1,9 +1,9 @@
 """Servers that speak OpenAI's Chat Completions: vLLM, Ollama, LM Studio, TGI, llama.cpp.
 
 They are called over aiohttp directly, not through the ``openai`` SDK: the SDK's request
-path (its options, the httpx2 request and response objects around aiohttp) cost about a
-fifth of the router's CPU per streamed request, and a self-hosted model server is where a
-router serves the most requests per core. The wire format is the OpenAI provider's own
+path (its options, the httpx2 request and response objects around aiohttp) is a large share
+of the router's CPU per streamed request, and a self-hosted model server is where a router
+serves the most requests per core. The wire format is the OpenAI provider's own
 (:func:`request_body`, :func:`chat_stream`); only sending the request and classifying its
 failures differ. OpenAI itself and Azure OpenAI stay on the SDK.
 """
@@ -19,14 +19,14 @@ import aiohttp
 import orjson
 
 from parley_llm_router.messages import ChatRequest, ProviderEvent
-from parley_llm_router.providers.base import (
+from parley_llm_router.providers.base import Timeouts
+from parley_llm_router.providers.chat_completions import Body, chat_stream, streaming_body
+from parley_llm_router.providers.failures import (
     FailureKind,
     ProviderFailure,
-    Timeouts,
     classify_status,
     retry_after_seconds,
 )
-from parley_llm_router.providers.chat_completions import Body, chat_stream, streaming_body
 
 # Concurrency per candidate is the bulkheads' business; this only bounds the sockets.
 MAX_CONNECTIONS = 1000

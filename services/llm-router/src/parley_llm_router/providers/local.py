@@ -1,9 +1,31 @@
 """The offline local provider: no network, no key, clearly labelled.
 
-It answers extractively: from the passages the caller retrieved, it picks the sentences that
-share the most words with the question and quotes them with their citation markers. With no
-passages it says so, and how to configure a real provider. It is a useful baseline for a
+It answers extractively: from the documents in the prompt, it picks the sentences that share
+the most words with the question and quotes them with their citation markers. With no
+documents it says so, and how to configure a real provider. It is a useful baseline for a
 deployment without model access, not a language model.
+
+It reads the documents the way a model does, from the prompt text: the documents block that
+conversation places in a user message right before the question::
+
+    Reference documents for the next question follow, inside the documents block. ...
+
+    <documents>
+    <document marker="1" title="Leave policy">
+    Employees have 25 days of leave a year.
+    </document>
+    <document marker="2" title="untitled">
+    ...
+    </document>
+    </documents>
+
+- The question is the last user message; the documents come from the last user message
+  before it that contains ``<documents>``, each entry matching :data:`DOCUMENT` (``marker``
+  is what the answer cites as ``[1]``; ``title`` is the document's title or ``untitled``).
+- Whoever writes the block neutralises ``<document`` and ``</document`` inside titles and
+  passages (as ``< document`` and ``</ document``), so a passage can neither close its entry
+  nor open another: only the writer's own entries match.
+- No block, or a block without entries: the "nothing to quote" answer.
 """
 
 from __future__ import annotations
@@ -11,12 +33,13 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 from parley_llm_router.messages import (
     ChatRequest,
     Finish,
     FinishReason,
-    Passage,
+    Message,
     ProviderEvent,
     Role,
     TextDelta,
@@ -92,26 +115,55 @@ _STOPWORDS = frozenset(
 )
 
 
+BLOCK_START = "<documents>"
+BLOCK_END = "</documents>"
+DOCUMENT = re.compile(r'<document marker="([^"]*)" title="([^"]*)">\n(.*?)\n</document>', re.DOTALL)
+
+
+@dataclass(frozen=True, slots=True)
+class Document:
+    """One entry of the documents block: the passage the answer may quote under ``marker``."""
+
+    marker: str
+    title: str
+    text: str
+
+
+def documents_in(messages: tuple[Message, ...]) -> tuple[Document, ...]:
+    """The documents for the last user message, read from the block before it (see the
+    module docstring); empty without one."""
+    users = [m for m in messages if m.role == Role.USER]
+    for message in reversed(users[:-1]):
+        text = message.text
+        start = text.find(BLOCK_START)
+        if start < 0:
+            continue
+        end = text.find(BLOCK_END, start)
+        block = text[start : end if end >= 0 else len(text)]
+        return tuple(Document(*match.groups()) for match in DOCUMENT.finditer(block))
+    return ()
+
+
 def _words(text: str) -> set[str]:
     return {w for w in _WORD.findall(text.lower()) if w not in _STOPWORDS and len(w) > 1}
 
 
-def _sentences(passage: Passage) -> list[str]:
-    flat = " ".join(passage.text.split())
+def _sentences(document: Document) -> list[str]:
+    flat = " ".join(document.text.split())
     return [s for s in _SENTENCE_END.split(flat) if len(s) > 3]
 
 
-def extractive_answer(question: str, passages: tuple[Passage, ...], limit: int = 3) -> str:
+def extractive_answer(question: str, documents: tuple[Document, ...], limit: int = 3) -> str:
     """The best ``limit`` sentences for ``question``, each followed by its marker."""
-    if not passages:
+    if not documents:
         return NO_CONTEXT_ANSWER
     wanted = _words(question)
     scored: list[tuple[float, int, int, str, str]] = []
-    for p_index, passage in enumerate(passages):
-        for s_index, sentence in enumerate(_sentences(passage)):
+    for p_index, document in enumerate(documents):
+        for s_index, sentence in enumerate(_sentences(document)):
             overlap = len(wanted & _words(sentence))
-            # Earlier passages ranked higher in retrieval: prefer them on ties.
-            scored.append((overlap - 0.01 * p_index, -p_index, -s_index, sentence, passage.marker))
+            # Earlier documents ranked higher in retrieval: prefer them on ties.
+            scored.append((overlap - 0.01 * p_index, -p_index, -s_index, sentence, document.marker))
     scored.sort(reverse=True)
     best = [item for item in scored if item[0] > 0][:limit] or scored[:1]
     # Quote in document order so the answer reads naturally.
@@ -138,7 +190,7 @@ class LocalProvider:
         self, model: str, request: ChatRequest, timeouts: Timeouts
     ) -> AsyncIterator[ProviderEvent]:
         question = next((m.text for m in reversed(request.messages) if m.role == Role.USER), "")
-        answer = extractive_answer(question, request.passages)
+        answer = extractive_answer(question, documents_in(request.messages))
         budget = request.max_tokens
         produced = 0
         reason = FinishReason.STOP
