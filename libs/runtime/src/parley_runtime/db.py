@@ -32,13 +32,18 @@ def async_url(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
+def _make_sqlite_folder(url: str) -> None:
+    """A SQLite file's folder is made on first use (``.parley/`` on a fresh checkout)."""
+    parsed = make_url(url)
+    if parsed.drivername.startswith("sqlite") and parsed.database not in (None, "", ":memory:"):
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+
+
 def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     """An engine for ``url``; SQLite gets WAL, foreign keys and a busy timeout."""
     url = async_url(url)
+    _make_sqlite_folder(url)
     if url.startswith("sqlite"):
-        database = make_url(url).database
-        if database and database != ":memory:":
-            Path(database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_async_engine(url, connect_args={"timeout": 30}, **kwargs)
 
         @event.listens_for(engine.sync_engine, "connect")
@@ -77,6 +82,7 @@ async def upgrade(
     """Apply migrations up to ``revision`` (Alembic runs in a thread with its own loop)."""
     from alembic import command
 
+    _make_sqlite_folder(url)
     config = alembic_config(script_location, url, version_table)
     await asyncio.to_thread(command.upgrade, config, revision)
 
