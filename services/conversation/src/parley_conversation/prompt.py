@@ -116,8 +116,9 @@ def build_prompt(
         remaining -= cost
     kept.reverse()
     messages: list[tuple[Role, str]] = [(Role.SYSTEM, SYSTEM_PROMPT)]
-    messages += [(t.role, t.content) for t in kept]
+    # Only the server writes a documents block: one typed into a message stays text.
+    messages += [(t.role, _neutralise(t.content)) for t in kept]
     if documents:
         messages.append((Role.USER, documents))
-    messages.append((Role.USER, question))
+    messages.append((Role.USER, _neutralise(question)))
     return Prompt(tuple(messages), cited, len(kept))
