@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from parley_runtime import db
 from parley_runtime.grpc_server import Wiring, run, serve
 from parley_runtime.logs import setup_logging
 from parley_runtime.settings import ServiceSettings, load_settings
@@ -47,6 +46,9 @@ def service_main(
     settings = load_settings(settings_type, service)
     setup_logging(service, settings.log_level)
     if migrations is not None and args.command == "migrate":
+        # Imported here: services without a database do not install the SQL stack.
+        from parley_runtime import db
+
         step = db.upgrade if args.direction == "upgrade" else db.downgrade
         revision = args.revision or ("head" if args.direction == "upgrade" else "base")
         url: str = getattr(settings, "database_url")  # noqa: B009
