@@ -116,3 +116,12 @@ def local_embedder() -> object:
     from parley_embeddings import LocalEmbedder
 
     return LocalEmbedder(threads=2)
+
+
+@pytest.fixture
+async def retrieval_address(local_embedder: object) -> AsyncIterator[str]:
+    """The retrieval service in-process (embedded Qdrant in memory, the local model)."""
+    from parley_testkit.services import retrieval_service
+
+    async with retrieval_service(local_embedder) as address:  # type: ignore[arg-type]
+        yield address

@@ -16,13 +16,12 @@ from parley.ingest.v1 import ingest_pb2_grpc as pb_grpc
 from parley.retrieval.v1 import retrieval_pb2 as ret
 from parley.retrieval.v1 import retrieval_pb2_grpc as ret_grpc
 from parley_ingest.adapters.store import IngestStore
-from parley_ingest.main import build
-from parley_ingest.settings import Settings
 from parley_runtime import db
 from parley_runtime.context import Principal
-from parley_runtime.grpc_client import channel
 from parley_runtime.grpc_server import Registration
 from parley_testkit import acting_as, grpc_server
+from parley_testkit.services import document as doc
+from parley_testkit.services import ingest_service, job_updates
 
 LEAVE = "# Leave\n\nEmployees have 25 days of paid leave a year.\n\n# Travel\n\nBook trains."
 NOWHERE = "127.0.0.1:1"  # no retrieval service listens here: its calls fail at once
@@ -34,43 +33,10 @@ def caller() -> Iterator[None]:
         yield
 
 
-async def _ingest(
-    database_url: str, retrieval_address: str, **kw: object
-) -> AsyncIterator[pb_grpc.IngestStub]:
-    wiring = await build(
-        Settings(grpc_port=0, database_url=database_url, retrieval_addr=retrieval_address, **kw)  # type: ignore[arg-type]
-    )
-    async with (
-        grpc_server(wiring.registrations) as address,
-        channel(address, "parley.ingest.v1.Ingest") as chan,
-    ):
-        yield pb_grpc.IngestStub(chan)
-    await wiring.close()
-
-
 @pytest.fixture
 async def ingest(database_url: str) -> AsyncIterator[pb_grpc.IngestStub]:
-    async for stub in _ingest(database_url, NOWHERE, max_document_bytes=4096):
+    async with ingest_service(database_url, NOWHERE, max_document_bytes=4096) as stub:
         yield stub
-
-
-def doc(
-    content: str,
-    kb: str = "handbook",
-    content_type: str = "text/markdown",
-    metadata: dict[str, str] | None = None,
-    **fields: str,
-) -> pb.CreateDocumentRequest:
-    return pb.CreateDocumentRequest(
-        document=pb.DocumentMetadata(
-            knowledge_base_id=kb, content_type=content_type, metadata=metadata or {}, **fields
-        ),
-        content=content.encode(),
-    )
-
-
-async def finished(stub: pb_grpc.IngestStub, job_id: str) -> list[pb.Job]:
-    return [job async for job in stub.WatchJob(pb.WatchJobRequest(job_id=job_id))]
 
 
 async def test_documents_are_listed_newest_first_a_page_at_a_time(
@@ -152,7 +118,7 @@ async def test_ids_are_required_and_unknown_ids_are_not_found(ingest: pb_grpc.In
             await call(request(**{field: "doc_nothing"}))
         assert raised.value.code() == grpc.StatusCode.NOT_FOUND
     with pytest.raises(grpc.aio.AioRpcError) as raised:
-        await finished(ingest, "job_nothing")
+        await job_updates(ingest, "job_nothing")
     assert raised.value.code() == grpc.StatusCode.NOT_FOUND
 
 
@@ -182,9 +148,11 @@ async def unresponsive_retrieval() -> AsyncIterator[str]:
 async def test_a_retrieval_that_never_answers_fails_the_job_at_its_deadline(
     database_url: str, unresponsive_retrieval: str
 ) -> None:
-    async for ingest in _ingest(database_url, unresponsive_retrieval, index_timeout_seconds=1):
+    async with ingest_service(
+        database_url, unresponsive_retrieval, index_timeout_seconds=1
+    ) as ingest:
         created = await ingest.CreateDocument(doc(LEAVE))
-        states = await asyncio.wait_for(finished(ingest, created.job.id), 10)
+        states = await asyncio.wait_for(job_updates(ingest, created.job.id), 10)
         assert states[-1].state == pb.JOB_STATE_FAILED
         assert states[-1].error == (
             "indexing failed: the retrieval service did not answer within 1 s"
@@ -194,7 +162,7 @@ async def test_a_retrieval_that_never_answers_fails_the_job_at_its_deadline(
 async def test_a_job_running_when_the_service_stops_is_handed_back_to_the_queue(
     database_url: str, unresponsive_retrieval: str
 ) -> None:
-    async for ingest in _ingest(database_url, unresponsive_retrieval):
+    async with ingest_service(database_url, unresponsive_retrieval) as ingest:
         created = await ingest.CreateDocument(doc(LEAVE))
         watch = ingest.WatchJob(pb.WatchJobRequest(job_id=created.job.id))
         async for job in watch:

@@ -1,4 +1,4 @@
-"""The retrieval service in-process on embedded Qdrant (memory) with the local model."""
+"""Calls to the retrieval service (the root conftest's ``retrieval_address``) as acme's ann."""
 
 from __future__ import annotations
 
@@ -7,26 +7,14 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 
 from parley.retrieval.v1 import retrieval_pb2_grpc as pb_grpc
-from parley_embeddings import LocalEmbedder
-from parley_retrieval.main import build
-from parley_retrieval.settings import Settings
 from parley_runtime.grpc_client import channel
-from parley_testkit import acting_as, grpc_server
+from parley_testkit import acting_as
 
 
 @pytest.fixture(autouse=True)
 def caller() -> Iterator[None]:
     with acting_as("acme", "ann"):
         yield
-
-
-@pytest.fixture
-async def retrieval_address(local_embedder: LocalEmbedder) -> AsyncIterator[str]:
-    """The retrieval service in-process (embedded Qdrant in memory, the local model)."""
-    wiring = await build(Settings(grpc_port=0, qdrant_path=":memory:"), local_embedder)
-    async with grpc_server(wiring.registrations) as address:
-        yield address
-    await wiring.close()
 
 
 @pytest.fixture

@@ -19,14 +19,14 @@ from parley.retrieval.v1 import retrieval_pb2 as ret
 from parley.retrieval.v1 import retrieval_pb2_grpc as ret_grpc
 from parley_ingest.adapters.store import IngestStore, NewDocument
 from parley_ingest.main import MIGRATIONS, VERSION_TABLE
-from parley_ingest.main import build as build_ingest
-from parley_ingest.settings import Settings
 from parley_ingest.tables import JobRow
 from parley_runtime import db
 from parley_runtime.context import Principal
 from parley_runtime.grpc_client import channel
 from parley_runtime.timestamps import utcnow
-from parley_testkit import acting_as, grpc_server
+from parley_testkit import acting_as
+from parley_testkit.services import document as doc
+from parley_testkit.services import ingest_service, job_updates
 
 LEAVE = "# Leave\n\nEmployees have 25 days of paid leave a year.\n\n# Travel\n\nBook trains."
 
@@ -37,44 +37,13 @@ class Running:
     retrieval: ret_grpc.RetrievalStub
 
 
-async def _ingest(
-    database_url: str, retrieval_address: str, **kw: object
-) -> AsyncIterator[pb_grpc.IngestStub]:
-    wiring = await build_ingest(
-        Settings(grpc_port=0, database_url=database_url, retrieval_addr=retrieval_address, **kw)  # type: ignore[arg-type]
-    )
-    async with (
-        grpc_server(wiring.registrations) as address,
-        channel(address, "parley.ingest.v1.Ingest") as chan,
-    ):
-        yield pb_grpc.IngestStub(chan)
-    await wiring.close()
-
-
 @pytest.fixture
 async def running(database_url: str, retrieval_address: str) -> AsyncIterator[Running]:
-    async with channel(retrieval_address, "parley.retrieval.v1.Retrieval") as chan:
-        async for ingest in _ingest(database_url, retrieval_address, max_document_bytes=4096):
-            yield Running(ingest, ret_grpc.RetrievalStub(chan))
-
-
-def doc(
-    content: str,
-    kb: str = "handbook",
-    content_type: str = "text/markdown",
-    metadata: dict[str, str] | None = None,
-    **fields: str,
-) -> pb.CreateDocumentRequest:
-    return pb.CreateDocumentRequest(
-        document=pb.DocumentMetadata(
-            knowledge_base_id=kb, content_type=content_type, metadata=metadata or {}, **fields
-        ),
-        content=content.encode(),
-    )
-
-
-async def finished(stub: pb_grpc.IngestStub, job_id: str) -> list[pb.Job]:
-    return [job async for job in stub.WatchJob(pb.WatchJobRequest(job_id=job_id))]
+    async with (
+        channel(retrieval_address, "parley.retrieval.v1.Retrieval") as chan,
+        ingest_service(database_url, retrieval_address, max_document_bytes=4096) as ingest,
+    ):
+        yield Running(ingest, ret_grpc.RetrievalStub(chan))
 
 
 async def search(running: Running, query: str, kb: str = "handbook") -> list[ret.ScoredChunk]:
@@ -106,7 +75,7 @@ async def test_a_document_is_chunked_indexed_and_found(running: Running) -> None
         doc(LEAVE, title="Policy", metadata={"team": "hr"})
     )
     assert not created.deduplicated
-    states = await finished(running.ingest, created.job.id)
+    states = await job_updates(running.ingest, created.job.id)
     assert states[-1].state == pb.JOB_STATE_SUCCEEDED
     assert states[-1].chunks_indexed == states[-1].chunks_total == 2
     document = await running.ingest.GetDocument(
@@ -138,13 +107,13 @@ async def test_the_same_bytes_are_stored_once(running: Running) -> None:
 
 async def test_a_new_version_replaces_the_chunks(running: Running) -> None:
     v1 = await running.ingest.CreateDocument(doc(LEAVE, external_id="policy"))
-    await finished(running.ingest, v1.job.id)
+    await job_updates(running.ingest, v1.job.id)
     v2 = await running.ingest.CreateDocument(
         doc("# Leave\n\nLeave is now 30 days.", external_id="policy")
     )
     assert v2.document.id == v1.document.id
     assert v2.document.version == 2
-    assert (await finished(running.ingest, v2.job.id))[-1].state == pb.JOB_STATE_SUCCEEDED
+    assert (await job_updates(running.ingest, v2.job.id))[-1].state == pb.JOB_STATE_SUCCEEDED
     found = await running.retrieval.Search(
         ret.SearchRequest(knowledge_base_id="handbook", query="leave days", top_k=10)
     )
@@ -161,7 +130,7 @@ async def test_versions_uploaded_back_to_back_end_with_the_last(running: Running
         doc("# Leave\n\nLeave is now 30 days.", external_id="policy")
     )
     first, second = await asyncio.gather(
-        finished(running.ingest, v1.job.id), finished(running.ingest, v2.job.id)
+        job_updates(running.ingest, v1.job.id), job_updates(running.ingest, v2.job.id)
     )
     assert second[-1].state == pb.JOB_STATE_SUCCEEDED
     assert first[-1].state == pb.JOB_STATE_SUCCEEDED or "superseded" in first[-1].error
@@ -186,7 +155,7 @@ async def test_a_streamed_upload_and_the_size_limit(running: Running) -> None:
 
     created = await running.ingest.UploadDocument(parts(b"Streamed text about trains. " * 20))
     assert created.document.size_bytes == 560
-    assert (await finished(running.ingest, created.job.id))[-1].state == pb.JOB_STATE_SUCCEEDED
+    assert (await job_updates(running.ingest, created.job.id))[-1].state == pb.JOB_STATE_SUCCEEDED
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await running.ingest.UploadDocument(parts(b"x" * 5000))
     assert raised.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
@@ -195,8 +164,8 @@ async def test_a_streamed_upload_and_the_size_limit(running: Running) -> None:
 
 async def test_a_finished_job_is_watched_once(running: Running) -> None:
     created = await running.ingest.CreateDocument(doc(LEAVE))
-    await finished(running.ingest, created.job.id)
-    [job] = await finished(running.ingest, created.job.id)
+    await job_updates(running.ingest, created.job.id)
+    [job] = await job_updates(running.ingest, created.job.id)
     assert job.state == pb.JOB_STATE_SUCCEEDED
     assert job.stage == "done"
     assert job.progress == pytest.approx(1.0)
@@ -204,7 +173,7 @@ async def test_a_finished_job_is_watched_once(running: Running) -> None:
 
 async def test_delete_removes_the_chunks(running: Running) -> None:
     created = await running.ingest.CreateDocument(doc(LEAVE))
-    await finished(running.ingest, created.job.id)
+    await job_updates(running.ingest, created.job.id)
     await running.ingest.DeleteDocument(pb.DeleteDocumentRequest(document_id=created.document.id))
     found = await running.retrieval.Search(
         ret.SearchRequest(knowledge_base_id="handbook", query="leave")
@@ -236,18 +205,20 @@ async def test_another_tenant_sees_nothing(running: Running) -> None:
         theirs = await running.ingest.CreateDocument(doc(LEAVE))
         assert not theirs.deduplicated
         assert theirs.document.id != created.document.id
-        assert (await finished(running.ingest, theirs.job.id))[-1].state == (pb.JOB_STATE_SUCCEEDED)
+        assert (await job_updates(running.ingest, theirs.job.id))[-1].state == (
+            pb.JOB_STATE_SUCCEEDED
+        )
         assert {c.document_id for c in await search(running, "leave")} == {theirs.document.id}
-    assert (await finished(running.ingest, created.job.id))[-1].state == pb.JOB_STATE_SUCCEEDED
+    assert (await job_updates(running.ingest, created.job.id))[-1].state == pb.JOB_STATE_SUCCEEDED
     assert {c.document_id for c in await search(running, "leave")} == {created.document.id}
 
 
 async def test_retrieval_down_fails_the_job_and_a_new_upload_retries_it(
     database_url: str, retrieval_address: str
 ) -> None:
-    async for ingest in _ingest(database_url, "127.0.0.1:1", index_timeout_seconds=2):
+    async with ingest_service(database_url, "127.0.0.1:1", index_timeout_seconds=2) as ingest:
         created = await ingest.CreateDocument(doc(LEAVE))
-        states = await asyncio.wait_for(finished(ingest, created.job.id), 10)
+        states = await asyncio.wait_for(job_updates(ingest, created.job.id), 10)
         assert states[-1].state == pb.JOB_STATE_FAILED
         assert states[-1].error == "indexing failed: the retrieval service is unavailable"
         document = await ingest.GetDocument(pb.GetDocumentRequest(document_id=created.document.id))
@@ -261,12 +232,12 @@ async def test_retrieval_down_fails_the_job_and_a_new_upload_retries_it(
         await ingest.GetDocument(pb.GetDocumentRequest(document_id=created.document.id))
 
     # Once retrieval is back, sending the same bytes again retries the failed document.
-    async for ingest in _ingest(database_url, retrieval_address):
+    async with ingest_service(database_url, retrieval_address) as ingest:
         again = await ingest.CreateDocument(doc(LEAVE))
         assert not again.deduplicated
         assert again.document.id == created.document.id
         assert again.job.id != created.job.id
-        states = await asyncio.wait_for(finished(ingest, again.job.id), 15)
+        states = await asyncio.wait_for(job_updates(ingest, again.job.id), 15)
         assert states[-1].state == pb.JOB_STATE_SUCCEEDED
         document = await ingest.GetDocument(pb.GetDocumentRequest(document_id=created.document.id))
         assert (document.status, document.error) == (pb.DOCUMENT_STATUS_READY, "")
@@ -276,8 +247,8 @@ async def test_a_job_left_queued_is_done_after_a_restart(
     database_url: str, retrieval_address: str
 ) -> None:
     job_id = await stored_but_not_processed(database_url)
-    async for ingest in _ingest(database_url, retrieval_address):
-        states = await asyncio.wait_for(finished(ingest, job_id), 15)
+    async with ingest_service(database_url, retrieval_address) as ingest:
+        states = await asyncio.wait_for(job_updates(ingest, job_id), 15)
     assert states[-1].state == pb.JOB_STATE_SUCCEEDED
     assert states[-1].chunks_indexed == 2
 
@@ -297,6 +268,6 @@ async def test_a_job_whose_worker_died_is_taken_over(
             )
     finally:
         await engine.dispose()
-    async for ingest in _ingest(database_url, retrieval_address):
-        states = await asyncio.wait_for(finished(ingest, job_id), 15)
+    async with ingest_service(database_url, retrieval_address) as ingest:
+        states = await asyncio.wait_for(job_updates(ingest, job_id), 15)
     assert states[-1].state == pb.JOB_STATE_SUCCEEDED
