@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from qdrant_client import AsyncQdrantClient
@@ -40,9 +41,16 @@ def qdrant(settings: Settings) -> AsyncQdrantClient:
 
 async def build(settings: Settings, shared_embedder: Embedder | None = None) -> Wiring:
     """The embedder (or one given, for tests), the collection, and the servicer."""
-    model = shared_embedder or embedder(settings)
+    # Loading the model and opening embedded Qdrant (which reads every stored point) are
+    # both slow and independent: they overlap in worker threads.
+    if shared_embedder is None:
+        model, client = await asyncio.gather(
+            asyncio.to_thread(embedder, settings), asyncio.to_thread(qdrant, settings)
+        )
+    else:
+        model, client = shared_embedder, qdrant(settings)
     chunks = QdrantChunks(
-        qdrant(settings),
+        client,
         settings.qdrant_collection,
         model.dimensions,
         server=settings.qdrant_url is not None,
