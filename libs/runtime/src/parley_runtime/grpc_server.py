@@ -302,11 +302,8 @@ async def serve(
     gc.freeze()
     # Collect the young generation every 10,000 net allocations instead of 700: under load
     # nearly everything young is the state of streams in flight, traversed again by every
-    # collection. On llm-router at 200 streams this took the collector's time from 250 ms
-    # to 30 ms a run, and the older collections (8 ms and 25 ms pauses) out of it. What is
-    # left is a young collection every 2 to 3 s that takes 8 to 16 ms, its time that of the
-    # streams in flight. Collecting on a 100 ms timer instead (pauses of 3.5 ms at most) cost
-    # 3.5 times the collector's time and left the added p99 as it was.
+    # collection (measured in bench/results/2026-12-04-quiet-host-tail.md and
+    # 2026-12-04-methods-wrapped-once.md).
     gc.set_threshold(GC_YOUNG_THRESHOLD, 10, 10)
     log.info(
         "ready",

@@ -42,6 +42,7 @@ class ServiceSpec:
     port: int
     env: dict[str, str]
     http: bool = False
+    bin_dir: Path = field(default_factory=lambda: Path(sys.executable).parent)
 
     @property
     def address(self) -> str:
@@ -49,7 +50,7 @@ class ServiceSpec:
 
     @property
     def command(self) -> list[str]:
-        return [str(Path(sys.executable).parent / f"parley-{self.name}")]
+        return [str(self.bin_dir / f"parley-{self.name}")]
 
 
 @dataclass
@@ -60,6 +61,8 @@ class Platform:
     env: Mapping[str, str] = field(default_factory=dict)
     per_service_env: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     gateway_port: int | None = None
+    # Where a service's command is, when not in this interpreter's environment.
+    bin_dirs: Mapping[str, Path] = field(default_factory=dict)
     specs: dict[str, ServiceSpec] = field(init=False, default_factory=dict)
     processes: dict[str, asyncio.subprocess.Process] = field(init=False, default_factory=dict)
     _logs: list[IO[bytes]] = field(init=False, default_factory=list)
@@ -94,6 +97,8 @@ class Platform:
             port_key = "HTTP_PORT" if name == "gateway" else "GRPC_PORT"
             env[port_key] = str(ports[name])
             self.specs[name] = ServiceSpec(name, ports[name], env, http=name == "gateway")
+            if name in self.bin_dirs:
+                self.specs[name].bin_dir = self.bin_dirs[name]
 
     @property
     def gateway_url(self) -> str:
