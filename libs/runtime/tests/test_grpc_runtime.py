@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -16,7 +17,8 @@ from parley_runtime.context import (
 )
 from parley_runtime.errors import NotFound, from_rpc_error
 from parley_runtime.grpc_client import channel
-from parley_runtime.grpc_server import Registration
+from parley_runtime.grpc_server import Registration, start_server
+from parley_runtime.settings import ServiceSettings
 from parley_testkit import acting_as, grpc_server
 
 SERVICE = "parley.test.Echo"
@@ -162,3 +164,50 @@ async def test_a_call_that_names_its_principal_keeps_it(chan: Any) -> None:
         reply = await chan.unary_unary(f"/{SERVICE}/Unary")(b"hi", metadata=metadata)
     assert served.tenant_id == "acme"
     assert reply == b"globex|gil|req-42|True"
+
+
+async def _slow_stream(request: bytes, context: Any) -> AsyncIterator[bytes]:
+    for _ in range(int(request)):
+        await asyncio.sleep(0.1)
+        yield b"."
+
+
+@pytest.mark.parametrize(("max_stream", "cut"), [(10.0, False), (0.3, True)])
+async def test_connection_ageing_lets_streams_run_as_long_as_the_longest_call(
+    max_stream: float, cut: bool
+) -> None:
+    # Connections age after 0.5 s; a 2 s stream on one runs on after the GOAWAY for as long
+    # as GRPC_MAX_STREAM_SECONDS allows (and is cut where that is shorter than the stream).
+    settings = ServiceSettings(
+        grpc_host="127.0.0.1",
+        grpc_port=0,
+        grpc_max_connection_age_seconds=0.5,
+        grpc_max_stream_seconds=max_stream,
+    )
+    handlers = {"Slow": grpc.unary_stream_rpc_method_handler(_slow_stream)}
+    registration = Registration(
+        SERVICE,
+        lambda s: s.add_generic_rpc_handlers(
+            [grpc.method_handlers_generic_handler(SERVICE, handlers)]
+        ),
+    )
+    server, _, port = await start_server(settings, [registration])
+    try:
+        async with channel(f"127.0.0.1:{port}", SERVICE, default_timeout=10.0) as chan:
+            slow = chan.unary_stream(f"/{SERVICE}/Slow")
+            calls = [slow(b"20") for _ in range(3)]
+            outcomes = await asyncio.gather(
+                *(_count(call) for call in calls), return_exceptions=True
+            )
+            # New calls after the ageing are served too, on a new connection.
+            assert [m async for m in slow(b"2")] == [b".", b"."]
+    finally:
+        await server.stop(0)
+    if cut:
+        assert all(isinstance(o, grpc.aio.AioRpcError) for o in outcomes), outcomes
+    else:
+        assert outcomes == [20, 20, 20]
+
+
+async def _count(call: Any) -> int:
+    return len([m async for m in call])

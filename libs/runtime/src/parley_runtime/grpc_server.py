@@ -250,8 +250,10 @@ def server_options(settings: ServiceSettings) -> list[tuple[str, Any]]:
     age_ms = int(settings.grpc_max_connection_age_seconds * 1000)
     return [
         ("grpc.max_connection_age_ms", age_ms),
-        # Let in-flight streams finish after the age is reached, within the drain grace.
-        ("grpc.max_connection_age_grace_ms", int(settings.shutdown_grace_seconds * 1000)),
+        # After the age's GOAWAY, new calls go to a new connection while the old one's calls
+        # run on; the grace is a hard limit that cuts whatever still runs, so it must cover
+        # the longest call a client makes, not the shutdown's drain.
+        ("grpc.max_connection_age_grace_ms", int(settings.grpc_max_stream_seconds * 1000)),
         ("grpc.keepalive_time_ms", 30_000),
         ("grpc.keepalive_timeout_ms", 10_000),
         ("grpc.keepalive_permit_without_calls", 1),

@@ -40,6 +40,12 @@ class ServiceSettings(ProcessSettings):
     grpc_max_connection_age_seconds: float = Field(
         300.0, gt=0, description="Clients reconnect after this, so new replicas get traffic."
     )
+    grpc_max_stream_seconds: float = Field(
+        330.0,
+        gt=0,
+        description="The longest call a client of this service may make (a streamed turn's "
+        "deadline, with a margin): an aged connection lets its calls run this long.",
+    )
 
 
 S = TypeVar("S", bound=BaseSettings)
