@@ -160,6 +160,11 @@ def channel(
         ("grpc.http2.max_pings_without_data", 0),
         ("grpc.max_receive_message_length", 16 * 1024 * 1024),
         ("grpc.max_send_message_length", 16 * 1024 * 1024),
+        # A peer that comes back is tried again within a second, however long it was down
+        # (grpc's default backoff grows to two minutes).
+        ("grpc.initial_reconnect_backoff_ms", 100),
+        ("grpc.min_reconnect_backoff_ms", 100),
+        ("grpc.max_reconnect_backoff_ms", 1000),
     ]
     return grpc.aio.insecure_channel(
         normalise_target(target),
