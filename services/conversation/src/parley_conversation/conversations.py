@@ -33,6 +33,10 @@ class Status(enum.StrEnum):
     FAILED = "failed"
 
 
+# The error code of an answer whose writer died before it ended; its text so far is kept.
+INTERRUPTED = "interrupted"
+
+
 class FinishReason(enum.StrEnum):
     """Why the model stopped answering."""
 

@@ -6,6 +6,8 @@ parley-conversation migrate upgrade|downgrade [revision]
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from pathlib import Path
 
 from parley.conversation.v1 import conversation_pb2_grpc as pb_grpc
@@ -19,6 +21,8 @@ from parley_runtime import db
 from parley_runtime.cli import Migrations, service_main
 from parley_runtime.grpc_server import Registration, Wiring
 
+log = logging.getLogger("parley.conversation")
+
 SERVICE = "parley.conversation.v1.ConversationService"
 MIGRATIONS = Path(__file__).parent / "migrations"
 VERSION_TABLE = "alembic_version_conversation"
@@ -29,13 +33,20 @@ async def build(settings: Settings) -> Wiring:
     if settings.db_auto_migrate:
         await db.upgrade(MIGRATIONS, settings.database_url, VERSION_TABLE)
     engine = db.create_engine(settings.database_url)
-    store = ConversationStore(engine)
+    store = ConversationStore(engine, settings.owner, settings.turn_lease_seconds)
+    # Answers a previous process of this replica left in progress end now; others' once
+    # their lease runs out.
+    closed = await store.close_interrupted(include_own=True)
+    if closed:
+        log.warning("closed answers left in progress", extra={"count": closed})
+    sweeper = asyncio.create_task(_close_interrupted_every(store, settings.turn_lease_seconds / 2))
     router = LlmRouter(settings.llm_router_addr, settings.turn_timeout_seconds)
     retrieval = Retrieval(settings.retrieval_addr, settings.retrieval_timeout_seconds)
     turns = TurnRunner(store, router, retrieval, settings)
     servicer = ConversationServicer(store, turns, settings)
 
     async def close() -> None:
+        sweeper.cancel()
         await router.close()
         await retrieval.close()
         await engine.dispose()
@@ -48,6 +59,19 @@ async def build(settings: Settings) -> Wiring:
         ],
         close=close,
     )
+
+
+async def _close_interrupted_every(store: ConversationStore, seconds: float) -> None:
+    """Close the answers of replicas that died, for as long as this one runs."""
+    while True:
+        await asyncio.sleep(seconds)
+        try:
+            closed = await store.close_interrupted()
+        except Exception:
+            log.warning("could not close interrupted answers", exc_info=True)
+            continue
+        if closed:
+            log.warning("closed answers whose writer is gone", extra={"count": closed})
 
 
 def main() -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+import socket
+
+from pydantic import Field, model_validator
 
 from parley_runtime.settings import ServiceSettings
 
@@ -22,3 +24,29 @@ class Settings(ServiceSettings):
     retrieval_top_k: int = Field(5, ge=1, le=50)
     retrieval_timeout_seconds: float = Field(5.0, gt=0)
     turn_timeout_seconds: float = Field(300.0, gt=0, description="Deadline of the model call.")
+    turn_flush_seconds: float = Field(
+        0.5, gt=0, description="How often a streaming answer's text so far is saved."
+    )
+    turn_lease_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="How long an answer in progress may go unsaved before any replica closes "
+        "it as interrupted; renewed every third of it.",
+    )
+    replica_id: str = Field(
+        "",
+        max_length=200,
+        description="This replica's name on the answers it writes; empty means host:port, "
+        "which a restarted process keeps, so it closes its predecessor's answers at start.",
+    )
+
+    @model_validator(mode="after")
+    def _lease_outlives_saves(self) -> Settings:
+        if self.turn_lease_seconds < 3 * self.turn_flush_seconds:
+            raise ValueError("TURN_LEASE_SECONDS must be at least three times TURN_FLUSH_SECONDS")
+        return self
+
+    @property
+    def owner(self) -> str:
+        """The name this replica writes on its answers in progress."""
+        return self.replica_id or f"{socket.gethostname()}:{self.grpc_port}"

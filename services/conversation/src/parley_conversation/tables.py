@@ -78,6 +78,10 @@ class MessageRow(Base):
     # Assistant messages replaced by a regenerated answer; kept, but not shown or sent.
     superseded: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # Answers in progress: the replica writing it, and until when it has promised to be
+    # alive (renewed as the answer streams); past that, any replica may close it.
+    owner: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
     __table_args__ = (
         UniqueConstraint("conversation_id", "seq", name="uq_messages_conversation_seq"),
@@ -85,6 +89,7 @@ class MessageRow(Base):
             "conversation_id", "idempotency_key", name="uq_messages_conversation_idempotency"
         ),
         Index("ix_messages_owner", "tenant_id", "user_id"),
+        Index("ix_messages_in_progress", "status", "lease_until"),
     )
 
 

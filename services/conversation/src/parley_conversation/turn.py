@@ -7,11 +7,16 @@ an ``Answer``; whatever way the turn ends after ``Accepted`` (the model finishes
 early, llm-router refuses the call, a bug, or the caller goes away) it ends in one place, which
 stores the outcome (COMPLETE, FAILED with its partial text and error code, or CANCELLED with
 its partial text; the write is shielded from the caller's cancellation) and counts it once.
+
+While the answer streams, its text so far is saved every ``TURN_FLUSH_SECONDS`` (when it
+grew) and its lease renewed, so a process that dies mid-answer loses at most that window,
+and the answer is closed as interrupted by whichever replica sees its lease run out.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
@@ -48,6 +53,8 @@ from parley_conversation.metrics import FIRST_DELTA, TURNS
 from parley_conversation.prompt import Prompt, Turn, build_prompt
 from parley_conversation.settings import Settings
 from parley_runtime.errors import ParleyError
+
+log = logging.getLogger("parley.conversation.turn")
 
 HISTORY_WINDOW = 50
 STREAM_INCOMPLETE = Failure("stream_incomplete", "the model's answer ended early", True)
@@ -123,6 +130,7 @@ class TurnRunner:
         self.router = router
         self.retrieval = retrieval
         self.settings = settings
+        self._keepers: set[asyncio.Task[None]] = set()  # the event loop holds tasks weakly
 
     async def run(self, start: TurnStart, model: str) -> AsyncGenerator[TurnEvent, None]:
         """The events of a turn begun in the store; ``model`` overrides the conversation's."""
@@ -156,6 +164,10 @@ class TurnRunner:
         conversation = start.conversation
         began = time.perf_counter()
         answer = Answer()
+        ended = asyncio.Event()
+        keeper = asyncio.create_task(self._keep_saved(assistant_id, answer, ended))
+        self._keepers.add(keeper)
+        keeper.add_done_callback(self._keepers.discard)
         try:
             prompt = await self._prompt(start)
             answer.citations = tuple(item.citation() for item in prompt.cited)
@@ -194,12 +206,38 @@ class TurnRunner:
         finally:
             # Reached however the turn ends, cancellation included (then the answer has no
             # ending recorded, and is stored as cancelled).
+            ended.set()  # the keeper ends once its save in flight, if any, is done
             stored = await self._end(assistant_id, answer.outcome())
         if answer.failure is None:
             yield UsageReport(stored.usage)
             yield Done(stored)
         else:
             yield TurnFailed(answer.failure, stored.id)
+
+    async def _keep_saved(self, assistant_id: str, answer: Answer, ended: asyncio.Event) -> None:
+        """Save the answer's text while it grows and renew its lease, until it ends. It ends
+        on its own once ``ended`` is set: a save is never cut in the middle, and a late one
+        changes nothing (only an answer in progress takes it)."""
+        loop = asyncio.get_running_loop()
+        heartbeat = self.settings.turn_lease_seconds / 3
+        saved_parts, saved_at = 0, loop.time()
+        while True:
+            try:
+                await asyncio.wait_for(ended.wait(), self.settings.turn_flush_seconds)
+                return
+            except TimeoutError:
+                pass
+            parts = len(answer.parts)
+            if parts == saved_parts and loop.time() - saved_at < heartbeat:
+                continue
+            try:
+                if not await self.store.save_progress(assistant_id, "".join(answer.parts)):
+                    return
+            except Exception:
+                # The final write still stores the answer; only the window is at risk.
+                log.warning("could not save an answer in progress", exc_info=True)
+                continue
+            saved_parts, saved_at = parts, loop.time()
 
     async def _prompt(self, start: TurnStart) -> Prompt:
         conversation, question = start.conversation, start.user

@@ -142,6 +142,18 @@ class Platform:
         )
         return spawned
 
+    async def kill(self, name: str) -> None:
+        """SIGKILL one service, as a crash would: no drain, no cleanup."""
+        process = self.processes[name]
+        process.kill()
+        await process.wait()
+
+    async def restart(self, name: str, ready_within: float = 30.0) -> float:
+        """Start one (stopped or killed) service again on its port; seconds until ready."""
+        spec = self.specs[name]
+        async with asyncio.timeout(ready_within):
+            return await self._wait_ready(spec, await self._spawn(spec))
+
     async def _wait_ready(self, spec: ServiceSpec, spawned: float) -> float:
         process = self.processes[spec.name]
         while True:

@@ -2,13 +2,16 @@
 
 The store saves and loads the types of ``conversations.py``; rows never leave it. Every method
 a caller names things through takes the principal and filters on its tenant and user: a
-conversation of someone else is indistinguishable from one that does not exist. ``history``
-and ``finish_answer`` act on a turn already begun for its principal.
+conversation of someone else is indistinguishable from one that does not exist. ``history``,
+``save_progress`` and ``finish_answer`` act on a turn already begun for its principal.
+
+An answer in progress names the replica writing it and holds a lease that the writer renews
+as it saves the text so far; ``close_interrupted`` ends the answers whose writer is gone.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, func, select, update
@@ -16,6 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from parley_conversation.conversations import (
+    INTERRUPTED,
     Citation,
     Conversation,
     Feedback,
@@ -130,9 +134,22 @@ def _new_message(
 class ConversationStore:
     """The repository of the conversation service (see the module docstring)."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, owner: str = "", lease_seconds: float = 30.0) -> None:
         self.engine = engine
         self.sessions = async_sessionmaker(engine, expire_on_commit=False)
+        # The replica this store writes answers for, and how long an answer in progress may
+        # go without news before another replica may close it.
+        self.owner = owner
+        self.lease = timedelta(seconds=lease_seconds)
+
+    def _open_answer(
+        self, who: Principal, cid: str, seq: int, reply_to: str, at: datetime
+    ) -> MessageRow:
+        answer = _new_message(who, cid, seq, Role.ASSISTANT, "", Status.IN_PROGRESS, at)
+        answer.reply_to = reply_to
+        answer.owner = self.owner
+        answer.lease_until = at + self.lease
+        return answer
 
     async def _owned(self, session: AsyncSession, who: Principal, cid: str) -> ConversationRow:
         row = await session.get(ConversationRow, cid)
@@ -285,8 +302,7 @@ class ConversationStore:
             now = utcnow()
             user = _new_message(who, cid, seq, Role.USER, content, Status.COMPLETE, now)
             user.idempotency_key = key
-            assistant = _new_message(who, cid, seq + 1, Role.ASSISTANT, "", Status.IN_PROGRESS, now)
-            assistant.reply_to = user.id
+            assistant = self._open_answer(who, cid, seq + 1, user.id, now)
             session.add_all([user, assistant])
             await session.flush()
             conversation.message_count += 2
@@ -318,10 +334,7 @@ class ConversationStore:
                 select(func.max(MessageRow.seq)).where(MessageRow.conversation_id == cid)
             )
             now = utcnow()
-            assistant = _new_message(
-                who, cid, (last or 0) + 1, Role.ASSISTANT, "", Status.IN_PROGRESS, now
-            )
-            assistant.reply_to = user.id
+            assistant = self._open_answer(who, cid, (last or 0) + 1, user.id, now)
             session.add(assistant)
             conversation.updated_at = now
         return TurnStart(
@@ -344,7 +357,39 @@ class ConversationStore:
             row.finish_reason = outcome.finish_reason.value
             row.error_code = outcome.error_code
             row.citations = [_citation_json(c) for c in outcome.citations]
+            row.lease_until = None
         return _message(row)
+
+    async def save_progress(self, message_id: str, content: str) -> bool:
+        """Store the text of an answer in progress so far and renew its lease; False when the
+        answer is no longer in progress (ended, or closed as interrupted)."""
+        async with self.sessions.begin() as session:
+            done = await session.execute(
+                update(MessageRow)
+                .where(MessageRow.id == message_id, MessageRow.status == Status.IN_PROGRESS.value)
+                .values(content=content, lease_until=utcnow() + self.lease)
+            )
+        return bool(done.rowcount)  # type: ignore[attr-defined]
+
+    async def close_interrupted(self, include_own: bool = False) -> int:
+        """Close as failed (``interrupted``), with the text they kept, the answers in progress
+        whose owner is gone: their lease has run out, or (``include_own``, at start) a
+        previous process of this replica wrote them. Returns how many were closed."""
+        gone = MessageRow.lease_until.is_(None) | (MessageRow.lease_until < utcnow())
+        if include_own and self.owner:
+            gone = gone | (MessageRow.owner == self.owner)
+        async with self.sessions.begin() as session:
+            done = await session.execute(
+                update(MessageRow)
+                .where(MessageRow.status == Status.IN_PROGRESS.value, gone)
+                .values(
+                    status=Status.FAILED.value,
+                    finish_reason=FinishReason.ERROR.value,
+                    error_code=INTERRUPTED,
+                    lease_until=None,
+                )
+            )
+        return int(done.rowcount)  # type: ignore[attr-defined]
 
     async def feedback(
         self, who: Principal, cid: str, message_id: str, rating: Rating, comment: str
