@@ -1,7 +1,8 @@
 """conversation's peers as fakes that speak their real gRPC contracts over a socket.
 
-``FakeRouter`` plays a scripted ``StreamChat`` (events, then an end, a refusal or a hang) and
-keeps the requests it received; ``FakeRetrieval`` answers every search with the same chunks.
+``FakeRouter`` lists ``aliases`` (``ListModels``, counted; it can hang instead), plays a
+scripted ``StreamChat`` (events, then an end, a refusal or a hang) and keeps the requests it
+received; ``FakeRetrieval`` answers every search with the same chunks.
 """
 
 from __future__ import annotations
@@ -57,13 +58,30 @@ class Script:
     hang: bool = False
 
 
+ALIASES = ("default", "fast", "slow")
+
+
 class FakeRouter(llm_grpc.LlmRouterServicer):
-    """An llm-router whose streams follow ``script``."""
+    """An llm-router that serves ``aliases`` and whose streams follow ``script``."""
 
     def __init__(self) -> None:
         self.script = Script(answer_events("Hello", " there", "."))
         self.requests: list[llm.ChatRequest] = []
         self.cancelled = asyncio.Event()
+        self.aliases: list[str] = list(ALIASES)
+        self.listings = 0
+        self.list_hangs = False
+
+    async def ListModels(
+        self, request: llm.ListModelsRequest, context: grpc.aio.ServicerContext
+    ) -> llm.ListModelsResponse:
+        self.listings += 1
+        if self.list_hangs:
+            await asyncio.Event().wait()
+        return llm.ListModelsResponse(
+            models=[llm.ModelInfo(alias=a, candidates=[f"fake/{a}"]) for a in self.aliases],
+            default_model=self.aliases[0] if self.aliases else "",
+        )
 
     async def StreamChat(
         self, request: llm.ChatRequest, context: grpc.aio.ServicerContext

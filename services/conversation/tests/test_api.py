@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import socket
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 import pytest
@@ -29,15 +33,13 @@ class Service:
     peers: Peers
 
 
-@pytest.fixture
-async def service(database_url: str, peers: Peers) -> AsyncIterator[Service]:
+@asynccontextmanager
+async def serving(database_url: str, peers: Peers, **settings: Any) -> AsyncIterator[Service]:
+    """conversation on ``database_url`` with the fake peers (llm-router elsewhere when
+    ``settings`` names another ``llm_router_addr``)."""
+    settings.setdefault("llm_router_addr", peers.address)
     wiring = await build(
-        Settings(
-            grpc_port=0,
-            database_url=database_url,
-            llm_router_addr=peers.address,
-            retrieval_addr=peers.address,
-        )
+        Settings(grpc_port=0, database_url=database_url, retrieval_addr=peers.address, **settings)
     )
     async with (
         grpc_server(wiring.registrations) as address,
@@ -45,6 +47,12 @@ async def service(database_url: str, peers: Peers) -> AsyncIterator[Service]:
     ):
         yield Service(pb_grpc.ConversationServiceStub(chan), peers)
     await wiring.close()
+
+
+@pytest.fixture
+async def service(database_url: str, peers: Peers) -> AsyncIterator[Service]:
+    async with serving(database_url, peers) as service:
+        yield service
 
 
 async def test_migrations_go_up_and_down(database_url: str) -> None:
@@ -255,3 +263,155 @@ async def test_unknown_conversation_is_not_found(service: Service) -> None:
         ):
             pass
     assert raised.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def error_code(error: grpc.aio.AioRpcError) -> str:
+    return dict(error.trailing_metadata() or ()).get("parley-error-code", "")  # type: ignore[arg-type]
+
+
+async def refused(call: AsyncIterator[pb.TurnEvent]) -> grpc.aio.AioRpcError:
+    """The error a turn was refused with, before any event."""
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        async for event in call:
+            pytest.fail(f"a refused turn streamed {event.WhichOneof('event')}")
+    return raised.value
+
+
+async def stored(service: Service, cid: str) -> list[pb.Message]:
+    listed = await service.stub.ListMessages(pb.ListMessagesRequest(conversation_id=cid))
+    return list(listed.messages)
+
+
+async def test_an_unknown_model_alias_is_refused_before_anything_is_stored(
+    service: Service,
+) -> None:
+    cid = (await service.stub.CreateConversation(pb.CreateConversationRequest())).id
+    error = await refused(
+        service.stub.SendMessage(
+            pb.SendMessageRequest(conversation_id=cid, content="hi", model="gpt-9")
+        )
+    )
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error_code(error) == "unknown_model"
+    assert "'gpt-9'" in (error.details() or "")
+    assert await stored(service, cid) == []
+    got = await service.stub.GetConversation(pb.GetConversationRequest(conversation_id=cid))
+    assert (got.message_count, got.title) == (0, "")
+    assert service.peers.router.requests == []
+
+
+async def test_a_conversation_names_only_a_model_alias_the_router_serves(
+    service: Service,
+) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await service.stub.CreateConversation(
+            pb.CreateConversationRequest(settings=pb.ConversationSettings(model="gpt-9"))
+        )
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error_code(raised.value) == "unknown_model"
+    created = await service.stub.CreateConversation(
+        pb.CreateConversationRequest(settings=pb.ConversationSettings(model="fast"))
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await service.stub.UpdateConversation(
+            pb.UpdateConversationRequest(
+                conversation_id=created.id,
+                settings=pb.ConversationSettings(model="gpt-9"),
+                update_mask=FieldMask(paths=["settings.model"]),
+            )
+        )
+    assert error_code(raised.value) == "unknown_model"
+    got = await service.stub.GetConversation(pb.GetConversationRequest(conversation_id=created.id))
+    assert got.settings.model == "fast"
+
+
+async def test_a_conversations_alias_removed_from_the_router_stores_no_turn(
+    database_url: str, peers: Peers
+) -> None:
+    async with serving(database_url, peers, model_aliases_ttl_seconds=0.1) as service:
+        created = await service.stub.CreateConversation(
+            pb.CreateConversationRequest(settings=pb.ConversationSettings(model="fast"))
+        )
+        peers.router.aliases.remove("fast")
+        await asyncio.sleep(0.15)  # the list the alias was checked against is old
+        error = await refused(
+            service.stub.SendMessage(
+                pb.SendMessageRequest(conversation_id=created.id, content="hi")
+            )
+        )
+        assert (error.code(), error_code(error)) == (
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "unknown_model",
+        )
+        assert await stored(service, created.id) == []
+
+
+async def test_a_regeneration_with_an_unknown_alias_keeps_the_last_answer(
+    service: Service,
+) -> None:
+    cid = (await service.stub.CreateConversation(pb.CreateConversationRequest())).id
+    answer = (await send(service, cid, "hi"))[-1].done.message
+    error = await refused(
+        service.stub.RegenerateMessage(
+            pb.RegenerateMessageRequest(conversation_id=cid, model="gpt-9")
+        )
+    )
+    assert error_code(error) == "unknown_model"
+    assert [m.id for m in await stored(service, cid)][-1] == answer.id
+
+
+async def test_a_key_reused_for_another_message_is_refused(service: Service) -> None:
+    cid = (await service.stub.CreateConversation(pb.CreateConversationRequest())).id
+    first = await send(service, cid, "How many days of leave?", key="k-1")
+    for other in (
+        pb.SendMessageRequest(conversation_id=cid, content="And sick days?", idempotency_key="k-1"),
+        pb.SendMessageRequest(
+            conversation_id=cid,
+            content="How many days of leave?",
+            idempotency_key="k-1",
+            model="fast",
+        ),
+    ):
+        error = await refused(service.stub.SendMessage(other))
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert error_code(error) == "idempotency_key_reused"
+        assert "used for a different message" in (error.details() or "")
+    again = await send(service, cid, "How many days of leave?", key="k-1")
+    assert again[0].accepted.replayed
+    assert again[-1].done.message == first[-1].done.message
+    assert len(await stored(service, cid)) == 2
+    assert len(service.peers.router.requests) == 1
+
+
+@pytest.fixture
+async def without_router(database_url: str, peers: Peers) -> AsyncIterator[Service]:
+    """conversation whose llm-router is not there (nothing listens on its port)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        dead = f"127.0.0.1:{probe.getsockname()[1]}"
+    async with serving(
+        database_url, peers, llm_router_addr=dead, model_check_timeout_seconds=0.3
+    ) as service:
+        yield service
+
+
+async def test_a_send_while_the_router_is_down_stores_nothing(without_router: Service) -> None:
+    service = without_router
+    cid = (await service.stub.CreateConversation(pb.CreateConversationRequest())).id
+    for _ in range(2):
+        error = await refused(
+            service.stub.SendMessage(
+                pb.SendMessageRequest(conversation_id=cid, content="hi", idempotency_key="k")
+            )
+        )
+        assert (error.code(), error_code(error)) == (
+            grpc.StatusCode.UNAVAILABLE,
+            "service_unavailable",
+        )
+    assert await stored(service, cid) == []
+    got = await service.stub.GetConversation(pb.GetConversationRequest(conversation_id=cid))
+    assert got.message_count == 0
+    error = await refused(
+        service.stub.RegenerateMessage(pb.RegenerateMessageRequest(conversation_id=cid))
+    )
+    assert error.code() == grpc.StatusCode.UNAVAILABLE

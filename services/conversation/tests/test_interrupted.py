@@ -8,6 +8,7 @@ import asyncio
 from pathlib import Path
 
 import pytest
+from sqlalchemy.exc import OperationalError
 
 from parley_conversation.adapters.llm_router import LlmRouter
 from parley_conversation.adapters.retrieval import Retrieval
@@ -168,4 +169,55 @@ async def test_an_interrupted_answer_replays_as_failed(tmp_path: Path, peers: Pe
     finally:
         await router.close()
         await retrieval.close()
+        await store.engine.dispose()
+
+
+async def test_a_regenerated_answer_left_in_progress_is_closed_like_any_other(
+    database: str,
+) -> None:
+    store = await open_store(database, "host-1:50061")
+    try:
+        start = await begin(store)
+        assert start.assistant is not None
+        await store.finish_answer(
+            start.assistant.id,
+            Outcome(status=Status.COMPLETE, content="25 days.", finish_reason=FinishReason.STOP),
+        )
+        again = await store.begin_regeneration(ANN, start.conversation.id)
+        assert again.assistant is not None
+        assert await store.save_progress(again.assistant.id, "Twenty")
+        # The process dies here; the next one of the same replica closes what it left.
+        assert await store.close_interrupted(include_own=True) == 1
+        shown = await store.messages(ANN, start.conversation.id, 10, 0)
+        assert [(m.id, m.status, m.error_code, m.content) for m in shown[1:]] == [
+            (again.assistant.id, Status.FAILED, INTERRUPTED, "Twenty")
+        ]
+    finally:
+        await store.engine.dispose()
+
+
+class FlakyStore(ConversationStore):
+    """A store whose database fails the first write of an answer's end."""
+
+    failures = 1
+
+    async def _finish_answer(self, message_id: str, outcome: Outcome) -> Message:
+        if self.failures:
+            self.failures -= 1
+            raise OperationalError("UPDATE messages", {}, ConnectionError("connection reset"))
+        return await super()._finish_answer(message_id, outcome)
+
+
+async def test_an_answers_end_survives_a_brief_database_failure(database: str) -> None:
+    store = FlakyStore(db.create_engine(database), "replica-a")
+    try:
+        start = await begin(store)
+        assert start.assistant is not None
+        ended = await store.finish_answer(
+            start.assistant.id,
+            Outcome(status=Status.COMPLETE, content="25 days.", finish_reason=FinishReason.STOP),
+        )
+        assert (ended.status, ended.content) == (Status.COMPLETE, "25 days.")
+        assert (await answer_of(store, start)).status == Status.COMPLETE
+    finally:
         await store.engine.dispose()

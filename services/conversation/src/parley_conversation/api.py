@@ -13,6 +13,7 @@ import grpc
 from parley.conversation.v1 import conversation_pb2 as pb
 from parley.conversation.v1 import conversation_pb2_grpc as pb_grpc
 from parley_conversation import wire
+from parley_conversation.adapters.llm_router import LlmRouter
 from parley_conversation.adapters.store import ConversationStore
 from parley_conversation.settings import Settings
 from parley_conversation.turn import TurnRunner
@@ -42,9 +43,12 @@ def _check_settings(settings: pb.ConversationSettings) -> None:
 class ConversationServicer(pb_grpc.ConversationServiceServicer):
     """Conversations and turns of the calling principal's user."""
 
-    def __init__(self, store: ConversationStore, turns: TurnRunner, settings: Settings) -> None:
+    def __init__(
+        self, store: ConversationStore, turns: TurnRunner, router: LlmRouter, settings: Settings
+    ) -> None:
         self.store = store
         self.turns = turns
+        self.router = router
         self.settings = settings
 
     async def CreateConversation(
@@ -54,6 +58,8 @@ class ConversationServicer(pb_grpc.ConversationServiceServicer):
         if len(request.title) > MAX_TITLE:
             raise InvalidArgument(f"title: at most {MAX_TITLE} characters", code="invalid_title")
         _check_settings(request.settings)
+        if request.settings.model:
+            await self.router.check_model(request.settings.model)
         who = current_principal()
         s = request.settings
         created = await self.store.create(
@@ -113,6 +119,8 @@ class ConversationServicer(pb_grpc.ConversationServiceServicer):
         if "title" in paths:
             changes["title"] = request.title
         if "settings.model" in paths:
+            if s.model:
+                await self.router.check_model(s.model)
             changes["model"] = s.model
         if "settings.knowledge_base_id" in paths:
             changes["knowledge_base_id"] = s.knowledge_base_id
@@ -148,7 +156,8 @@ class ConversationServicer(pb_grpc.ConversationServiceServicer):
     async def SendMessage(
         self, request: pb.SendMessageRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.TurnEvent]:
-        """Store the user message and stream the answer (see turn.py for the events)."""
+        """Store the user message and stream the answer (see turn.py for the events); a turn
+        that cannot start (unknown model, llm-router down, key reused) stores nothing."""
         content = request.content
         if not content.strip():
             raise InvalidArgument("content: must not be empty", code="empty_message")
@@ -159,9 +168,11 @@ class ConversationServicer(pb_grpc.ConversationServiceServicer):
             raise InvalidArgument(
                 "idempotency_key: at most 200 characters", code="invalid_idempotency_key"
             )
+        if len(request.model) > 100:
+            raise InvalidArgument("model: at most 100 characters", code="invalid_model")
         who = current_principal()
-        start = await self.store.begin_turn(
-            who, request.conversation_id, content, request.idempotency_key or None
+        start = await self.turns.begin(
+            who, request.conversation_id, content, request.idempotency_key or None, request.model
         )
         async with aclosing(self.turns.run(start, request.model)) as events:
             async for event in events:
@@ -172,8 +183,10 @@ class ConversationServicer(pb_grpc.ConversationServiceServicer):
     ) -> AsyncIterator[pb.TurnEvent]:
         """Answer the last user message again; the previous answer is superseded (kept in
         exports, left out of the conversation and of later prompts)."""
+        if len(request.model) > 100:
+            raise InvalidArgument("model: at most 100 characters", code="invalid_model")
         who = current_principal()
-        start = await self.store.begin_regeneration(who, request.conversation_id)
+        start = await self.turns.begin_regeneration(who, request.conversation_id, request.model)
         async with aclosing(self.turns.run(start, request.model)) as events:
             async for event in events:
                 yield wire.turn_event(event)

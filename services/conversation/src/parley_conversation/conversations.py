@@ -1,13 +1,17 @@
 """What the service keeps and reasons about: conversations, their messages and feedback, the
 passages a turn cites, and the two ends of a turn (``TurnStart``, ``Outcome``).
 
-Plain types, no I/O. The enums' values are the strings the database stores; ``wire.py``
-alone maps them to and from the protobuf enums.
+Also the model aliases a turn may name (``ModelAliases``) and the fingerprint that ties an
+idempotency key to one request (``request_fingerprint``). Plain types, no I/O. The enums'
+values are the strings the database stores; ``wire.py`` alone maps them to and from the
+protobuf enums.
 """
 
 from __future__ import annotations
 
 import enum
+import hashlib
+import json
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -169,3 +173,21 @@ class Outcome:
     usage: Usage = Usage()
     error_code: str = ""
     citations: tuple[Citation, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ModelAliases:
+    """The model aliases llm-router serves; an empty alias means its default."""
+
+    names: frozenset[str]
+    default: str
+
+    def knows(self, alias: str) -> bool:
+        return not alias or alias in self.names
+
+
+def request_fingerprint(content: str, model: str) -> str:
+    """What an idempotency key promises stays the same: the message and its model override
+    (a SHA-256, hex). A resend with the key must carry the same of both."""
+    # JSON keeps the two apart: no content and model can be shifted into another pair.
+    return hashlib.sha256(json.dumps([content, model]).encode()).hexdigest()

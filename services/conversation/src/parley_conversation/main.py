@@ -40,10 +40,15 @@ async def build(settings: Settings) -> Wiring:
     if closed:
         log.warning("closed answers left in progress", extra={"count": closed})
     sweeper = asyncio.create_task(_close_interrupted_every(store, settings.turn_lease_seconds / 2))
-    router = LlmRouter(settings.llm_router_addr, settings.turn_timeout_seconds)
+    router = LlmRouter(
+        settings.llm_router_addr,
+        settings.turn_timeout_seconds,
+        aliases_ttl=settings.model_aliases_ttl_seconds,
+        check_timeout=settings.model_check_timeout_seconds,
+    )
     retrieval = Retrieval(settings.retrieval_addr, settings.retrieval_timeout_seconds)
     turns = TurnRunner(store, router, retrieval, settings)
-    servicer = ConversationServicer(store, turns, settings)
+    servicer = ConversationServicer(store, turns, router, settings)
 
     async def close() -> None:
         sweeper.cancel()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 
 from pydantic import Field, model_validator
@@ -17,6 +18,15 @@ class Settings(ServiceSettings):
     db_auto_migrate: bool = Field(True, description="Apply migrations at start.")
     llm_router_addr: str = "127.0.0.1:50062"
     retrieval_addr: str = "127.0.0.1:50063"
+    model_aliases_ttl_seconds: float = Field(
+        5.0, ge=0, description="How long llm-router's list of model aliases is kept."
+    )
+    model_check_timeout_seconds: float = Field(
+        2.0,
+        gt=0,
+        description="How long a send waits for llm-router to list its models before it is "
+        "refused as unavailable.",
+    )
     max_message_chars: int = Field(32_000, gt=0)
     context_token_budget: int = Field(
         6000, gt=500, description="Tokens of system prompt, passages and history per turn."
@@ -49,4 +59,9 @@ class Settings(ServiceSettings):
     @property
     def owner(self) -> str:
         """The name this replica writes on its answers in progress."""
-        return self.replica_id or f"{socket.gethostname()}:{self.grpc_port}"
+        if self.replica_id:
+            return self.replica_id
+        # A port chosen by the system is not kept across restarts: name the process instead,
+        # so two such replicas never take each other's answers for their own.
+        port = self.grpc_port or f"pid{os.getpid()}"
+        return f"{socket.gethostname()}:{port}"

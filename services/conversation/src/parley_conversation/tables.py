@@ -73,6 +73,9 @@ class MessageRow(Base):
     citations: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
     tool_activity: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
     idempotency_key: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    # User messages sent with a key: the SHA-256 of their content and model override, so a
+    # resend with the key and another body is refused (NULL on rows stored before it).
+    request_fingerprint: Mapped[str | None] = mapped_column(String(64), nullable=True)
     # Assistant messages: the user message they answer.
     reply_to: Mapped[str | None] = mapped_column(String(40), nullable=True)
     # Assistant messages replaced by a regenerated answer; kept, but not shown or sent.

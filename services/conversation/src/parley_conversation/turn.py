@@ -1,5 +1,9 @@
 """One chat turn, from the stored user message to the stored answer.
 
+A turn is stored only once it can start (``TurnRunner.begin``): its model alias is one
+llm-router serves, llm-router answers, and an idempotency key is not reused for another
+message; otherwise the caller gets the error and nothing is written.
+
 Order of events (``events.py``): ``Accepted`` (the user message is stored), ``CitationsFound``
 (when the conversation's knowledge base gave passages), ``TextDelta``… (and ``ToolCall``),
 ``UsageReport``, then exactly one terminal ``Done`` or ``TurnFailed``. The answer is built in
@@ -35,6 +39,7 @@ from parley_conversation.conversations import (
     Status,
     TurnStart,
     Usage,
+    request_fingerprint,
 )
 from parley_conversation.events import (
     Accepted,
@@ -52,6 +57,7 @@ from parley_conversation.events import (
 from parley_conversation.metrics import FIRST_DELTA, TURNS
 from parley_conversation.prompt import Prompt, Turn, build_prompt
 from parley_conversation.settings import Settings
+from parley_runtime.context import Principal
 from parley_runtime.errors import ParleyError
 
 log = logging.getLogger("parley.conversation.turn")
@@ -131,6 +137,27 @@ class TurnRunner:
         self.retrieval = retrieval
         self.settings = settings
         self._keepers: set[asyncio.Task[None]] = set()  # the event loop holds tasks weakly
+
+    async def begin(
+        self, who: Principal, cid: str, content: str, key: str | None, model: str
+    ) -> TurnStart:
+        """Store a new turn, or find the one ``key`` began (to replay). Nothing is stored for
+        a turn that cannot start: an unknown model alias (``model`` overrides the
+        conversation's) is INVALID_ARGUMENT, an llm-router that does not answer UNAVAILABLE;
+        a key used before for another message is INVALID_ARGUMENT."""
+        fingerprint = request_fingerprint(content, model) if key else None
+        found = await self.store.find_turn(who, cid, key, fingerprint)
+        if isinstance(found, TurnStart):
+            return found
+        await self.router.check_model(model or found.model)
+        return await self.store.begin_turn(who, cid, content, key, fingerprint)
+
+    async def begin_regeneration(self, who: Principal, cid: str, model: str) -> TurnStart:
+        """Open a new answer to the conversation's last user message, once the model alias is
+        known and llm-router answers (as ``begin``): until then the last answer stays."""
+        conversation = await self.store.get(who, cid)
+        await self.router.check_model(model or conversation.model)
+        return await self.store.begin_regeneration(who, cid)
 
     async def run(self, start: TurnStart, model: str) -> AsyncGenerator[TurnEvent, None]:
         """The events of a turn begun in the store; ``model`` overrides the conversation's."""

@@ -13,6 +13,7 @@ from parley_conversation.conversations import (
     Feedback,
     FinishReason,
     Message,
+    ModelAliases,
     Passage,
     Rating,
     Role,
@@ -191,6 +192,10 @@ def chat_request(prompt: Prompt, model: str, temperature: float | None) -> llm.C
     if temperature is not None:
         request.temperature = temperature
     return request
+
+
+def model_aliases(found: llm.ListModelsResponse) -> ModelAliases:
+    return ModelAliases(frozenset(m.alias for m in found.models), found.default_model)
 
 
 def _usage_of(item: common_pb2.Usage, estimated: bool | None = None) -> Usage:

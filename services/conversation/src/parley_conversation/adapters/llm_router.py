@@ -1,23 +1,43 @@
-"""llm-router, as a turn calls it: one streamed model call per answer."""
+"""llm-router, as conversation calls it: the model aliases it serves (checked before a turn
+or a conversation's settings are stored) and one streamed model call per answer."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
 from collections.abc import AsyncGenerator
 
 import grpc
 
+from parley.llm_router.v1 import llm_router_pb2 as llm
 from parley.llm_router.v1 import llm_router_pb2_grpc as llm_grpc
 from parley_conversation import wire
+from parley_conversation.conversations import ModelAliases
 from parley_conversation.events import ModelEvent
 from parley_conversation.prompt import Prompt
-from parley_runtime.errors import from_rpc_error
+from parley_runtime.errors import InvalidArgument, Unavailable, from_rpc_error
 from parley_runtime.grpc_client import channel
+
+log = logging.getLogger("parley.conversation")
 
 
 class LlmRouter:
-    """A channel to llm-router, opened once per process."""
+    """A channel to llm-router, opened once per process, and the aliases it serves.
 
-    def __init__(self, address: str, timeout: float) -> None:
+    The aliases are kept for ``aliases_ttl`` seconds, and only while the channel is connected:
+    a router that went away is asked again (within ``check_timeout``) before anything is
+    stored, so a send to a dead router is refused instead of stored and failed.
+    """
+
+    def __init__(
+        self,
+        address: str,
+        timeout: float,
+        *,
+        aliases_ttl: float = 5.0,
+        check_timeout: float = 2.0,
+    ) -> None:
         self._channel = channel(
             address,
             "parley.llm_router.v1.LlmRouter",
@@ -25,6 +45,65 @@ class LlmRouter:
             default_timeout=timeout,
         )
         self._stub = llm_grpc.LlmRouterStub(self._channel)
+        self._aliases_ttl = aliases_ttl
+        self._check_timeout = check_timeout
+        self._aliases: ModelAliases | None = None
+        self._fetched_at = 0.0
+        self._fetching: asyncio.Future[ModelAliases] | None = None
+
+    async def check_model(self, alias: str) -> None:
+        """Pass when llm-router serves ``alias`` (empty: its default).
+
+        Raises ``InvalidArgument`` (``unknown_model``, naming the alias) when it does not,
+        after asking once more (a route added a moment ago works at once), and ``Unavailable``
+        when llm-router does not answer within the check's deadline.
+        """
+        known = await self._known(fresh=False)
+        if known.knows(alias):
+            return
+        known = await self._known(fresh=True)
+        if not known.knows(alias):
+            valid = ", ".join(sorted(known.names))
+            raise InvalidArgument(
+                f"unknown model {alias!r}; valid models: {valid}", code="unknown_model"
+            )
+
+    async def _known(self, fresh: bool) -> ModelAliases:
+        cached = self._aliases
+        if (
+            not fresh
+            and cached is not None
+            and time.monotonic() - self._fetched_at < self._aliases_ttl
+            and self._channel.get_state() == grpc.ChannelConnectivity.READY
+        ):
+            return cached
+        # Concurrent callers share one call: a dead router costs each of them one deadline,
+        # not one per caller queued behind it.
+        if self._fetching is None:
+            fetching = asyncio.ensure_future(self._fetch())
+            fetching.add_done_callback(self._fetched)
+            self._fetching = fetching
+        return await asyncio.shield(self._fetching)
+
+    def _fetched(self, fetching: asyncio.Future[ModelAliases]) -> None:
+        if self._fetching is fetching:
+            self._fetching = None
+        if not fetching.cancelled() and fetching.exception() is None:
+            self._aliases, self._fetched_at = fetching.result(), time.monotonic()
+
+    async def _fetch(self) -> ModelAliases:
+        try:
+            # Waits for a router that is reconnecting, within the check's short deadline.
+            found = await self._stub.ListModels(
+                llm.ListModelsRequest(), timeout=self._check_timeout, wait_for_ready=True
+            )
+        except grpc.RpcError as error:
+            status = error.code() if isinstance(error, grpc.aio.AioRpcError) else None
+            log.warning("llm-router did not list its models", extra={"status": str(status)})
+            raise Unavailable(
+                "the model service is unavailable; retry shortly", code="service_unavailable"
+            ) from error
+        return wire.model_aliases(found)
 
     async def stream_chat(
         self, prompt: Prompt, model: str, temperature: float | None, timeout: float

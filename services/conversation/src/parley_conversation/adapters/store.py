@@ -5,17 +5,22 @@ a caller names things through takes the principal and filters on its tenant and 
 conversation of someone else is indistinguishable from one that does not exist. ``history``,
 ``save_progress`` and ``finish_answer`` act on a turn already begun for its principal.
 
+A user message sent with an idempotency key keeps the fingerprint of its request
+(``request_fingerprint``): the key replays its turn only for the same request.
+
 An answer in progress names the replica writing it and holds a lease that the writer renews
 as it saves the text so far; ``close_interrupted`` ends the answers whose writer is gone.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, func, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from parley_conversation.conversations import (
@@ -34,11 +39,15 @@ from parley_conversation.conversations import (
 )
 from parley_conversation.tables import ConversationRow, FeedbackRow, MessageRow
 from parley_runtime.context import Principal
-from parley_runtime.errors import FailedPrecondition, NotFound
+from parley_runtime.errors import FailedPrecondition, InvalidArgument, NotFound
 from parley_runtime.ids import new_id
 from parley_runtime.timestamps import utcnow
 
+log = logging.getLogger("parley.conversation.store")
+
 TITLE_FROM_MESSAGE_CHARS = 60
+# Pauses between tries of an answer's final write (a database failover, a cut connection).
+END_RETRY_PAUSES = (0.1, 0.4, 1.0)
 
 
 def _conversation(row: ConversationRow) -> Conversation:
@@ -249,34 +258,30 @@ class ConversationStore:
             rows = list((await session.scalars(query)).all())
         return [_message(row) for row in reversed(rows)]
 
-    async def begin_turn(
-        self, who: Principal, cid: str, content: str, idempotency_key: str | None
-    ) -> TurnStart:
-        """Store the user message and an in-progress answer, once per idempotency key."""
-        for _ in range(5):
-            if idempotency_key:
-                existing = await self._find_turn(who, cid, idempotency_key)
-                if existing is not None:
-                    return existing
-            try:
-                return await self._insert_turn(who, cid, content, idempotency_key)
-            except IntegrityError:
-                # Another request took the key or the position first: read again.
-                continue
-        raise FailedPrecondition(
-            "the conversation is busy; retry the message", code="conversation_busy"
-        )
-
-    async def _find_turn(self, who: Principal, cid: str, key: str) -> TurnStart | None:
+    async def find_turn(
+        self, who: Principal, cid: str, key: str | None, fingerprint: str | None = None
+    ) -> TurnStart | Conversation:
+        """The turn ``key`` began in the caller's conversation, to replay; else the
+        conversation. A key sent before with another request (``fingerprint`` differs) is
+        INVALID_ARGUMENT ``idempotency_key_reused``."""
         async with self.sessions() as session:
             conversation = await self._owned(session, who, cid)
+            if not key:
+                return _conversation(conversation)
             user = await session.scalar(
                 select(MessageRow).where(
                     MessageRow.conversation_id == cid, MessageRow.idempotency_key == key
                 )
             )
             if user is None:
-                return None
+                return _conversation(conversation)
+            stored = user.request_fingerprint
+            if fingerprint is not None and stored is not None and stored != fingerprint:
+                raise InvalidArgument(
+                    "idempotency_key: this key was used for a different message; "
+                    "send a new message with a new key",
+                    code="idempotency_key_reused",
+                )
             assistant = await session.scalar(
                 select(MessageRow)
                 .where(MessageRow.reply_to == user.id)
@@ -290,8 +295,31 @@ class ConversationStore:
                 replayed=True,
             )
 
+    async def begin_turn(
+        self,
+        who: Principal,
+        cid: str,
+        content: str,
+        idempotency_key: str | None,
+        fingerprint: str | None = None,
+    ) -> TurnStart:
+        """Store the user message and an in-progress answer, once per idempotency key: a key
+        already taken replays its turn (see ``find_turn``)."""
+        for _ in range(5):
+            try:
+                return await self._insert_turn(who, cid, content, idempotency_key, fingerprint)
+            except IntegrityError:
+                # Another request took the key or the position first: read again.
+                if idempotency_key:
+                    found = await self.find_turn(who, cid, idempotency_key, fingerprint)
+                    if isinstance(found, TurnStart):
+                        return found
+        raise FailedPrecondition(
+            "the conversation is busy; retry the message", code="conversation_busy"
+        )
+
     async def _insert_turn(
-        self, who: Principal, cid: str, content: str, key: str | None
+        self, who: Principal, cid: str, content: str, key: str | None, fingerprint: str | None
     ) -> TurnStart:
         async with self.sessions.begin() as session:
             conversation = await self._owned(session, who, cid)
@@ -302,6 +330,7 @@ class ConversationStore:
             now = utcnow()
             user = _new_message(who, cid, seq, Role.USER, content, Status.COMPLETE, now)
             user.idempotency_key = key
+            user.request_fingerprint = fingerprint if key else None
             assistant = self._open_answer(who, cid, seq + 1, user.id, now)
             session.add_all([user, assistant])
             await session.flush()
@@ -342,7 +371,18 @@ class ConversationStore:
         )
 
     async def finish_answer(self, message_id: str, outcome: Outcome) -> Message:
-        """Store how an answer ended (complete, failed or cancelled, with its text)."""
+        """Store how an answer ended (complete, failed or cancelled, with its text), trying
+        again over a brief database failure: the answer would otherwise stay in progress
+        until its lease ran out, then be closed as interrupted with only its saved text."""
+        for pause in END_RETRY_PAUSES:
+            try:
+                return await self._finish_answer(message_id, outcome)
+            except DBAPIError:
+                log.warning("could not store an answer's end; trying again", exc_info=True)
+            await asyncio.sleep(pause)
+        return await self._finish_answer(message_id, outcome)
+
+    async def _finish_answer(self, message_id: str, outcome: Outcome) -> Message:
         async with self.sessions.begin() as session:
             row = await session.get(MessageRow, message_id)
             if row is None:
