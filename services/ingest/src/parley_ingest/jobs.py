@@ -1,9 +1,13 @@
 """The ingest job worker: parse, chunk and index documents, with progress.
 
-Jobs live in the database, so nothing is lost when a process stops: at start, and every
-``SWEEP_SECONDS`` after, the worker takes up queued jobs and running jobs whose lease lapsed
-(their worker died). A job is claimed atomically, so two replicas never process the same job
-at once; while it runs, a heartbeat keeps its lease, and a clean stop puts it back in the queue.
+Jobs live in the database, so nothing is lost when a process stops: at start, and every half
+lease (``JOB_LEASE_SECONDS``) after, the worker takes up queued jobs and running jobs whose
+lease lapsed (their worker died). A job is claimed atomically under this replica's name
+(``REPLICA_ID``), so two replicas never process the same job at once; while it runs, a
+heartbeat renews its lease every third of it, and a clean stop puts it back in the queue. A
+process killed without a clean stop is usually restarted under the same name (a container
+keeps its host name and port): the new process takes the jobs of its predecessor back at
+start instead of waiting for their leases.
 Indexing is idempotent (stable chunk ids), so a job done twice does no harm.
 
 Jobs of one document run one at a time in a process, and before each indexing call the job
@@ -30,7 +34,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-from parley_ingest.adapters.store import LEASE, IngestStore, Work
+from parley_ingest.adapters.store import IngestStore, Work
 from parley_ingest.chunking import TextChunk, chunk_text
 from parley_ingest.index import ChunkIndex
 from parley_ingest.metrics import JOBS_FINISHED
@@ -42,8 +46,6 @@ from parley_runtime.errors import ParleyError
 log = logging.getLogger("parley.ingest.jobs")
 
 BATCH = 512  # retrieval's IndexChunks takes at most this many chunks per call
-SWEEP_SECONDS = 30.0
-HEARTBEAT_SECONDS = LEASE.total_seconds() / 3
 
 
 @dataclass
@@ -65,6 +67,9 @@ class JobRunner:
         self.index = index
         self.settings = settings
         self.queue: asyncio.Queue[str] = asyncio.Queue()
+        lease = store.lease.total_seconds()
+        self.heartbeat_seconds = lease / 3
+        self.sweep_seconds = lease / 2
         self._tasks: list[asyncio.Task[None]] = []
         # Ids queued or being processed here: the sweep must not queue them again.
         self._scheduled: set[str] = set()
@@ -75,6 +80,9 @@ class JobRunner:
 
     async def start(self) -> None:
         """Queue the jobs a previous process left unfinished, then start the workers."""
+        # This replica's previous process died with these running: nobody else works on them.
+        if taken_back := await self.store.release_own():
+            log.warning("took back jobs left running", extra={"count": taken_back})
         for job_id in await self.store.unfinished():
             self.submit(job_id)
         # An empty context: no principal, request id or deadline of whoever started the
@@ -224,7 +232,7 @@ class JobRunner:
         # An indexing call may outlast the lease; without this, a sweep would take the job
         # over while it is still running.
         while True:
-            await asyncio.sleep(HEARTBEAT_SECONDS)
+            await asyncio.sleep(self.heartbeat_seconds)
             try:
                 await self.store.renew(job_id)
             except Exception:
@@ -245,7 +253,7 @@ class JobRunner:
 
     async def _sweep(self) -> None:
         while True:
-            await asyncio.sleep(SWEEP_SECONDS)
+            await asyncio.sleep(self.sweep_seconds)
             try:
                 for job_id in await self.store.unfinished():
                     self.submit(job_id)

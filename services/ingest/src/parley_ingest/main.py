@@ -29,7 +29,7 @@ async def build(settings: Settings) -> Wiring:
     if settings.db_auto_migrate:
         await db.upgrade(MIGRATIONS, settings.database_url, VERSION_TABLE)
     engine = db.create_engine(settings.database_url)
-    store = IngestStore(engine)
+    store = IngestStore(engine, settings.worker, settings.job_lease_seconds)
     index = RetrievalIndex(settings.retrieval_addr, settings.index_timeout_seconds)
     jobs = JobRunner(store, index, settings)
     await jobs.start()

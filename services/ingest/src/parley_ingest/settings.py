@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 from pydantic import Field, ValidationInfo, field_validator
 
 from parley_runtime.settings import ServiceSettings
@@ -26,6 +28,19 @@ class Settings(ServiceSettings):
     )
     worker_concurrency: int = Field(2, ge=1, le=64, description="Jobs processed at once.")
     index_timeout_seconds: float = Field(60.0, gt=0, description="Deadline of one indexing call.")
+    job_lease_seconds: float = Field(
+        30.0,
+        ge=1,
+        le=3600,
+        description="How long a running job's worker may go silent before any replica takes "
+        "the job over; renewed every third of it.",
+    )
+    replica_id: str = Field(
+        "",
+        max_length=200,
+        description="This replica's name on the jobs it runs; empty means host:port, which a "
+        "restarted process keeps, so it takes its predecessor's jobs back at start.",
+    )
 
     @field_validator("chunk_overlap_chars")
     @classmethod
@@ -35,3 +50,8 @@ class Settings(ServiceSettings):
         if size is not None and overlap >= size // 2:
             raise ValueError(f"must be less than half of CHUNK_SIZE_CHARS ({size})")
         return overlap
+
+    @property
+    def worker(self) -> str:
+        """The name this replica writes on the jobs it runs."""
+        return self.replica_id or f"{socket.gethostname()}:{self.grpc_port}"

@@ -87,6 +87,8 @@ class JobRow(Base):
     error: Mapped[str] = mapped_column(Text)
     # A worker owns a running job until then; past it, any replica may take the job over.
     lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # The replica working on a running job: its next process takes the job back at start.
+    worker: Mapped[str | None] = mapped_column(String(200), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 

@@ -1,7 +1,9 @@
 """Documents, their bytes and jobs in ingest's own database.
 
 Calls made for a client take its principal and filter on its tenant; the job worker's calls
-are internal and address jobs by id.
+are internal and address jobs by id. A running job carries its worker (this replica's name)
+and a lease: past the lease any replica may take the job over, and the worker's own next
+process takes it back at start.
 """
 
 from __future__ import annotations
@@ -24,7 +26,6 @@ PENDING, PROCESSING, READY, FAILED = "pending", "processing", "ready", "failed"
 QUEUED, RUNNING, SUCCEEDED = "queued", "running", "succeeded"
 JOB_FAILED = "failed"
 TERMINAL = (SUCCEEDED, JOB_FAILED)
-LEASE = timedelta(seconds=60)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,9 +61,11 @@ class Work:
 class IngestStore:
     """The repository of the ingest service (see the module docstring)."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, worker: str = "", lease_seconds: float = 30.0) -> None:
         self.engine = engine
         self.sessions = async_sessionmaker(engine, expire_on_commit=False)
+        self.worker = worker
+        self.lease = timedelta(seconds=lease_seconds)
 
     async def create(
         self, who: Principal, new: NewDocument, content: bytes, sha256: str
@@ -244,7 +247,13 @@ class IngestStore:
                         (JobRow.state == RUNNING) & (JobRow.lease_until < at),
                     ),
                 )
-                .values(state=RUNNING, stage="parsing", lease_until=at + LEASE, updated_at=at)
+                .values(
+                    state=RUNNING,
+                    stage="parsing",
+                    lease_until=at + self.lease,
+                    worker=self.worker or None,
+                    updated_at=at,
+                )
             )
             if taken.rowcount != 1:  # type: ignore[attr-defined]
                 return None
@@ -261,11 +270,13 @@ class IngestStore:
 
     async def renew(self, job_id: str) -> None:
         """Extend a running job's lease (the worker's heartbeat)."""
+        mine = JobRow.worker == self.worker if self.worker else JobRow.worker.is_(None)
         async with self.sessions.begin() as session:
+            # Only while it is still ours: a replica that took it over owns the lease now.
             await session.execute(
                 update(JobRow)
-                .where(JobRow.id == job_id, JobRow.state == RUNNING)
-                .values(lease_until=utcnow() + LEASE)
+                .where(JobRow.id == job_id, JobRow.state == RUNNING, mine)
+                .values(lease_until=utcnow() + self.lease)
             )
 
     async def release(self, job_ids: list[str]) -> None:
@@ -278,13 +289,37 @@ class IngestStore:
             await session.execute(
                 update(JobRow)
                 .where(JobRow.id.in_(job_ids), JobRow.state == RUNNING)
-                .values(state=QUEUED, stage="queued", lease_until=None, updated_at=at)
+                .values(state=QUEUED, stage="queued", lease_until=None, worker=None, updated_at=at)
             )
             await session.execute(
                 update(DocumentRow)
                 .where(DocumentRow.job_id.in_(job_ids), DocumentRow.status == PROCESSING)
                 .values(status=PENDING, updated_at=at)
             )
+
+    async def release_own(self) -> int:
+        """Put the jobs this replica's previous process left running back in the queue (it
+        died, and nothing of this process works on them yet); return how many."""
+        if not self.worker:
+            return 0
+        at = utcnow()
+        async with self.sessions.begin() as session:
+            own = select(JobRow.id).where(JobRow.state == RUNNING, JobRow.worker == self.worker)
+            ids = list((await session.scalars(own)).all())
+            if not ids:
+                return 0
+            await session.execute(
+                update(DocumentRow)
+                .where(DocumentRow.job_id.in_(ids), DocumentRow.status == PROCESSING)
+                .values(status=PENDING, updated_at=at)
+            )
+            # The worker named again: another replica may have taken a job over meanwhile.
+            await session.execute(
+                update(JobRow)
+                .where(JobRow.id.in_(ids), JobRow.state == RUNNING, JobRow.worker == self.worker)
+                .values(state=QUEUED, stage="queued", lease_until=None, worker=None, updated_at=at)
+            )
+        return len(ids)
 
     async def current_version(self, document_id: str) -> int | None:
         """The document's current version, or None once it is deleted."""
@@ -300,7 +335,7 @@ class IngestStore:
             await session.execute(
                 update(JobRow)
                 .where(JobRow.id == job_id)
-                .values(**values, lease_until=at + LEASE, updated_at=at)
+                .values(**values, lease_until=at + self.lease, updated_at=at)
             )
 
     async def finish(self, job_id: str, document_id: str, *, chunks: int, error: str = "") -> None:
@@ -316,6 +351,7 @@ class IngestStore:
                     progress=1.0 if ok else JobRow.progress,
                     error=error,
                     lease_until=None,
+                    worker=None,
                     updated_at=at,
                 )
             )
