@@ -176,6 +176,27 @@ async def test_a_stream_dropped_midway_is_a_broken_stream(
     assert any(isinstance(e, TextDelta) for e in events)
 
 
+async def test_a_paced_stream_dropped_midway_keeps_every_token_that_arrived(
+    fake: OpenAIFake,
+) -> None:
+    # Six tokens 5 ms apart, then the connection is cut: with reads 100 ms apart, all six
+    # wait in the connection's buffer when the cut is noticed, and must still be delivered.
+    fake.set_behaviour(tokens=20, token_delay_ms=5, drop_after_tokens=6)
+    provider = CompatibleProvider(
+        name="vllm", api_key=None, base_url=f"{fake.base_url}/v1/", pace=0.1
+    )
+    events: list[ProviderEvent] = []
+    try:
+        with pytest.raises(ProviderFailure) as raised:
+            async for event in provider.stream(MODEL, HELLO, TIMEOUTS):
+                events.append(event)
+    finally:
+        await provider.close()
+    assert raised.value.kind == FailureKind.STREAM_BROKEN
+    text = "".join(e.text for e in events if isinstance(e, TextDelta))
+    assert text == "".join(Behaviour(tokens=6).answer_tokens())
+
+
 async def test_a_finished_stream_leaves_its_connection_to_the_next_request(
     fake: OpenAIFake, compatible: CompatibleProvider
 ) -> None:

@@ -32,6 +32,28 @@ from parley_llm_router.providers.failures import (
 MAX_CONNECTIONS = 1000
 
 
+async def _arrived(content: aiohttp.StreamReader) -> AsyncIterator[bytes]:
+    """The body's bytes as they arrive; when the connection breaks, what arrived before the
+    break first, then the error. aiohttp's readers raise at once and drop the bytes they
+    hold, and a paced stream holds up to a coalescing window of tokens: a provider dropping
+    mid-answer would otherwise cost the caller text the router had received."""
+    while True:
+        try:
+            chunk = await content.readany()
+        except aiohttp.ClientError:
+            try:
+                # The only way to the buffer once an exception is set (read_nowait raises).
+                held = content._read_nowait(-1)
+            except Exception:
+                held = b""
+            if held:
+                yield held
+            raise
+        if not chunk:
+            return
+        yield chunk
+
+
 class CompatibleProvider:
     """Chat Completions and embeddings of one OpenAI-compatible server at ``base_url``
     (ending in ``/v1``, as the servers document it).
@@ -90,7 +112,7 @@ class CompatibleProvider:
             else:
                 response.close()
 
-        return Body(response.content.iter_any(), close, response.content.on_eof)
+        return Body(_arrived(response.content), close, response.content.on_eof)
 
     async def embed(
         self, model: str, texts: list[str], timeout: float
