@@ -1,17 +1,37 @@
-"""The real gateway app served on a loopback port, for tests that drive it over HTTP."""
+"""The real gateway app served on a loopback port, for tests that drive it over HTTP, alone
+(``serve_gateway``) or in front of fake peers that record what reached them (``api``).
+
+The fakes speak the peers' real gRPC contracts over a socket: ``FakeConversation`` and
+``FakeIngest`` answer from fields a test sets (``messages``, ``turn``, ``failure``) and keep
+every request they receive in ``calls`` with its request id, so a test can assert that refused
+input never reached a peer, or which id did. ``error_of`` reads the error envelope as a client
+does.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
 
+import grpc
 import httpx
 import pytest
 import uvicorn
 
+from parley.conversation.v1 import conversation_pb2 as conv
+from parley.conversation.v1 import conversation_pb2_grpc
+from parley.ingest.v1 import ingest_pb2 as ing
+from parley.ingest.v1 import ingest_pb2_grpc
 from parley_gateway.app import create_app
+from parley_gateway.auth import issue_token
 from parley_gateway.settings import Settings
+from parley_runtime.errors import ParleyError
+from parley_runtime.grpc_server import Registration
+from parley_testkit import grpc_server
 
 Serve = Callable[[Settings], AbstractAsyncContextManager[httpx.AsyncClient]]
 
@@ -41,3 +61,163 @@ async def _serve(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
 def serve_gateway() -> Serve:
     """``async with serve_gateway(settings) as client``: the app, running, and its client."""
     return _serve
+
+
+@dataclass
+class Call:
+    """One request a fake received, and the ``x-request-id`` it carried."""
+
+    method: str
+    request: Any
+    request_id: str | None
+
+
+def _request_id(context: grpc.aio.ServicerContext) -> str | None:
+    for key, value in context.invocation_metadata() or ():
+        if key == "x-request-id":
+            return str(value)
+    return None
+
+
+@dataclass
+class FakeConversation(conversation_pb2_grpc.ConversationServiceServicer):
+    """Stored messages, and a turn that yields ``turn`` then fails with ``failure`` if set."""
+
+    messages: list[conv.Message] = field(default_factory=list)
+    turn: list[conv.TurnEvent] = field(default_factory=list)
+    failure: ParleyError | None = None
+    calls: list[Call] = field(default_factory=list)
+
+    async def ListMessages(
+        self, request: conv.ListMessagesRequest, context: grpc.aio.ServicerContext
+    ) -> conv.ListMessagesResponse:
+        self.calls.append(Call("ListMessages", request, _request_id(context)))
+        return conv.ListMessagesResponse(messages=self.messages)
+
+    async def ListConversations(
+        self, request: conv.ListConversationsRequest, context: grpc.aio.ServicerContext
+    ) -> conv.ListConversationsResponse:
+        self.calls.append(Call("ListConversations", request, _request_id(context)))
+        return conv.ListConversationsResponse()
+
+    async def CreateConversation(
+        self, request: conv.CreateConversationRequest, context: grpc.aio.ServicerContext
+    ) -> conv.Conversation:
+        self.calls.append(Call("CreateConversation", request, _request_id(context)))
+        if self.failure is not None:
+            raise self.failure
+        return conv.Conversation(id="c1", title=request.title)
+
+    async def SendMessage(
+        self, request: conv.SendMessageRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[conv.TurnEvent]:
+        self.calls.append(Call("SendMessage", request, _request_id(context)))
+        for event in self.turn:
+            yield event
+        if self.failure is not None:
+            raise self.failure
+
+
+@dataclass
+class FakeIngest(ingest_pb2_grpc.IngestServicer):
+    """Creates documents, or fails with ``failure`` if set."""
+
+    failure: ParleyError | None = None
+    calls: list[Call] = field(default_factory=list)
+
+    async def CreateDocument(
+        self, request: ing.CreateDocumentRequest, context: grpc.aio.ServicerContext
+    ) -> ing.CreateDocumentResponse:
+        self.calls.append(Call("CreateDocument", request, _request_id(context)))
+        if self.failure is not None:
+            raise self.failure
+        return ing.CreateDocumentResponse(
+            document=ing.Document(id="doc_1", knowledge_base_id="kb"),
+            job=ing.Job(id="job_1", document_id="doc_1"),
+        )
+
+
+@dataclass
+class Fakes:
+    """The fakes a gateway under test talks to, and their addresses."""
+
+    conversation: FakeConversation = field(default_factory=FakeConversation)
+    ingest: FakeIngest = field(default_factory=FakeIngest)
+    address: str = ""
+    dead: str = ""
+
+    @property
+    def calls(self) -> list[Call]:
+        return [*self.conversation.calls, *self.ingest.calls]
+
+
+@asynccontextmanager
+async def serving_fakes() -> AsyncIterator[Fakes]:
+    """Conversation and ingest fakes on one loopback port; llm-router is left down."""
+    fakes = Fakes(dead=dead_address())
+    registrations = [
+        Registration(
+            "parley.conversation.v1.ConversationService",
+            lambda server: conversation_pb2_grpc.add_ConversationServiceServicer_to_server(
+                fakes.conversation, server
+            ),
+        ),
+        Registration(
+            "parley.ingest.v1.Ingest",
+            lambda server: ingest_pb2_grpc.add_IngestServicer_to_server(fakes.ingest, server),
+        ),
+    ]
+    async with grpc_server(registrations) as address:
+        fakes.address = address
+        yield fakes
+
+
+def dead_address() -> str:
+    """A loopback port with nothing listening."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return f"127.0.0.1:{sock.getsockname()[1]}"
+
+
+Api = Callable[..., AbstractAsyncContextManager[tuple[httpx.AsyncClient, Fakes]]]
+
+
+@asynccontextmanager
+async def _api(**settings: Any) -> AsyncIterator[tuple[httpx.AsyncClient, Fakes]]:
+    """The gateway (with ``settings``) in front of fake conversation and ingest peers; its
+    client carries a bearer token of tenant acme."""
+    async with serving_fakes() as fakes:
+        config = Settings(
+            conversation_addr=fakes.address,
+            ingest_addr=fakes.address,
+            llm_router_addr=fakes.dead,
+            **settings,
+        )
+        token = issue_token(config.auth_secret, config.auth_issuer, tenant="acme", user="ann")
+        async with _serve(config) as client:
+            client.headers["Authorization"] = f"Bearer {token}"
+            yield client, fakes
+
+
+@pytest.fixture
+def api() -> Api:
+    """``async with api(**settings) as (client, fakes)``: the app in front of fake peers."""
+    return _api
+
+
+def _error_of(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
+    """The envelope's ``error`` of ``response``, once checked: ``status``, ``code``, and the
+    request id the ``X-Request-ID`` header also carries."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    error: dict[str, Any] = response.json()["error"]
+    assert error["code"] == code, error
+    assert error["request_id"]
+    assert error["request_id"] == response.headers["x-request-id"]
+    return error
+
+
+@pytest.fixture
+def error_of() -> Callable[[httpx.Response, int, str], dict[str, Any]]:
+    """``error_of(response, status, code)``: the envelope's ``error``, checked."""
+    return _error_of

@@ -1,24 +1,25 @@
 """The public error envelope, and the one place errors become HTTP responses.
 
 Every error a client sees is ``{"error": {"code", "message", "request_id"}}`` with a status
-that matches it; no stack trace or provider body ever leaves the gateway.
+that matches it; no stack trace or provider body ever leaves the gateway. What no handler here
+covers, the last resort in :mod:`parley_gateway.middleware` answers as a 500 envelope.
+:func:`responses` documents the statuses a route returns, with the envelope, in OpenAPI.
 """
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import grpc
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from parley_runtime.context import request_id_var
 from parley_runtime.errors import ParleyError, from_rpc_error
-
-log = logging.getLogger("parley.gateway")
 
 HTTP_STATUS = {
     grpc.StatusCode.INVALID_ARGUMENT: 422,
@@ -35,6 +36,15 @@ HTTP_STATUS = {
     grpc.StatusCode.UNIMPLEMENTED: 501,
     grpc.StatusCode.INTERNAL: 500,
 }
+# Errors whose code says more than their gRPC status: a size limit is RESOURCE_EXHAUSTED
+# inside, but the same request will never fit, so it is a 413 without Retry-After.
+STATUS_BY_CODE = {"document_too_large": 413}
+HTTP_CODES = {
+    400: "bad_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "body_too_large",
+}
 
 
 def envelope(code: str, message: str) -> dict[str, Any]:
@@ -42,6 +52,8 @@ def envelope(code: str, message: str) -> dict[str, Any]:
 
 
 def status_for(error: ParleyError) -> int:
+    if error.code in STATUS_BY_CODE:
+        return STATUS_BY_CODE[error.code]
     if error.code.startswith("provider_") and error.status == grpc.StatusCode.FAILED_PRECONDITION:
         return 502  # the model provider refused: not the client's fault, nor ours
     return HTTP_STATUS.get(error.status, 500)
@@ -52,7 +64,7 @@ def error_response(error: ParleyError) -> JSONResponse:
     (:attr:`ParleyError.retryable`, the one rule every hop follows)."""
     status = status_for(error)
     headers = {}
-    if error.retryable:
+    if error.retryable and status != 413:
         headers["Retry-After"] = str(max(1, round(error.retry_after or 1)))
     return JSONResponse(envelope(error.code, error.message), status_code=status, headers=headers)
 
@@ -66,7 +78,23 @@ def as_parley_error(error: BaseException) -> ParleyError:
 
 
 def _field_path(location: tuple[Any, ...]) -> str:
-    return ".".join(str(part) for part in location)
+    # A path may hold a client's dict key: escape what UTF-8 cannot carry (lone surrogates).
+    path = ".".join(str(part) for part in location)
+    return path.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
+
+
+def _allowed_methods(request: Request) -> str:
+    """Every method some route serves at the request's path: the router's 405 names only
+    those of the first route it tried, and each method of a path is its own route."""
+    allowed = []
+    for method in _METHODS:
+        probe = {**request.scope, "method": method}
+        if any(route.matches(probe)[0] == Match.FULL for route in request.app.routes):
+            allowed.append(method)
+    return ", ".join(allowed)
 
 
 def install(app: FastAPI) -> None:
@@ -93,10 +121,45 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, error: StarletteHTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "http_error")
-        return JSONResponse(envelope(code, str(error.detail)), status_code=error.status_code)
+        code = HTTP_CODES.get(error.status_code, "http_error")
+        headers = dict(error.headers or {})
+        if error.status_code == 405:
+            headers["Allow"] = _allowed_methods(request)
+        return JSONResponse(
+            envelope(code, str(error.detail)), status_code=error.status_code, headers=headers
+        )
 
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, error: Exception) -> JSONResponse:
-        log.error("unhandled error", exc_info=error)
-        return JSONResponse(envelope("internal", "internal error"), status_code=500)
+
+class ErrorBody(BaseModel):
+    """What went wrong: a stable code to branch on, a message to show, the request id."""
+
+    code: str
+    message: str
+    request_id: str | None
+
+
+class ErrorEnvelope(BaseModel):
+    """Every error the API returns."""
+
+    error: ErrorBody
+
+
+_MEANINGS = {
+    400: "The body could not be read as JSON of the expected encoding.",
+    401: "Missing, malformed or expired credentials.",
+    404: "No such id for this caller (unknown, deleted, or another tenant's).",
+    409: "The request conflicts with the current state (e.g. the conversation is busy).",
+    413: "The body, or the document in it, passes its size limit (named in the message).",
+    422: "A malformed input, with its field path, or a broken limit, naming it.",
+    429: "A rate limit or quota; Retry-After says when to send again.",
+    500: "An internal error; the request id finds it in the logs.",
+    502: "The model provider failed or refused the turn.",
+    503: "An internal service is down or slow; Retry-After says when to send again.",
+}
+
+
+def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI ``responses`` of a route's error ``statuses``, each the envelope."""
+    return {
+        status: {"model": ErrorEnvelope, "description": _MEANINGS[status]} for status in statuses
+    }

@@ -1,10 +1,13 @@
-"""ASGI middleware: request id, trace context and access metrics for every HTTP request.
+"""ASGI middleware: request id, trace context, access metrics and the last-resort answer for
+every HTTP request.
 
 Plain ASGI rather than ``BaseHTTPMiddleware`` so streamed responses pass through untouched.
 """
 
 from __future__ import annotations
 
+import logging
+import re
 import time
 import uuid
 from typing import Any
@@ -12,11 +15,14 @@ from typing import Any
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from prometheus_client import Counter, Histogram
+from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from parley_gateway.errors import envelope
 from parley_runtime import telemetry
 from parley_runtime.context import request_id_var
 
+log = logging.getLogger("parley.gateway")
 _tracer = trace.get_tracer("parley.gateway.http")
 
 HTTP_REQUESTS = Counter(
@@ -30,8 +36,21 @@ HTTP_DURATION = Histogram(
 )
 
 
+# What a client's request id may be: it is echoed in a header, sent to every peer in gRPC
+# metadata (printable ASCII only) and written to logs.
+REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
 class RequestContextMiddleware:
-    """Sets the request id (``X-Request-ID`` in and out) and the server span."""
+    """Sets the request id (``X-Request-ID`` in and out) and the server span, and answers
+    whatever escapes the app.
+
+    A client's ``X-Request-ID`` is kept when it matches :data:`REQUEST_ID`; anything else is
+    replaced by a fresh id, with a warning. The last resort: an exception no handler took
+    becomes a 500 envelope with the request id (nothing of the exception), or, once the
+    response has started, is logged and ends it; it never reaches the server, which would
+    drop the connection.
+    """
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -41,9 +60,17 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send)
             return
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-        incoming = headers.get("x-request-id", "")
-        request_id = incoming if 0 < len(incoming) <= 128 else uuid.uuid4().hex
+        incoming = headers.get("x-request-id")
+        if incoming is not None and REQUEST_ID.fullmatch(incoming):
+            request_id = incoming
+        else:
+            request_id = uuid.uuid4().hex
         token = request_id_var.set(request_id)
+        if incoming is not None and request_id != incoming:
+            log.warning(
+                "X-Request-ID replaced: it must be 1 to 128 of A-Z a-z 0-9 . _ : -",
+                extra={"refused_request_id": incoming[:200]},
+            )
         span = _tracer.start_span(
             f"{scope['method']} {scope['path']}",
             context=telemetry.extract(headers),
@@ -70,6 +97,11 @@ class RequestContextMiddleware:
 
         try:
             await self.app(scope, receive, send_with_id)
+        except Exception:
+            log.exception("unhandled error")
+            if "code" not in status:
+                answer = JSONResponse(envelope("internal", "internal error"), status_code=500)
+                await answer(scope, receive, send_with_id)
         finally:
             code = status.get("code", 500)
             span.set_attribute("http.response.status_code", code)

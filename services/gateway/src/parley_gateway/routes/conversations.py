@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -17,12 +18,15 @@ from parley.conversation.v1 import conversation_pb2 as conv
 from parley_gateway import views
 from parley_gateway.adapters import Peers
 from parley_gateway.auth import authenticate
-from parley_gateway.errors import envelope
+from parley_gateway.body_limit import CappedRoute
+from parley_gateway.errors import envelope, responses
+from parley_gateway.inputs import IdempotencyKey, Name, PageToken, ResourceId, Temperature, Text
 from parley_gateway.settings import Settings
 from parley_runtime.context import Principal, request_id_var
-from parley_runtime.errors import InvalidArgument, Unavailable, from_rpc_error
+from parley_runtime.errors import Internal, InvalidArgument, Unavailable, from_rpc_error
 
-router = APIRouter(prefix="/v1", tags=["conversations"])
+log = logging.getLogger("parley.gateway")
+router = APIRouter(prefix="/v1", tags=["conversations"], route_class=CappedRoute)
 Caller = Annotated[Principal, Depends(authenticate)]
 
 
@@ -31,9 +35,9 @@ class ConversationSettingsBody(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    model: str | None = Field(None, max_length=100, description="Model alias for answers.")
-    knowledge_base_id: str | None = Field(None, max_length=200)
-    temperature: float | None = Field(None, ge=0, le=2)
+    model: Text | None = Field(None, max_length=100, description="Model alias for answers.")
+    knowledge_base_id: Name | None = None
+    temperature: Temperature | None = None
 
 
 class CreateConversationBody(BaseModel):
@@ -41,7 +45,7 @@ class CreateConversationBody(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    title: str = Field("", max_length=200)
+    title: Text = Field("", max_length=200)
     settings: ConversationSettingsBody = Field(default_factory=ConversationSettingsBody)
 
 
@@ -50,7 +54,7 @@ class UpdateConversationBody(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    title: str | None = Field(None, max_length=200)
+    title: Text | None = Field(None, max_length=200)
     settings: ConversationSettingsBody | None = None
 
 
@@ -59,8 +63,8 @@ class SendMessageBody(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    content: str = Field(description="The user's text.")
-    model: str | None = Field(None, max_length=100, description="Model alias for this turn.")
+    content: Text = Field(description="The user's text.")
+    model: Text | None = Field(None, max_length=100, description="Model alias for this turn.")
 
 
 def _peers(request: Request) -> Peers:
@@ -82,7 +86,9 @@ def _settings_proto(body: ConversationSettingsBody) -> conv.ConversationSettings
     return settings
 
 
-@router.post("/conversations", status_code=201)
+@router.post(
+    "/conversations", status_code=201, responses=responses(400, 401, 413, 422, 429, 500, 503)
+)
 async def create_conversation(
     body: CreateConversationBody, request: Request, caller: Caller
 ) -> dict[str, Any]:
@@ -93,12 +99,12 @@ async def create_conversation(
     return views.conversation(created)
 
 
-@router.get("/conversations")
+@router.get("/conversations", responses=responses(401, 422, 429, 500, 503))
 async def list_conversations(
     request: Request,
     caller: Caller,
     page_size: Annotated[int, Query(ge=1, le=100)] = 20,
-    page_token: Annotated[str, Query(max_length=500)] = "",
+    page_token: PageToken = "",
 ) -> dict[str, Any]:
     """The caller's conversations, newest first."""
     page = await _peers(request).conversation.ListConversations(
@@ -110,9 +116,9 @@ async def list_conversations(
     }
 
 
-@router.get("/conversations/{conversation_id}")
+@router.get("/conversations/{conversation_id}", responses=responses(401, 404, 422, 429, 500, 503))
 async def get_conversation(
-    conversation_id: str, request: Request, caller: Caller
+    conversation_id: ResourceId, request: Request, caller: Caller
 ) -> dict[str, Any]:
     """One conversation of the caller."""
     found = await _peers(request).conversation.GetConversation(
@@ -121,9 +127,12 @@ async def get_conversation(
     return views.conversation(found)
 
 
-@router.patch("/conversations/{conversation_id}")
+@router.patch(
+    "/conversations/{conversation_id}",
+    responses=responses(400, 401, 404, 413, 422, 429, 500, 503),
+)
 async def update_conversation(
-    conversation_id: str, body: UpdateConversationBody, request: Request, caller: Caller
+    conversation_id: ResourceId, body: UpdateConversationBody, request: Request, caller: Caller
 ) -> dict[str, Any]:
     """Change a conversation's title or settings."""
     paths = []
@@ -141,8 +150,14 @@ async def update_conversation(
     return views.conversation(updated)
 
 
-@router.delete("/conversations/{conversation_id}", status_code=204)
-async def delete_conversation(conversation_id: str, request: Request, caller: Caller) -> Response:
+@router.delete(
+    "/conversations/{conversation_id}",
+    status_code=204,
+    responses=responses(401, 404, 422, 429, 500, 503),
+)
+async def delete_conversation(
+    conversation_id: ResourceId, request: Request, caller: Caller
+) -> Response:
     """Delete a conversation and its messages."""
     await _peers(request).conversation.DeleteConversation(
         conv.DeleteConversationRequest(conversation_id=conversation_id)
@@ -150,13 +165,16 @@ async def delete_conversation(conversation_id: str, request: Request, caller: Ca
     return Response(status_code=204)
 
 
-@router.get("/conversations/{conversation_id}/messages")
+@router.get(
+    "/conversations/{conversation_id}/messages",
+    responses=responses(401, 404, 422, 429, 500, 503),
+)
 async def list_messages(
-    conversation_id: str,
+    conversation_id: ResourceId,
     request: Request,
     caller: Caller,
     page_size: Annotated[int, Query(ge=1, le=200)] = 50,
-    page_token: Annotated[str, Query(max_length=500)] = "",
+    page_token: PageToken = "",
 ) -> dict[str, Any]:
     """A conversation's messages, oldest first."""
     page = await _peers(request).conversation.ListMessages(
@@ -170,13 +188,17 @@ async def list_messages(
     }
 
 
-@router.post("/conversations/{conversation_id}/messages", response_model=None)
+@router.post(
+    "/conversations/{conversation_id}/messages",
+    response_model=None,
+    responses=responses(400, 401, 404, 409, 413, 422, 429, 500, 502, 503),
+)
 async def send_message(
-    conversation_id: str,
+    conversation_id: ResourceId,
     body: SendMessageBody,
     request: Request,
     caller: Caller,
-    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+    idempotency_key: IdempotencyKey = None,
     accept: Annotated[str, Header()] = "application/json",
 ) -> Response:
     """Send a user message; the answer streams as SSE, or returns as JSON when not asked to."""
@@ -226,6 +248,10 @@ async def _turn_events(call: Any, first: Any) -> AsyncIterator[tuple[str, dict[s
         yield "error", views.turn_failure(incomplete, request_id)
     except grpc.RpcError as error:
         yield "error", views.turn_failure(from_rpc_error(error), request_id)
+    except Exception:
+        # The last resort of a stream: its status line is sent, so it ends with an event.
+        log.exception("unhandled error in a streamed turn")
+        yield "error", views.turn_failure(Internal("internal error"), request_id)
     finally:
         # A client that went away cancels the chain down to the provider.
         call.cancel()
@@ -247,5 +273,8 @@ async def _gathered(call: Any, first: Any) -> JSONResponse:
             body = envelope(data["code"], data["message"])
             body["error"]["assistant_message_id"] = data.get("assistant_message_id")
             headers = {"Retry-After": "1"} if data.get("retryable") else {}
-            return JSONResponse(body, status_code=502, headers=headers)
+            # The peer (or the provider behind it) failed the turn; a failure of the
+            # gateway's own is a plain internal error.
+            status = 500 if data["code"] == "internal" else 502
+            return JSONResponse(body, status_code=status, headers=headers)
     raise AssertionError("a turn always ends with done or error")

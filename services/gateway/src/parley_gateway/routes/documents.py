@@ -11,10 +11,13 @@ from parley.ingest.v1 import ingest_pb2 as ing
 from parley_gateway import views
 from parley_gateway.adapters import Peers
 from parley_gateway.auth import authenticate
+from parley_gateway.body_limit import DocumentRoute
+from parley_gateway.errors import responses
+from parley_gateway.inputs import KnowledgeBaseName, PageToken, ResourceId, Text
 from parley_runtime.context import Principal
 from parley_runtime.errors import InvalidArgument, ResourceExhausted
 
-router = APIRouter(prefix="/v1", tags=["documents"])
+router = APIRouter(prefix="/v1", tags=["documents"], route_class=DocumentRoute)
 Caller = Annotated[Principal, Depends(authenticate)]
 TEXT_TYPES = ("text/plain", "text/markdown", "text/html")
 
@@ -24,12 +27,12 @@ class CreateDocumentBody(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    content: str = Field(min_length=1)
-    title: str = Field("", max_length=300)
-    content_type: str = Field("text/markdown")
-    filename: str = Field("", max_length=300)
-    metadata: dict[str, str] = Field(default_factory=dict)
-    external_id: str = Field("", max_length=300)
+    content: Text = Field(min_length=1)
+    title: Text = Field("", max_length=300)
+    content_type: Text = Field("text/markdown")
+    filename: Text = Field("", max_length=300)
+    metadata: dict[Text, Text] = Field(default_factory=dict)
+    external_id: Text = Field("", max_length=300)
 
 
 def _peers(request: Request) -> Peers:
@@ -37,14 +40,19 @@ def _peers(request: Request) -> Peers:
     return peers
 
 
-@router.post("/knowledge-bases/{knowledge_base_id}/documents", status_code=201)
+@router.post(
+    "/knowledge-bases/{knowledge_base_id}/documents",
+    status_code=201,
+    responses=responses(400, 401, 413, 422, 429, 500, 503),
+)
 async def create_document(
-    knowledge_base_id: str, body: CreateDocumentBody, request: Request, caller: Caller
+    knowledge_base_id: KnowledgeBaseName, body: CreateDocumentBody, request: Request, caller: Caller
 ) -> dict[str, Any]:
     """Add a document to a knowledge base; it is parsed, chunked and indexed by a job."""
     limit = request.app.state.settings.max_document_bytes
     content = body.content.encode()
     if len(content) > limit:
+        # RESOURCE_EXHAUSTED, as ingest reports it; the code makes it a 413 (errors.py).
         raise ResourceExhausted(
             f"body.content: the document exceeds the limit of {limit} bytes",
             code="document_too_large",
@@ -74,13 +82,16 @@ async def create_document(
     }
 
 
-@router.get("/knowledge-bases/{knowledge_base_id}/documents")
+@router.get(
+    "/knowledge-bases/{knowledge_base_id}/documents",
+    responses=responses(401, 422, 429, 500, 503),
+)
 async def list_documents(
-    knowledge_base_id: str,
+    knowledge_base_id: KnowledgeBaseName,
     request: Request,
     caller: Caller,
     page_size: Annotated[int, Query(ge=1, le=100)] = 20,
-    page_token: Annotated[str, Query(max_length=500)] = "",
+    page_token: PageToken = "",
 ) -> dict[str, Any]:
     """A knowledge base's documents, newest first."""
     page = await _peers(request).ingest.ListDocuments(
@@ -94,8 +105,8 @@ async def list_documents(
     }
 
 
-@router.get("/documents/{document_id}")
-async def get_document(document_id: str, request: Request, caller: Caller) -> dict[str, Any]:
+@router.get("/documents/{document_id}", responses=responses(401, 404, 422, 429, 500, 503))
+async def get_document(document_id: ResourceId, request: Request, caller: Caller) -> dict[str, Any]:
     """One document and its ingest status."""
     found = await _peers(request).ingest.GetDocument(
         ing.GetDocumentRequest(document_id=document_id)
@@ -103,15 +114,19 @@ async def get_document(document_id: str, request: Request, caller: Caller) -> di
     return views.document(found)
 
 
-@router.delete("/documents/{document_id}", status_code=204)
-async def delete_document(document_id: str, request: Request, caller: Caller) -> Response:
+@router.delete(
+    "/documents/{document_id}",
+    status_code=204,
+    responses=responses(401, 404, 422, 429, 500, 503),
+)
+async def delete_document(document_id: ResourceId, request: Request, caller: Caller) -> Response:
     """Delete a document and its chunks."""
     await _peers(request).ingest.DeleteDocument(ing.DeleteDocumentRequest(document_id=document_id))
     return Response(status_code=204)
 
 
-@router.get("/jobs/{job_id}")
-async def get_job(job_id: str, request: Request, caller: Caller) -> dict[str, Any]:
+@router.get("/jobs/{job_id}", responses=responses(401, 404, 422, 429, 500, 503))
+async def get_job(job_id: ResourceId, request: Request, caller: Caller) -> dict[str, Any]:
     """An ingest job's progress."""
     found = await _peers(request).ingest.GetJob(ing.GetJobRequest(job_id=job_id))
     return views.job(found)

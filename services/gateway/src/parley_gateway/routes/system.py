@@ -13,9 +13,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from parley.llm_router.v1 import llm_router_pb2 as llm
 from parley_gateway.adapters import Peers
 from parley_gateway.auth import authenticate
+from parley_gateway.body_limit import CappedRoute
+from parley_gateway.errors import responses
 from parley_runtime.context import Principal
 
-router = APIRouter(tags=["system"])
+router = APIRouter(tags=["system"], route_class=CappedRoute)
 
 
 @router.get("/healthz")
@@ -34,7 +36,10 @@ async def _serving(chan: grpc.aio.Channel) -> bool:
     return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
 
 
-@router.get("/readyz")
+@router.get(
+    "/readyz",
+    responses={503: {"description": "A peer is down: the same body, naming it, not_ready."}},
+)
 async def readyz(request: Request) -> JSONResponse:
     """Ready when every peer the API needs reports SERVING."""
     peers: Peers = request.app.state.peers
@@ -47,7 +52,7 @@ async def readyz(request: Request) -> JSONResponse:
     )
 
 
-@router.get("/v1/models")
+@router.get("/v1/models", responses=responses(401, 429, 500, 503))
 async def list_models(
     request: Request, caller: Annotated[Principal, Depends(authenticate)]
 ) -> dict[str, Any]:
