@@ -7,14 +7,12 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-import httpx
 import pytest
 
 from parley_devstack import Platform
 from parley_fakes import OpenAIFake
-from parley_gateway.auth import issue_token
-from parley_gateway.settings import Settings as GatewaySettings
 
+from .api import public_api
 from .sse import events
 
 pytestmark = [pytest.mark.e2e]
@@ -32,34 +30,24 @@ async def test_ageing_connections_never_cut_a_streamed_answer(tmp_path: Path) ->
                 "SHUTDOWN_GRACE_SECONDS": "1",
             },
         )
-        await platform.start()
-        settings = GatewaySettings()
-        token = issue_token(settings.auth_secret, settings.auth_issuer, tenant="acme", user="ann")
-        try:
-            async with httpx.AsyncClient(
-                base_url=platform.gateway_url,
-                headers={"Authorization": f"Bearer {token}"},
-                timeout=30,
-            ) as client:
+        async with public_api(platform) as client:
 
-                async def one(i: int) -> tuple[str, str, str]:
-                    await asyncio.sleep(i * 0.25)  # spread over several connection ages
-                    cid = (await client.post("/v1/conversations", json={})).json()["id"]
-                    async with client.stream(
-                        "POST",
-                        f"/v1/conversations/{cid}/messages",
-                        json={"content": f"question {i}"},
-                        headers={"Accept": "text/event-stream"},
-                    ) as response:
-                        got = [event async for event in events(response)]
-                    streamed = "".join(e.data["text"] for e in got if e.name == "delta")
-                    stored = (await client.get(f"/v1/conversations/{cid}/messages")).json()
-                    answer = stored["messages"][-1]
-                    assert answer["content"] == streamed
-                    return got[-1].name, answer["status"], streamed
+            async def one(i: int) -> tuple[str, str, str]:
+                await asyncio.sleep(i * 0.25)  # spread over several connection ages
+                cid = (await client.post("/v1/conversations", json={})).json()["id"]
+                async with client.stream(
+                    "POST",
+                    f"/v1/conversations/{cid}/messages",
+                    json={"content": f"question {i}"},
+                    headers={"Accept": "text/event-stream"},
+                ) as response:
+                    got = [event async for event in events(response)]
+                streamed = "".join(e.data["text"] for e in got if e.name == "delta")
+                stored = (await client.get(f"/v1/conversations/{cid}/messages")).json()
+                answer = stored["messages"][-1]
+                assert answer["content"] == streamed
+                return got[-1].name, answer["status"], streamed
 
-                outcomes = await asyncio.gather(*(one(i) for i in range(STREAMS)))
-        finally:
-            await platform.stop()
+            outcomes = await asyncio.gather(*(one(i) for i in range(STREAMS)))
     assert [(end, status) for end, status, _ in outcomes] == [("done", "complete")] * STREAMS
     assert all(len(text.split()) == 30 for _, _, text in outcomes)

@@ -16,10 +16,9 @@ import pytest_asyncio
 
 from parley_devstack import Platform
 from parley_fakes import OpenAIFake
-from parley_gateway.auth import issue_token
-from parley_gateway.settings import Settings as GatewaySettings
 
-from .sse import Event, events
+from .api import public_api, stream_interrupted
+from .sse import events
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
 
@@ -41,18 +40,8 @@ async def running(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Run
             env={"OPENAI_BASE_URL": f"{fake.base_url}/v1", "LOG_LEVEL": "WARNING"},
             per_service_env={"conversation": {"TURN_FLUSH_SECONDS": "0.2"}},
         )
-        await platform.start()
-        settings = GatewaySettings()
-        token = issue_token(settings.auth_secret, settings.auth_issuer, tenant="acme", user="ann")
-        try:
-            async with httpx.AsyncClient(
-                base_url=platform.gateway_url,
-                headers={"Authorization": f"Bearer {token}"},
-                timeout=30,
-            ) as client:
-                yield Running(platform, client, fake)
-        finally:
-            await platform.stop()
+        async with public_api(platform) as client:
+            yield Running(platform, client, fake)
 
 
 async def test_a_killed_conversation_process_loses_no_answer(running: Running) -> None:
@@ -61,22 +50,18 @@ async def test_a_killed_conversation_process_loses_no_answer(running: Running) -
     path = f"/v1/conversations/{conversation_id}/messages"
     headers = {"Accept": "text/event-stream", "Idempotency-Key": "leave-1"}
 
-    received: list[Event] = []
-    async with client.stream(
-        "POST", path, json={"content": "How many days of leave?"}, headers=headers
-    ) as response:
-        assert response.status_code == 200
-        stream = events(response)
-        async for event in stream:
-            received.append(event)
-            streamed = "".join(e.data["text"] for e in received if e.name == "delta")
-            if len(streamed.split()) >= 15:  # about a second into the answer
-                break
+    async def kill() -> None:
         await platform.kill("conversation")
-        killed_at = time.monotonic()
-        async for event in stream:
-            received.append(event)
-        ended_after = time.monotonic() - killed_at
+
+    # About a second into the answer (15 of its 60 tokens), the process dies.
+    received, ended_after = await stream_interrupted(
+        client,
+        path,
+        {"content": "How many days of leave?"},
+        15,
+        kill,
+        {"Idempotency-Key": "leave-1"},
+    )
 
     # The client is told at once, with one terminal event.
     assert received[-1].name == "error"
@@ -130,20 +115,10 @@ async def test_a_killed_router_fails_the_answer_it_was_streaming_and_nothing_els
     conversation_id = (await client.post("/v1/conversations", json={})).json()["id"]
     path = f"/v1/conversations/{conversation_id}/messages"
 
-    received: list[Event] = []
-    async with client.stream(
-        "POST", path, json={"content": "Tell me."}, headers={"Accept": "text/event-stream"}
-    ) as response:
-        stream = events(response)
-        async for event in stream:
-            received.append(event)
-            if sum(e.name == "delta" for e in received) >= 3:
-                break
+    async def kill() -> None:
         await platform.kill("llm-router")
-        killed_at = time.monotonic()
-        async for event in stream:
-            received.append(event)
-        ended_after = time.monotonic() - killed_at
+
+    received, ended_after = await stream_interrupted(client, path, {"content": "Tell me."}, 3, kill)
     assert received[-1].name == "error"
     assert ended_after < 1.0
     streamed = "".join(e.data["text"] for e in received if e.name == "delta")

@@ -38,9 +38,8 @@ import pytest_asyncio
 from parley_devstack import Platform
 from parley_devstack.platform import free_port
 from parley_fakes import Behaviour, Fake, OpenAIFake
-from parley_gateway.auth import issue_token
-from parley_gateway.settings import Settings as GatewaySettings
 
+from .api import public_api, stream_interrupted
 from .sse import Event, events
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
@@ -209,21 +208,9 @@ async def running(
                         },
                     },
                 )
-                await platform.start()
-                settings = GatewaySettings()
-                token = issue_token(
-                    settings.auth_secret, settings.auth_issuer, tenant="acme", user="ann"
-                )
-                try:
-                    async with httpx.AsyncClient(
-                        base_url=platform.gateway_url,
-                        headers={"Authorization": f"Bearer {token}"},
-                        timeout=30,
-                    ) as client:
-                        admin = postgres_server_url
-                        yield Running(platform, client, primary, backup, redis, admin, database)
-                finally:
-                    await platform.stop()
+                async with public_api(platform) as client:
+                    admin = postgres_server_url
+                    yield Running(platform, client, primary, backup, redis, admin, database)
     finally:
         if redis.process is not None and redis.process.returncode is None:
             await redis.thaw()
@@ -391,21 +378,12 @@ async def test_a_killed_retrieval_costs_a_turn_its_documents_only_while_it_is_do
 
     # Killed in the middle of an answer: the answer goes on (its passages were found).
     running.primary.push(Behaviour(tokens=40, token_delay_ms=25))
-    received: list[Event] = []
-    async with client.stream(
-        "POST",
-        f"/v1/conversations/{conversation_id}/messages",
-        json={"content": question},
-        headers={"Accept": "text/event-stream"},
-    ) as response:
-        stream = events(response)
-        async for event in stream:
-            received.append(event)
-            if sum(e.name == "delta" for e in received) >= 2:
-                break
+
+    async def kill() -> None:
         await platform.kill("retrieval")
-        async for event in stream:
-            received.append(event)
+
+    path = f"/v1/conversations/{conversation_id}/messages"
+    received, _ = await stream_interrupted(client, path, {"content": question}, 2, kill)
     assert _terminal(received).name == "done"
     assert any(e.name == "citations" for e in received)
 
