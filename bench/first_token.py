@@ -34,7 +34,7 @@ from parley_runtime.grpc_client import channel
 from parley_testkit import grpc_server
 
 sys.path.insert(0, str(Path(__file__).parent))
-from router import Placement, free_port, spawn_fake, wait_http
+from harness import Placement, free_port, spawn_fake, wait_http
 
 marks: dict[str, float] = {}
 SEGMENTS = [

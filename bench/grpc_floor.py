@@ -29,7 +29,7 @@ from parley.llm_router.v1 import llm_router_pb2 as pb
 from parley.llm_router.v1 import llm_router_pb2_grpc as pb_grpc
 
 sys.path.insert(0, str(Path(__file__).parent))
-from router import Placement, cpu_seconds, free_port
+from harness import Placement, cpu_seconds, free_port
 
 FIRST_SECONDS = 0.2
 SPREAD_SECONDS = 0.4

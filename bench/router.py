@@ -22,24 +22,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import json
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import IO, TypeVar
 
-import aiohttp
 import grpc
-import httpx
 import uvloop
 
 from parley.llm_router.v1 import llm_router_pb2 as pb
@@ -47,61 +41,32 @@ from parley.llm_router.v1 import llm_router_pb2_grpc as pb_grpc
 from parley_runtime.context import Principal, principal_var
 from parley_runtime.grpc_client import channel
 
-T = TypeVar("T")
-ROOT = Path(__file__).resolve().parent.parent
-LITELLM_PYTHON = ROOT / ".bench" / "litellm" / "bin" / "python"
+sys.path.insert(0, str(Path(__file__).parent))
+from harness import (
+    LITELLM_KEY,
+    ROOT,
+    Call,
+    Placement,
+    Sample,
+    client_session,
+    cpu_seconds,
+    free_port,
+    litellm_installed,
+    percentile,
+    run_level,
+    settle,
+    spawn_fake,
+    spawn_litellm,
+    sse_stream,
+    wait_http,
+    without_gc,
+)
+
 # The fake provider answers like a fast hosted model: 200 ms to the first token, then 20
 # tokens 20 ms apart (about 0.6 s an answer). Overridable with --ttft-ms and friends.
 TOKENS = 20
 TTFT_MS = 200
 TOKEN_DELAY_MS = 20
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def cpu_seconds(pid: int) -> float:
-    """User plus system CPU time of a process, from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    ticks = os.sysconf("SC_CLK_TCK")
-    return (int(fields[11]) + int(fields[12])) / ticks
-
-
-async def settle(pid: int, within: float = 30.0) -> None:
-    """Wait until process ``pid`` is idle (under 5 ms of CPU in 200 ms), at most ``within``
-    seconds: a server that is still working off a level (the LiteLLM proxy at 200 streams
-    is, for seconds) would otherwise slow the next target's run, and its CPU for the level
-    would miss that work."""
-    deadline = time.monotonic() + within
-    before = cpu_seconds(pid)
-    while time.monotonic() < deadline:
-        await asyncio.sleep(0.2)
-        now = cpu_seconds(pid)
-        if now - before < 0.005:
-            return
-        before = now
-
-
-async def wait_http(url: str, within: float = 60.0) -> None:
-    deadline = time.monotonic() + within
-    async with httpx.AsyncClient(timeout=1) as client:
-        while time.monotonic() < deadline:
-            try:
-                if (await client.get(url)).status_code < 500:
-                    return
-            except httpx.HTTPError:
-                pass
-            await asyncio.sleep(0.1)
-    raise RuntimeError(f"{url} did not come up")
-
-
-@dataclass
-class Sample:
-    ttft: float
-    total: float
 
 
 @dataclass
@@ -123,74 +88,12 @@ class Level:
     run_added_ttft_p99_ms: list[float] = field(default_factory=list)
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
-    return ordered[index]
-
-
-async def run_level(
-    one: Callable[[], Awaitable[Sample]], concurrency: int, requests: int, ramp: float = 0.0
-) -> tuple[list[Sample], int]:
-    """``requests`` calls by ``concurrency`` workers, each calling again as soon as its call
-    ends. Worker ``i`` starts ``i / concurrency`` of ``ramp`` late: with ``ramp`` one answer's
-    length, calls begin and end spread evenly, as streams of many users do, instead of in
-    waves of ``concurrency`` calls at once."""
-    samples: list[Sample] = []
-    errors = 0
-    remaining = requests
-
-    async def worker(delay: float) -> None:
-        nonlocal remaining, errors
-        await asyncio.sleep(delay)
-        while remaining > 0:
-            remaining -= 1
-            try:
-                samples.append(await asyncio.wait_for(one(), 30))
-            except Exception:
-                errors += 1
-
-    await asyncio.gather(*(worker(i * ramp / concurrency) for i in range(concurrency)))
-    return samples, errors
-
-
-def sse_stream(
-    session: aiohttp.ClientSession, base_url: str, api_key: str, model: str
-) -> Callable[[], Awaitable[Sample]]:
-    """One streamed Chat Completions request, read as server-sent events.
-
-    The client parses lines only until the first content delta and then drains the stream,
-    so its own CPU stays small next to the servers it measures.
-    """
-    url = f"{base_url}/chat/completions"
-    headers = {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"}
-    body = json.dumps(
-        {"model": model, "messages": [{"role": "user", "content": "hello"}], "stream": True}
-    ).encode()
-
-    async def one() -> Sample:
-        started = time.perf_counter()
-        first = None
-        async with session.post(url, data=body, headers=headers) as response:
-            if response.status != 200:
-                raise RuntimeError(f"HTTP {response.status}")
-            async for line in response.content:
-                if first is None and line.startswith(b"data: {"):
-                    choices = json.loads(line[6:]).get("choices") or [{}]
-                    if (choices[0].get("delta") or {}).get("content"):
-                        first = time.perf_counter()
-        end = time.perf_counter()
-        return Sample((first or end) - started, end - started)
-
-    return one
-
-
-def router_stream(stub: pb_grpc.LlmRouterStub) -> Callable[[], Awaitable[Sample]]:
+def router_stream(stub: pb_grpc.LlmRouterStub) -> Call:
     request = pb.ChatRequest(
         messages=[pb.ChatMessage(role=pb.ROLE_USER, content=[pb.ContentPart(text="hello")])]
     )
 
-    async def one() -> Sample:
+    async def one(worker: int) -> Sample:
         started = time.perf_counter()
         first = None
         async for event in stub.StreamChat(request):
@@ -224,47 +127,6 @@ class Servers:
                 process.kill()
 
 
-@dataclass(frozen=True)
-class Placement:
-    """CPUs for the servers under test (router, proxy) and for the rest (fake, load
-    generator); ``None`` leaves a process wherever the kernel puts it."""
-
-    servers: frozenset[int] | None = None
-    clients: frozenset[int] | None = None
-
-    @staticmethod
-    def split() -> Placement:
-        """The last CPU for the server under test, the others for the fake and the client,
-        so that neither side's queueing shows up as the other's latency."""
-        cpus = sorted(os.sched_getaffinity(0))
-        if len(cpus) < 2:
-            return Placement()
-        return Placement(frozenset(cpus[-1:]), frozenset(cpus[:-1]))
-
-    def on(self, cpus: frozenset[int] | None) -> Callable[[], None] | None:
-        if cpus is None:
-            return None
-        return lambda: os.sched_setaffinity(0, cpus)
-
-
-def spawn_fake(
-    port: int, timing: tuple[float, float, int], placement: Placement, output: IO[bytes] | int
-) -> subprocess.Popen[bytes]:
-    """The fake OpenAI server as a process on the clients' CPUs, answering with ``timing``
-    (milliseconds to the first token, milliseconds between tokens, tokens)."""
-    ttft_ms, token_delay_ms, tokens = timing
-    return subprocess.Popen(
-        [
-            *(sys.executable, "-m", "parley_fakes", "openai", "--port", str(port)),
-            *("--tokens", str(tokens), "--ttft-ms", str(ttft_ms)),
-            *("--token-delay-ms", str(token_delay_ms)),
-        ],
-        stdout=output,
-        stderr=subprocess.STDOUT,
-        preexec_fn=placement.on(placement.clients),
-    )
-
-
 def spawn(
     workdir: Path, with_litellm: bool, timing: tuple[float, float, int], placement: Placement
 ) -> Servers:
@@ -293,39 +155,9 @@ def spawn(
     servers = Servers(
         fake_url, f"127.0.0.1:{router_port}", router.pid, fake.pid, processes=[fake, router]
     )
-    if with_litellm and LITELLM_PYTHON.exists():
+    if with_litellm and litellm_installed():
         port = free_port()
-        config = workdir / "litellm.yaml"
-        config.write_text(
-            "model_list:\n"
-            "  - model_name: gpt-fake\n"
-            "    litellm_params:\n"
-            "      model: openai/gpt-fake\n"
-            f"      api_base: {fake_url}/v1\n"
-            "      api_key: not-needed\n"
-        )
-        proxy = subprocess.Popen(
-            [
-                str(LITELLM_PYTHON.parent / "litellm"),
-                "--config",
-                str(config),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--num_workers",
-                "1",
-            ],
-            env={
-                **os.environ,
-                "LITELLM_MASTER_KEY": "sk-bench",
-                "LITELLM_LOCAL_MODEL_COST_MAP": "True",
-                "LITELLM_LOG": "ERROR",
-            },
-            stdout=(logs / "litellm.log").open("wb"),
-            stderr=subprocess.STDOUT,
-            preexec_fn=placement.on(placement.servers),
-        )
+        proxy = spawn_litellm(workdir, fake_url, port, placement)
         servers.processes.append(proxy)
         servers.litellm_url = f"http://127.0.0.1:{port}"
         servers.litellm_pid = proxy.pid
@@ -374,12 +206,10 @@ async def bench(
         floor = spawn_floor(servers, placement, workdir)
     await wait_ready(servers)
     principal_var.set(Principal("bench", "bench"))
-    session = aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=1000), timeout=aiohttp.ClientTimeout(total=60)
-    )
+    session = client_session(total_timeout=60)
     chan = channel(servers.router_address, "parley.llm_router.v1.LlmRouter", default_timeout=60)
     stub = pb_grpc.LlmRouterStub(chan)
-    targets: dict[str, tuple[Callable[[], Awaitable[Sample]], int | None]] = {
+    targets: dict[str, tuple[Call, int | None]] = {
         "direct": (sse_stream(session, f"{servers.fake_url}/v1", "k", "gpt-fake"), None),
         "llm-router": (router_stream(stub), servers.router_pid),
     }
@@ -389,7 +219,7 @@ async def bench(
         await asyncio.wait_for(floor_chan.channel_ready(), 60)
         targets["relay-floor"] = (router_stream(pb_grpc.LlmRouterStub(floor_chan)), floor[1])
     if servers.litellm_url is not None:
-        proxy = sse_stream(session, f"{servers.litellm_url}/v1", "sk-bench", "gpt-fake")
+        proxy = sse_stream(session, f"{servers.litellm_url}/v1", LITELLM_KEY, "gpt-fake")
         targets["litellm-proxy"] = (proxy, servers.litellm_pid)
     results: list[Level] = []
     try:
@@ -405,9 +235,8 @@ async def bench(
                 for name, (one, pid) in targets.items():
                     cpu_before = cpu_seconds(pid) if pid else 0.0
                     load_before = time.process_time() + cpu_seconds(servers.fake_pid)
-                    samples, errors = await _without_gc(
-                        run_level(one, concurrency, count, answer_seconds)
-                    )
+                    run = await without_gc(run_level(one, concurrency, count, answer_seconds))
+                    samples, errors = run.samples, sum(run.errors.values())
                     if pid:
                         await settle(pid)
                     cpu = (cpu_seconds(pid) - cpu_before) if pid else None
@@ -461,19 +290,6 @@ async def bench(
         await session.close()
         servers.stop()
     return results
-
-
-async def _without_gc(run: Awaitable[T]) -> T:
-    """``run`` with the load generator's garbage collector off, collected before and after:
-    the generator is the instrument, and its collections (at 200 streams about 220 a set of
-    runs, up to 9 ms, and once 34 ms) would land in whichever target it is measuring."""
-    gc.collect()
-    gc.disable()
-    try:
-        return await run
-    finally:
-        gc.enable()
-        gc.collect()
 
 
 def _merge(levels: list[Level], ttft: list[float], total: list[float]) -> Level:

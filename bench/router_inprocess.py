@@ -40,7 +40,7 @@ from parley.llm_router.v1 import llm_router_pb2 as pb
 from parley.llm_router.v1 import llm_router_pb2_grpc as pb_grpc
 
 sys.path.insert(0, str(Path(__file__).parent))
-from router import Placement, free_port, spawn_fake, wait_http
+from harness import Placement, free_port, spawn_fake, wait_http
 
 TARGETS = ("relay", "provider", "servicer")
 ANSWER_SECONDS = 0.6
