@@ -123,9 +123,10 @@ class CandidateConfig(_Strict):
     provider: str
     model: str
     weight: float = Field(1.0, gt=0, description="Share of traffic with strategy weighted.")
-    max_concurrency: int = Field(256, ge=1, description="Calls in flight at once.")
+    # A platform of one router replica serves 1,000 concurrent streams by default.
+    max_concurrency: int = Field(1024, ge=1, description="Calls in flight at once.")
     queue_timeout: float = Field(
-        0.25, ge=0, description="Seconds to wait for a free slot before moving on."
+        1.0, ge=0, description="Seconds to wait for a free slot before moving on."
     )
     timeouts: TimeoutsConfig = TimeoutsConfig()
     price: Price = Price()

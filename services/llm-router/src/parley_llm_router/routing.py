@@ -24,8 +24,8 @@ class Candidate:
     provider: str
     model: str
     weight: float = 1.0
-    max_concurrency: int = 256
-    queue_timeout: float = 0.25
+    max_concurrency: int = 1024
+    queue_timeout: float = 1.0
     timeouts: Timeouts = field(default_factory=lambda: Timeouts(5.0, 30.0, 300.0, 30.0))
     price_input: float = 0.0
     price_output: float = 0.0

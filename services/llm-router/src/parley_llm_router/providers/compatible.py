@@ -29,7 +29,8 @@ from parley_llm_router.providers.failures import (
 )
 
 # Concurrency per candidate is the bulkheads' business; this only bounds the sockets.
-MAX_CONNECTIONS = 1000
+# Above every candidate's default limit of calls in flight (1,024), which bounds them.
+MAX_CONNECTIONS = 2048
 
 
 async def _arrived(content: aiohttp.StreamReader) -> AsyncIterator[bytes]:
