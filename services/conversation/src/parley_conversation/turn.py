@@ -35,7 +35,6 @@ from parley_conversation.conversations import (
     Message,
     Outcome,
     Passage,
-    Role,
     Status,
     TurnStart,
     Usage,
@@ -274,12 +273,7 @@ class TurnRunner:
                 conversation.knowledge_base_id, question.content, self.settings.retrieval_top_k
             )
         stored = await self.store.history(conversation.id, question.seq, HISTORY_WINDOW)
-        history = [
-            Turn(m.role, m.content)
-            for m in stored
-            # Cut-short answers still tell the model what it said.
-            if m.status == Status.COMPLETE or (m.role == Role.ASSISTANT and m.content)
-        ]
+        history = [Turn(role, text) for role, text in stored]
         return build_prompt(history, question.content, passages, self.settings.context_token_budget)
 
     async def _end(self, assistant_id: str, outcome: Outcome) -> Message:

@@ -17,9 +17,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import Row, Table, and_, bindparam, case, delete, func, insert, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -49,8 +49,75 @@ TITLE_FROM_MESSAGE_CHARS = 60
 # Pauses between tries of an answer's final write (a database failover, a cut connection).
 END_RETRY_PAUSES = (0.1, 0.4, 1.0)
 
+# A turn's own reads and writes are SQLAlchemy Core statements on the tables (no ORM session
+# or objects): every streamed turn makes them, and the ORM's unit of work cost more than the
+# queries. Statements are built once; their parameters are bound per call.
+CONVERSATIONS = cast(Table, ConversationRow.__table__)
+MESSAGES = cast(Table, MessageRow.__table__)
+_c, _m = CONVERSATIONS.c, MESSAGES.c
+_KEY_USER = MESSAGES.alias("key_user")
+# The caller's conversation and, when ``key`` began a turn in it, that turn's user message:
+# one round trip for a send's first read.
+_OWNED_WITH_KEY = (
+    select(
+        CONVERSATIONS,
+        _KEY_USER.c.id.label("key_message_id"),
+        _KEY_USER.c.request_fingerprint.label("key_fingerprint"),
+    )
+    .select_from(
+        CONVERSATIONS.outerjoin(
+            _KEY_USER,
+            and_(
+                _KEY_USER.c.conversation_id == _c.id,
+                _KEY_USER.c.idempotency_key == bindparam("key"),
+            ),
+        )
+    )
+    .where(_c.id == bindparam("cid"), _c.tenant_id == bindparam("tenant"))
+    .where(_c.user_id == bindparam("user"))
+)
+_MESSAGE_BY_ID = select(MESSAGES).where(_m.id == bindparam("id"))
+_LAST_REPLY = (
+    select(MESSAGES).where(_m.reply_to == bindparam("user_id")).order_by(_m.seq.desc()).limit(1)
+)
+# Counting the turn's two messages first also locks the conversation's row (PostgreSQL), so
+# concurrent sends to one conversation take positions one after the other.
+_COUNT_TURN = (
+    update(CONVERSATIONS)
+    .where(_c.id == bindparam("cid"), _c.tenant_id == bindparam("tenant"))
+    .where(_c.user_id == bindparam("user"))
+    .values(
+        message_count=_c.message_count + 2,
+        updated_at=bindparam("now"),
+        title=case((_c.title == "", bindparam("new_title")), else_=_c.title),
+    )
+    .returning(*CONVERSATIONS.c)
+)
+_LAST_SEQ = select(func.max(_m.seq)).where(_m.conversation_id == bindparam("cid"))
+_INSERT_MESSAGE = insert(MESSAGES)
+_HISTORY = (
+    select(_m.role, _m.status, _m.content)
+    .where(
+        _m.conversation_id == bindparam("cid"),
+        _m.seq < bindparam("before_seq"),
+        _m.superseded.is_(False),
+    )
+    .order_by(_m.seq.desc())
+    .limit(bindparam("limit"))
+)
+# The columns an answer's writes set are named by the parameters they are executed with.
+_SAVE_PROGRESS = update(MESSAGES).where(
+    _m.id == bindparam("answer_id"), _m.status == Status.IN_PROGRESS.value
+)
+_FINISH_ANSWER = (
+    update(MESSAGES)
+    .where(_m.id == bindparam("answer_id"))
+    .values(lease_until=None)
+    .returning(*MESSAGES.c)
+)
 
-def _conversation(row: ConversationRow) -> Conversation:
+
+def _conversation(row: ConversationRow | Row[Any]) -> Conversation:
     return Conversation(
         id=row.id,
         title=row.title,
@@ -87,7 +154,7 @@ def _citation(data: dict[str, Any]) -> Citation:
     )
 
 
-def _message(row: MessageRow) -> Message:
+def _message(row: MessageRow | Row[Any]) -> Message:
     return Message(
         id=row.id,
         conversation_id=row.conversation_id,
@@ -112,6 +179,37 @@ def _feedback(row: FeedbackRow) -> Feedback:
         comment=row.comment,
         created_at=row.created_at,
     )
+
+
+def _message_values(who: Principal, message: Message, **extra: Any) -> dict[str, Any]:
+    """The columns of a new message's row."""
+    return {
+        "id": message.id,
+        "conversation_id": message.conversation_id,
+        "tenant_id": who.tenant_id,
+        "user_id": who.user_id,
+        "seq": message.seq,
+        "role": message.role.value,
+        "content": message.content,
+        "status": message.status.value,
+        "model": "",
+        "input_tokens": 0,
+        "output_tokens": 0,
+        "cost_usd": 0.0,
+        "usage_estimated": False,
+        "finish_reason": "",
+        "error_code": "",
+        "citations": [],
+        "tool_activity": [],
+        "idempotency_key": message.idempotency_key,
+        "request_fingerprint": None,
+        "reply_to": None,
+        "superseded": False,
+        "created_at": message.created_at,
+        "owner": None,
+        "lease_until": None,
+        **extra,
+    }
 
 
 def _new_message(
@@ -242,21 +340,21 @@ class ConversationStore:
             )
             return [_message(row) for row in (await session.scalars(query)).all()]
 
-    async def history(self, cid: str, before_seq: int, limit: int) -> list[Message]:
-        """The last ``limit`` shown messages before ``before_seq``, oldest first."""
-        query = (
-            select(MessageRow)
-            .where(
-                MessageRow.conversation_id == cid,
-                MessageRow.seq < before_seq,
-                MessageRow.superseded.is_(False),
-            )
-            .order_by(MessageRow.seq.desc())
-            .limit(limit)
-        )
-        async with self.sessions() as session:
-            rows = list((await session.scalars(query)).all())
-        return [_message(row) for row in reversed(rows)]
+    async def history(self, cid: str, before_seq: int, limit: int) -> list[tuple[Role, str]]:
+        """The role and text of the last ``limit`` shown messages before ``before_seq``, oldest
+        first, that a prompt carries: complete ones, and answers cut short that have text (they
+        still tell the model what it said)."""
+        if before_seq <= 1:
+            return []  # the conversation's first message has nothing before it
+        async with self.engine.connect() as conn:
+            rows = (
+                await conn.execute(_HISTORY, {"cid": cid, "before_seq": before_seq, "limit": limit})
+            ).all()
+        return [
+            (Role(role), content)
+            for role, status, content in reversed(rows)
+            if status == Status.COMPLETE or (role == Role.ASSISTANT and content)
+        ]
 
     async def find_turn(
         self, who: Principal, cid: str, key: str | None, fingerprint: str | None = None
@@ -264,36 +362,28 @@ class ConversationStore:
         """The turn ``key`` began in the caller's conversation, to replay; else the
         conversation. A key sent before with another request (``fingerprint`` differs) is
         INVALID_ARGUMENT ``idempotency_key_reused``."""
-        async with self.sessions() as session:
-            conversation = await self._owned(session, who, cid)
-            if not key:
-                return _conversation(conversation)
-            user = await session.scalar(
-                select(MessageRow).where(
-                    MessageRow.conversation_id == cid, MessageRow.idempotency_key == key
-                )
-            )
-            if user is None:
-                return _conversation(conversation)
-            stored = user.request_fingerprint
+        params = {"cid": cid, "tenant": who.tenant_id, "user": who.user_id, "key": key}
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(_OWNED_WITH_KEY, params)).first()
+            if row is None:
+                raise NotFound(f"conversation {cid!r} not found", code="conversation_not_found")
+            if not key or row.key_message_id is None:
+                return _conversation(row)
+            stored = row.key_fingerprint
             if fingerprint is not None and stored is not None and stored != fingerprint:
                 raise InvalidArgument(
                     "idempotency_key: this key was used for a different message; "
                     "send a new message with a new key",
                     code="idempotency_key_reused",
                 )
-            assistant = await session.scalar(
-                select(MessageRow)
-                .where(MessageRow.reply_to == user.id)
-                .order_by(MessageRow.seq.desc())
-                .limit(1)
-            )
-            return TurnStart(
-                _conversation(conversation),
-                _message(user),
-                _message(assistant) if assistant is not None else None,
-                replayed=True,
-            )
+            user = (await conn.execute(_MESSAGE_BY_ID, {"id": row.key_message_id})).one()
+            assistant = (await conn.execute(_LAST_REPLY, {"user_id": user.id})).first()
+        return TurnStart(
+            _conversation(row),
+            _message(user),
+            _message(assistant) if assistant is not None else None,
+            replayed=True,
+        )
 
     async def begin_turn(
         self,
@@ -321,26 +411,43 @@ class ConversationStore:
     async def _insert_turn(
         self, who: Principal, cid: str, content: str, key: str | None, fingerprint: str | None
     ) -> TurnStart:
-        async with self.sessions.begin() as session:
-            conversation = await self._owned(session, who, cid)
-            last = await session.scalar(
-                select(func.max(MessageRow.seq)).where(MessageRow.conversation_id == cid)
+        now = utcnow()
+        title = " ".join(content.split())[:TITLE_FROM_MESSAGE_CHARS]
+        owner = {"cid": cid, "tenant": who.tenant_id, "user": who.user_id}
+        async with self.engine.begin() as conn:
+            conversation = (
+                await conn.execute(_COUNT_TURN, {**owner, "now": now, "new_title": title})
+            ).first()
+            if conversation is None:
+                raise NotFound(f"conversation {cid!r} not found", code="conversation_not_found")
+            seq = (await conn.scalar(_LAST_SEQ, {"cid": cid}) or 0) + 1
+            user = Message(
+                new_id("msg"),
+                cid,
+                seq,
+                Role.USER,
+                content,
+                Status.COMPLETE,
+                now,
+                idempotency_key=key,
             )
-            seq = (last or 0) + 1
-            now = utcnow()
-            user = _new_message(who, cid, seq, Role.USER, content, Status.COMPLETE, now)
-            user.idempotency_key = key
-            user.request_fingerprint = fingerprint if key else None
-            assistant = self._open_answer(who, cid, seq + 1, user.id, now)
-            session.add_all([user, assistant])
-            await session.flush()
-            conversation.message_count += 2
-            conversation.updated_at = now
-            if not conversation.title:
-                conversation.title = " ".join(content.split())[:TITLE_FROM_MESSAGE_CHARS]
-        return TurnStart(
-            _conversation(conversation), _message(user), _message(assistant), replayed=False
-        )
+            assistant = Message(
+                new_id("msg"), cid, seq + 1, Role.ASSISTANT, "", Status.IN_PROGRESS, now
+            )
+            await conn.execute(
+                _INSERT_MESSAGE,
+                [
+                    _message_values(who, user, request_fingerprint=fingerprint if key else None),
+                    _message_values(
+                        who,
+                        assistant,
+                        reply_to=user.id,
+                        owner=self.owner,
+                        lease_until=now + self.lease,
+                    ),
+                ],
+            )
+        return TurnStart(_conversation(conversation), user, assistant, replayed=False)
 
     async def begin_regeneration(self, who: Principal, cid: str) -> TurnStart:
         """Supersede the last answer and open a new one to the same user message."""
@@ -383,33 +490,33 @@ class ConversationStore:
         return await self._finish_answer(message_id, outcome)
 
     async def _finish_answer(self, message_id: str, outcome: Outcome) -> Message:
-        async with self.sessions.begin() as session:
-            row = await session.get(MessageRow, message_id)
-            if row is None:
-                raise NotFound(f"message {message_id!r} not found", code="message_not_found")
-            row.content = outcome.content
-            row.status = outcome.status.value
-            row.model = outcome.model
-            row.input_tokens = outcome.usage.input_tokens
-            row.output_tokens = outcome.usage.output_tokens
-            row.cost_usd = outcome.usage.cost_usd
-            row.usage_estimated = outcome.usage.estimated
-            row.finish_reason = outcome.finish_reason.value
-            row.error_code = outcome.error_code
-            row.citations = [_citation_json(c) for c in outcome.citations]
-            row.lease_until = None
+        usage = outcome.usage
+        values = {
+            "answer_id": message_id,
+            "content": outcome.content,
+            "status": outcome.status.value,
+            "model": outcome.model,
+            "input_tokens": usage.input_tokens,
+            "output_tokens": usage.output_tokens,
+            "cost_usd": usage.cost_usd,
+            "usage_estimated": usage.estimated,
+            "finish_reason": outcome.finish_reason.value,
+            "error_code": outcome.error_code,
+            "citations": [_citation_json(c) for c in outcome.citations],
+        }
+        async with self.engine.begin() as conn:
+            row = (await conn.execute(_FINISH_ANSWER, values)).first()
+        if row is None:
+            raise NotFound(f"message {message_id!r} not found", code="message_not_found")
         return _message(row)
 
     async def save_progress(self, message_id: str, content: str) -> bool:
         """Store the text of an answer in progress so far and renew its lease; False when the
         answer is no longer in progress (ended, or closed as interrupted)."""
-        async with self.sessions.begin() as session:
-            done = await session.execute(
-                update(MessageRow)
-                .where(MessageRow.id == message_id, MessageRow.status == Status.IN_PROGRESS.value)
-                .values(content=content, lease_until=utcnow() + self.lease)
-            )
-        return bool(done.rowcount)  # type: ignore[attr-defined]
+        values = {"answer_id": message_id, "content": content, "lease_until": utcnow() + self.lease}
+        async with self.engine.begin() as conn:
+            done = await conn.execute(_SAVE_PROGRESS, values)
+        return bool(done.rowcount)
 
     async def close_interrupted(self, include_own: bool = False) -> int:
         """Close as failed (``interrupted``), with the text they kept, the answers in progress
