@@ -81,12 +81,15 @@ def _request_id(context: grpc.aio.ServicerContext) -> str | None:
 
 @dataclass
 class FakeConversation(conversation_pb2_grpc.ConversationServiceServicer):
-    """Stored messages, and a turn that yields ``turn`` then fails with ``failure`` if set."""
+    """Stored messages, and a turn that yields ``turn`` (``pace`` seconds apart) then fails
+    with ``failure`` if set; ``cancelled`` is set when the caller cancels a turn."""
 
     messages: list[conv.Message] = field(default_factory=list)
     turn: list[conv.TurnEvent] = field(default_factory=list)
+    pace: float = 0.0
     failure: ParleyError | None = None
     calls: list[Call] = field(default_factory=list)
+    cancelled: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def ListMessages(
         self, request: conv.ListMessagesRequest, context: grpc.aio.ServicerContext
@@ -112,8 +115,14 @@ class FakeConversation(conversation_pb2_grpc.ConversationServiceServicer):
         self, request: conv.SendMessageRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[conv.TurnEvent]:
         self.calls.append(Call("SendMessage", request, _request_id(context)))
-        for event in self.turn:
-            yield event
+        try:
+            for n, event in enumerate(self.turn):
+                if n and self.pace:
+                    await asyncio.sleep(self.pace)
+                yield event
+        except asyncio.CancelledError:
+            self.cancelled.set()
+            raise
         if self.failure is not None:
             raise self.failure
 

@@ -24,6 +24,9 @@ class Settings(ProcessSettings):
     auth_issuer: str = "parley"
     request_timeout_seconds: float = Field(10.0, gt=0, description="Deadline of unary calls.")
     stream_timeout_seconds: float = Field(300.0, gt=0, description="Deadline of a streamed turn.")
+    sse_keep_alive_seconds: float = Field(
+        15.0, gt=0, description="Quiet time after which a stream sends a keep-alive comment."
+    )
     max_message_chars: int = Field(32_000, gt=0)
     max_document_bytes: int = Field(20 * 1024 * 1024, gt=0)
     max_body_bytes: int = Field(

@@ -112,6 +112,9 @@ def message(value: conv.Message) -> dict[str, Any]:
 def turn_event(event: conv.TurnEvent, request_id: str | None) -> tuple[str, dict[str, Any]]:
     """The SSE event name and JSON data of one turn event."""
     kind = event.WhichOneof("event")
+    # Deltas first: nearly every event of a turn is one.
+    if kind == "delta":
+        return "delta", {"text": event.delta.text}
     if kind == "accepted":
         a = event.accepted
         return "accepted", {
@@ -121,8 +124,6 @@ def turn_event(event: conv.TurnEvent, request_id: str | None) -> tuple[str, dict
         }
     if kind == "citations":
         return "citations", {"citations": [citation(c) for c in event.citations.citations]}
-    if kind == "delta":
-        return "delta", {"text": event.delta.text}
     if kind == "tool_call":
         t = event.tool_call
         return "tool_call", {"call_id": t.call_id, "name": t.name, "arguments": t.arguments_json}

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import logging
-from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from collections.abc import AsyncGenerator, Callable
+from typing import Annotated, Any, TypeVar
 
 import grpc
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
 from google.protobuf.field_mask_pb2 import FieldMask
 from pydantic import BaseModel, ConfigDict, Field
-from sse_starlette import EventSourceResponse
 
 from parley.conversation.v1 import conversation_pb2 as conv
 from parley_gateway import views
@@ -22,12 +20,16 @@ from parley_gateway.body_limit import CappedRoute
 from parley_gateway.errors import envelope, responses
 from parley_gateway.inputs import IdempotencyKey, Name, PageToken, ResourceId, Temperature, Text
 from parley_gateway.settings import Settings
+from parley_gateway.sse import EventStream, encode
 from parley_runtime.context import Principal, request_id_var
 from parley_runtime.errors import Internal, InvalidArgument, Unavailable, from_rpc_error
 
 log = logging.getLogger("parley.gateway")
 router = APIRouter(prefix="/v1", tags=["conversations"], route_class=CappedRoute)
 Caller = Annotated[Principal, Depends(authenticate)]
+Rendered = TypeVar("Rendered")
+# The events that end a turn; exactly one of them ends every turn.
+TERMINAL = frozenset(("done", "error"))
 
 
 class ConversationSettingsBody(BaseModel):
@@ -220,51 +222,63 @@ async def send_message(
         timeout=settings.stream_timeout_seconds,
     )
     # Wait for the first event so an unknown conversation or a dead service is a plain HTTP
-    # error, not a stream that starts and then fails.
+    # error, not a stream that starts and then fails. The events are read by iterating the
+    # call (as the rest of the turn is), None when it ends without one.
     try:
-        first = await call.read()
+        first = await anext(aiter(call), None)
     except grpc.RpcError as error:
         call.cancel()
         raise from_rpc_error(error) from None
     if "text/event-stream" in accept:
-        return EventSourceResponse(_sse(call, first), ping=15)
+        return EventStream(
+            _turn_events(call, first, _sse_event), keep_alive=settings.sse_keep_alive_seconds
+        )
     return await _gathered(call, first)
 
 
-async def _turn_events(call: Any, first: Any) -> AsyncIterator[tuple[str, dict[str, Any]]]:
-    """The turn's events as (name, data), always ending with exactly one done or error."""
+def _pair(name: str, data: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    return name, data
+
+
+def _sse_event(name: str, data: dict[str, Any]) -> tuple[bytes, bool]:
+    return encode(name, data), name in TERMINAL
+
+
+async def _turn_events(
+    call: Any, first: Any, render: Callable[[str, dict[str, Any]], Rendered]
+) -> AsyncGenerator[Rendered, None]:
+    """The turn's events, each as ``render(name, data)``, always ending with exactly one done
+    or error."""
     request_id = request_id_var.get()
-    event = first
     try:
-        while event is not grpc.aio.EOF:
-            name, data = views.turn_event(event, request_id)
-            yield name, data
-            if name in ("done", "error"):
+        if first is not None:
+            name, data = views.turn_event(first, request_id)
+            yield render(name, data)
+            if name in TERMINAL:
                 return
-            event = await call.read()
+            async for event in call:
+                name, data = views.turn_event(event, request_id)
+                yield render(name, data)
+                if name in TERMINAL:
+                    return
         incomplete = Unavailable(
             "the answer stream ended without a result", code="stream_incomplete"
         )
-        yield "error", views.turn_failure(incomplete, request_id)
+        yield render("error", views.turn_failure(incomplete, request_id))
     except grpc.RpcError as error:
-        yield "error", views.turn_failure(from_rpc_error(error), request_id)
+        yield render("error", views.turn_failure(from_rpc_error(error), request_id))
     except Exception:
         # The last resort of a stream: its status line is sent, so it ends with an event.
         log.exception("unhandled error in a streamed turn")
-        yield "error", views.turn_failure(Internal("internal error"), request_id)
+        yield render("error", views.turn_failure(Internal("internal error"), request_id))
     finally:
         # A client that went away cancels the chain down to the provider.
         call.cancel()
 
 
-async def _sse(call: Any, first: Any) -> AsyncIterator[dict[str, str]]:
-    async for name, data in _turn_events(call, first):
-        yield {"event": name, "data": json.dumps(data, separators=(",", ":"))}
-
-
 async def _gathered(call: Any, first: Any) -> JSONResponse:
     accepted: dict[str, Any] = {}
-    async for name, data in _turn_events(call, first):
+    async for name, data in _turn_events(call, first, _pair):
         if name == "accepted":
             accepted = data
         elif name == "done":
