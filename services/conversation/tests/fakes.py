@@ -49,6 +49,17 @@ def answer_events(*parts: str) -> list[llm.ChatEvent]:
     return [*events, finish()]
 
 
+# A passage retrieval finds, with everything a citation shows.
+LEAVE_CHUNK = ret.ScoredChunk(
+    chunk_id="doc1:v1:0",
+    document_id="doc1",
+    text="Employees have 25 days of leave a year.",
+    score=0.5,
+    title="Leave policy",
+    source_uri="leave.md",
+)
+
+
 @dataclass
 class Script:
     """What the next StreamChat plays: ``events``, then returns, raises ``then``, or hangs."""

@@ -16,7 +16,6 @@ from google.protobuf.field_mask_pb2 import FieldMask
 from parley.common.v1 import common_pb2
 from parley.conversation.v1 import conversation_pb2 as pb
 from parley.conversation.v1 import conversation_pb2_grpc as pb_grpc
-from parley.retrieval.v1 import retrieval_pb2 as ret
 from parley_conversation.main import MIGRATIONS, VERSION_TABLE, build
 from parley_conversation.settings import Settings
 from parley_runtime import db
@@ -24,7 +23,7 @@ from parley_runtime.errors import Unavailable
 from parley_runtime.grpc_client import channel
 from parley_testkit import acting_as, grpc_server
 
-from .fakes import Peers, Script
+from .fakes import LEAVE_CHUNK, Peers, Script
 
 
 @dataclass
@@ -115,16 +114,7 @@ async def test_a_failed_turn_ends_with_an_error_event_and_a_stored_failure(
 
 
 async def test_citations_are_streamed_and_stored_with_the_answer(service: Service) -> None:
-    service.peers.retrieval.chunks = [
-        ret.ScoredChunk(
-            chunk_id="doc1:v1:0",
-            document_id="doc1",
-            text="Employees have 25 days of leave a year.",
-            score=0.5,
-            title="Leave policy",
-            source_uri="leave.md",
-        )
-    ]
+    service.peers.retrieval.chunks = [LEAVE_CHUNK]
     created = await service.stub.CreateConversation(
         pb.CreateConversationRequest(settings=pb.ConversationSettings(knowledge_base_id="kb1"))
     )

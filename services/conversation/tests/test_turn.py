@@ -15,7 +15,6 @@ from prometheus_client import REGISTRY
 
 from parley.common.v1 import common_pb2
 from parley.llm_router.v1 import llm_router_pb2 as llm
-from parley.retrieval.v1 import retrieval_pb2 as ret
 from parley_conversation.adapters.llm_router import LlmRouter
 from parley_conversation.adapters.retrieval import Retrieval
 from parley_conversation.adapters.store import ConversationStore
@@ -44,7 +43,7 @@ from parley_runtime import db
 from parley_runtime.context import Principal
 from parley_runtime.errors import InvalidArgument, ParleyError, Unavailable
 
-from .fakes import Peers, Script, answer_events, started, text
+from .fakes import LEAVE_CHUNK, Peers, Script, answer_events, started, text
 
 ANN = Principal("acme", "ann")
 OUTCOMES = ("complete", "failed", "cancelled")
@@ -265,16 +264,7 @@ async def test_an_unexpected_error_is_stored_as_failed_and_raised(
 
 
 async def test_retrieved_passages_reach_the_model_in_the_documents_block(turns: Turns) -> None:
-    turns.peers.retrieval.chunks = [
-        ret.ScoredChunk(
-            chunk_id="doc1:v1:0",
-            document_id="doc1",
-            text="Employees have 25 days of leave a year.",
-            score=0.5,
-            title="Leave policy",
-            source_uri="leave.md",
-        )
-    ]
+    turns.peers.retrieval.chunks = [LEAVE_CHUNK]
     start = await begin(turns, knowledge_base_id="kb1")
     events = await play(turns, start)
 
