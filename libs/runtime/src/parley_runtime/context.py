@@ -1,8 +1,8 @@
 """Per-request context that crosses service boundaries: principal, request id, deadline.
 
 The gRPC server (around every method it serves) and the gateway's middleware set these context
-variables; the gRPC client interceptor reads them to propagate the same values to the next hop.
-Nothing else should pass them around by hand.
+variables; the channels of ``grpc_client.channel`` read them to propagate the same values to
+the next hop. Nothing else should pass them around by hand.
 """
 
 from __future__ import annotations
@@ -52,6 +52,12 @@ class Principal:
 @functools.lru_cache(maxsize=4096)
 def _principal(tenant_id: str, user_id: str, scopes: str) -> Principal:
     return Principal(tenant_id, user_id, frozenset(s for s in scopes.split() if s))
+
+
+@functools.lru_cache(maxsize=4096)
+def principal_metadata(principal: Principal) -> tuple[tuple[str, str], ...]:
+    """``principal.to_metadata()``, built once per principal: every outgoing call sends it."""
+    return tuple(principal.to_metadata())
 
 
 principal_var: ContextVar[Principal | None] = ContextVar("parley_principal", default=None)
