@@ -24,7 +24,7 @@ from parley_conversation.conversations import (
 from parley_conversation.events import TextDelta, TurnFailed
 from parley_conversation.main import MIGRATIONS, VERSION_TABLE
 from parley_conversation.settings import Settings
-from parley_conversation.turn import TurnRunner
+from parley_conversation.turn import Begun, TurnRunner
 from parley_runtime import db
 from parley_runtime.context import Principal
 
@@ -127,7 +127,7 @@ async def test_a_streaming_answer_is_saved_as_it_grows(tmp_path: Path, peers: Pe
     peers.router.script = Script([started(text("Employees")), text(" have")], hang=True)
     try:
         start = await begin(store)
-        turn = runner.run(start, "")
+        turn = runner.run(Begun(start), "")
         seen = ""
         async for event in turn:
             if isinstance(event, TextDelta):
@@ -161,7 +161,7 @@ async def test_an_interrupted_answer_replays_as_failed(tmp_path: Path, peers: Pe
         await store.save_progress(start.assistant.id, "Employees have")
         await store.close_interrupted(include_own=True)
         again = await store.begin_turn(ANN, start.conversation.id, "?", "k1")
-        events = [event async for event in runner.run(again, "")]
+        events = [event async for event in runner.run(Begun(again), "")]
         end = events[-1]
         assert isinstance(end, TurnFailed)
         assert (end.failure.code, end.failure.retryable) == (INTERRUPTED, True)

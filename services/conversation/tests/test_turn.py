@@ -38,10 +38,10 @@ from parley_conversation.events import (
 )
 from parley_conversation.main import MIGRATIONS, VERSION_TABLE
 from parley_conversation.settings import Settings
-from parley_conversation.turn import TurnRunner
+from parley_conversation.turn import Begun, TurnRunner
 from parley_runtime import db
 from parley_runtime.context import Principal
-from parley_runtime.errors import InvalidArgument, ParleyError, Unavailable
+from parley_runtime.errors import InvalidArgument, NotFound, ParleyError, Unavailable
 
 from .fakes import LEAVE_CHUNK, Peers, Script, answer_events, started, text
 
@@ -87,7 +87,8 @@ def counted_since(before: dict[str, float]) -> dict[str, float]:
 
 async def begin(
     turns: Turns, question: str = "How many days of leave?", **settings: object
-) -> TurnStart:
+) -> Begun:
+    """A new turn begun as a send begins it: the model call starts while it is written."""
     conversation = await turns.store.create(
         ANN,
         "",
@@ -95,15 +96,20 @@ async def begin(
         str(settings.get("knowledge_base_id", "")),
         settings.get("temperature"),  # type: ignore[arg-type]
     )
-    return await turns.store.begin_turn(ANN, conversation.id, question, None)
+    return await turns.runner.begin(ANN, conversation.id, question, None, "")
 
 
-async def play(turns: Turns, start: TurnStart, model: str = "") -> list[TurnEvent]:
-    return [event async for event in turns.runner.run(start, model)]
+def begun(start: Begun | TurnStart) -> Begun:
+    """A turn begun in the store alone builds its prompt when it runs (as a regeneration)."""
+    return start if isinstance(start, Begun) else Begun(start)
 
 
-async def stored_answer(turns: Turns, start: TurnStart) -> Message:
-    messages = await turns.store.messages(ANN, start.conversation.id, 10, 0)
+async def play(turns: Turns, start: Begun | TurnStart, model: str = "") -> list[TurnEvent]:
+    return [event async for event in turns.runner.run(begun(start), model)]
+
+
+async def stored_answer(turns: Turns, start: Begun) -> Message:
+    messages = await turns.store.messages(ANN, start.start.conversation.id, 10, 0)
     return messages[-1]
 
 
@@ -249,10 +255,10 @@ async def test_a_caller_going_away_keeps_the_partial_answer_and_stops_the_model(
 async def test_an_unexpected_error_is_stored_as_failed_and_raised(
     turns: Turns, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async def broken(*args: object) -> list[Message]:
-        raise RuntimeError("the history could not be read")
+    def broken(*args: object) -> None:
+        raise RuntimeError("the model call could not be made")
 
-    monkeypatch.setattr(turns.store, "history", broken)
+    monkeypatch.setattr(turns.runner.router, "stream_chat", broken)
     before = counted()
     start = await begin(turns)
     with pytest.raises(RuntimeError):
@@ -261,6 +267,31 @@ async def test_an_unexpected_error_is_stored_as_failed_and_raised(
     stored = await stored_answer(turns, start)
     assert (stored.status, stored.error_code) == (Status.FAILED, "internal")
     assert counted_since(before) == {"complete": 0, "failed": 1, "cancelled": 0}
+
+
+async def test_a_turn_whose_write_fails_stops_its_model_call_and_stores_nothing(
+    turns: Turns, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    turns.peers.router.script = Script([], hang=True)
+    conversation = await turns.store.create(ANN, "", "", "", None)
+    requested = asyncio.Event()
+
+    async def deleted_meanwhile(*args: object) -> TurnStart:
+        # The model call started beside the write: it is under way when the write fails.
+        for _ in range(500):
+            if turns.peers.router.requests:
+                requested.set()
+                break
+            await asyncio.sleep(0.01)
+        raise NotFound("conversation not found", code="conversation_not_found")
+
+    monkeypatch.setattr(turns.store, "begin_turn", deleted_meanwhile)
+    with pytest.raises(NotFound):
+        await turns.runner.begin(ANN, conversation.id, "hi", None, "")
+
+    assert requested.is_set()
+    await asyncio.wait_for(turns.peers.router.cancelled.wait(), 5)
+    assert await turns.store.messages(ANN, conversation.id, 10, 0) == []
 
 
 async def test_retrieved_passages_reach_the_model_in_the_documents_block(turns: Turns) -> None:
@@ -300,9 +331,10 @@ async def test_the_model_call_carries_history_and_the_conversations_settings(
 ) -> None:
     first = await begin(turns, "hi", model="fast", temperature=0.3)
     await play(turns, first)
-    second = await turns.store.begin_turn(ANN, first.conversation.id, "and then?", None)
+    second = await turns.store.begin_turn(ANN, first.start.conversation.id, "and then?", None)
     await play(turns, second)
-    await play(turns, await turns.store.begin_regeneration(ANN, first.conversation.id), "slow")
+    regenerated = await turns.store.begin_regeneration(ANN, first.start.conversation.id)
+    await play(turns, regenerated, "slow")
 
     plain, again, override = turns.peers.router.requests
     assert plain.model == "fast"

@@ -163,6 +163,15 @@ class TurnStart:
 
 
 @dataclass(frozen=True, slots=True)
+class Opening:
+    """What a new turn starts from: the conversation and the role and text of its recent
+    messages, oldest first."""
+
+    conversation: Conversation
+    history: list[tuple[Role, str]]
+
+
+@dataclass(frozen=True, slots=True)
 class Outcome:
     """How an answer ended, as it is stored: complete, failed or cancelled, with its text."""
 

@@ -2,7 +2,9 @@
 
 A turn is stored only once it can start (``TurnRunner.begin``): its model alias is one
 llm-router serves, llm-router answers, and an idempotency key is not reused for another
-message; otherwise the caller gets the error and nothing is written.
+message; otherwise the caller gets the error and nothing is written. The model call is
+started while the turn is written (the prompt is built from what was read before): the
+database's write is then off the first token's path. A turn whose write fails cancels it.
 
 Order of events (``events.py``): ``Accepted`` (the user message is stored), ``CitationsFound``
 (when the conversation's knowledge base gave passages), ``TextDelta``… (and ``ToolCall``),
@@ -26,13 +28,14 @@ from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from dataclasses import dataclass, field
 
-from parley_conversation.adapters.llm_router import LlmRouter
+from parley_conversation.adapters.llm_router import LlmRouter, ModelStream
 from parley_conversation.adapters.retrieval import Retrieval
 from parley_conversation.adapters.store import ConversationStore
 from parley_conversation.conversations import (
     Citation,
     FinishReason,
     Message,
+    Opening,
     Outcome,
     Passage,
     Status,
@@ -54,7 +57,7 @@ from parley_conversation.events import (
     UsageReport,
 )
 from parley_conversation.metrics import FIRST_DELTA, TURNS
-from parley_conversation.prompt import Prompt, Turn, build_prompt
+from parley_conversation.prompt import CitedPassage, Turn, build_prompt
 from parley_conversation.settings import Settings
 from parley_runtime.context import Principal
 from parley_runtime.errors import ParleyError
@@ -68,6 +71,31 @@ INTERNAL = Failure("internal", "internal error", False)
 STILL_ANSWERING = Failure(
     "turn_in_progress", "this message is still being answered; read the conversation shortly", True
 )
+
+
+@dataclass(frozen=True, slots=True)
+class ModelCall:
+    """A model call started for a turn: the passages its prompt cites, and its stream."""
+
+    cited: tuple[CitedPassage, ...]
+    stream: ModelStream
+
+
+@dataclass(frozen=True, slots=True)
+class Begun:
+    """A turn begun in the store (``start``) and, for a new answer, its model call as it
+    starts (``call``; None on a replay, or when the answer builds its prompt itself)."""
+
+    start: TurnStart
+    call: asyncio.Future[ModelCall] | None = None
+
+
+def _abandon(call: asyncio.Future[ModelCall]) -> None:
+    """Stop a model call that will not be read: before it started, or once it has."""
+    if not call.done():
+        call.cancel()
+    elif not call.cancelled() and call.exception() is None:
+        call.result().stream.cancel()
 
 
 @dataclass
@@ -139,34 +167,43 @@ class TurnRunner:
 
     async def begin(
         self, who: Principal, cid: str, content: str, key: str | None, model: str
-    ) -> TurnStart:
-        """Store a new turn, or find the one ``key`` began (to replay). Nothing is stored for
-        a turn that cannot start: an unknown model alias (``model`` overrides the
-        conversation's) is INVALID_ARGUMENT, an llm-router that does not answer UNAVAILABLE;
-        a key used before for another message is INVALID_ARGUMENT."""
+    ) -> Begun:
+        """Store a new turn and start its model call, or find the turn ``key`` began (to
+        replay). Nothing is stored for a turn that cannot start: an unknown model alias
+        (``model`` overrides the conversation's) is INVALID_ARGUMENT, an llm-router that does
+        not answer UNAVAILABLE; a key used before for another message is INVALID_ARGUMENT."""
         fingerprint = request_fingerprint(content, model) if key else None
-        found = await self.store.find_turn(who, cid, key, fingerprint)
+        found = await self.store.find_turn(who, cid, key, fingerprint, HISTORY_WINDOW)
         if isinstance(found, TurnStart):
-            return found
-        await self.router.check_model(model or found.model)
-        return await self.store.begin_turn(who, cid, content, key, fingerprint)
+            return Begun(found)
+        await self.router.check_model(model or found.conversation.model)
+        call = asyncio.ensure_future(self._call_model(found, content, model))
+        try:
+            start = await self.store.begin_turn(who, cid, content, key, fingerprint)
+        except BaseException:
+            _abandon(call)
+            raise
+        if start.replayed:  # another request took the key a moment ago
+            _abandon(call)
+            return Begun(start)
+        return Begun(start, call)
 
-    async def begin_regeneration(self, who: Principal, cid: str, model: str) -> TurnStart:
+    async def begin_regeneration(self, who: Principal, cid: str, model: str) -> Begun:
         """Open a new answer to the conversation's last user message, once the model alias is
         known and llm-router answers (as ``begin``): until then the last answer stays."""
         conversation = await self.store.get(who, cid)
         await self.router.check_model(model or conversation.model)
-        return await self.store.begin_regeneration(who, cid)
+        return Begun(await self.store.begin_regeneration(who, cid))
 
-    async def run(self, start: TurnStart, model: str) -> AsyncGenerator[TurnEvent, None]:
+    async def run(self, begun: Begun, model: str) -> AsyncGenerator[TurnEvent, None]:
         """The events of a turn begun in the store; ``model`` overrides the conversation's."""
-        assistant = start.assistant
-        yield Accepted(start.user.id, assistant.id if assistant else "", start.replayed)
+        start, assistant = begun.start, begun.start.assistant
         if start.replayed or assistant is None:
+            yield Accepted(start.user.id, assistant.id if assistant else "", start.replayed)
             yield self._replay(assistant)
             return
         # Closing this stream early closes the answer's too, which then ends as cancelled.
-        async with aclosing(self._answer(start, assistant.id, model)) as events:
+        async with aclosing(self._answer(start, assistant.id, model, begun.call)) as events:
             async for event in events:
                 yield event
 
@@ -185,9 +222,12 @@ class TurnRunner:
         return TurnFailed(failure, answer.id)
 
     async def _answer(
-        self, start: TurnStart, assistant_id: str, model: str
+        self,
+        start: TurnStart,
+        assistant_id: str,
+        model: str,
+        call: asyncio.Future[ModelCall] | None,
     ) -> AsyncGenerator[TurnEvent, None]:
-        conversation = start.conversation
         began = time.perf_counter()
         answer = Answer()
         ended = asyncio.Event()
@@ -195,19 +235,21 @@ class TurnRunner:
         self._keepers.add(keeper)
         keeper.add_done_callback(self._keepers.discard)
         try:
-            prompt = await self._prompt(start)
-            answer.citations = tuple(item.citation() for item in prompt.cited)
+            yield Accepted(start.user.id, assistant_id, False)
+            if call is None:
+                history = await self.store.history(
+                    start.conversation.id, start.user.seq, HISTORY_WINDOW
+                )
+                opening = Opening(start.conversation, history)
+                call = asyncio.ensure_future(self._call_model(opening, start.user.content, model))
+            model_call = await call
+            stream = model_call.stream
+            answer.citations = tuple(item.citation() for item in model_call.cited)
             if answer.citations:
                 yield CitationsFound(answer.citations)
-            stream = self.router.stream_chat(
-                prompt,
-                model or conversation.model,
-                conversation.temperature,
-                self.settings.turn_timeout_seconds,
-            )
             # Leaving this block any way but the stream's end cancels the model call.
-            async with aclosing(stream):
-                async for event in stream:
+            async with aclosing(aiter(stream)) as events:
+                async for event in events:
                     if isinstance(event, TextDelta):
                         if not answer.parts:
                             FIRST_DELTA.observe(time.perf_counter() - began)
@@ -232,6 +274,8 @@ class TurnRunner:
         finally:
             # Reached however the turn ends, cancellation included (then the answer has no
             # ending recorded, and is stored as cancelled).
+            if call is not None:
+                _abandon(call)  # no-op once its stream was read to its end
             ended.set()  # the keeper ends once its save in flight, if any, is done
             stored = await self._end(assistant_id, answer.outcome())
         if answer.failure is None:
@@ -265,16 +309,24 @@ class TurnRunner:
                 continue
             saved_parts, saved_at = parts, loop.time()
 
-    async def _prompt(self, start: TurnStart) -> Prompt:
-        conversation, question = start.conversation, start.user
+    async def _call_model(self, opening: Opening, question: str, model: str) -> ModelCall:
+        """Build the prompt (with the knowledge base's passages, when the conversation has
+        one) and start the model call."""
+        conversation = opening.conversation
         passages: list[Passage] = []
         if conversation.knowledge_base_id:
             passages = await self.retrieval.search(
-                conversation.knowledge_base_id, question.content, self.settings.retrieval_top_k
+                conversation.knowledge_base_id, question, self.settings.retrieval_top_k
             )
-        stored = await self.store.history(conversation.id, question.seq, HISTORY_WINDOW)
-        history = [Turn(role, text) for role, text in stored]
-        return build_prompt(history, question.content, passages, self.settings.context_token_budget)
+        history = [Turn(role, text) for role, text in opening.history]
+        prompt = build_prompt(history, question, passages, self.settings.context_token_budget)
+        stream = self.router.stream_chat(
+            prompt,
+            model or conversation.model,
+            conversation.temperature,
+            self.settings.turn_timeout_seconds,
+        )
+        return ModelCall(prompt.cited, stream)
 
     async def _end(self, assistant_id: str, outcome: Outcome) -> Message:
         """Count and store how the answer ended. The write must survive the caller's

@@ -22,6 +22,35 @@ from parley_runtime.grpc_client import channel
 log = logging.getLogger("parley.conversation")
 
 
+class ModelStream:
+    """A model call under way: its events as it streams (iterate once), or ``cancel``.
+
+    Iterating raises the ``ParleyError`` llm-router sent when the call fails before or
+    between events. Leaving the iteration early, or ``cancel``, cancels the call, down to the
+    provider's stream.
+    """
+
+    def __init__(self, call: grpc.aio.UnaryStreamCall) -> None:
+        self._call = call
+
+    def cancel(self) -> None:
+        self._call.cancel()
+
+    async def __aiter__(self) -> AsyncGenerator[ModelEvent, None]:
+        try:
+            async for event in self._call:
+                started = wire.model_started(event)
+                if started is not None:
+                    yield started
+                content = wire.model_event(event)
+                if content is not None:
+                    yield content
+        except grpc.RpcError as error:
+            raise from_rpc_error(error) from error
+        finally:
+            self._call.cancel()
+
+
 class LlmRouter:
     """A channel to llm-router, opened once per process, and the aliases it serves.
 
@@ -105,27 +134,12 @@ class LlmRouter:
             ) from error
         return wire.model_aliases(found)
 
-    async def stream_chat(
+    def stream_chat(
         self, prompt: Prompt, model: str, temperature: float | None, timeout: float
-    ) -> AsyncGenerator[ModelEvent, None]:
-        """The model's answer to ``prompt`` as it streams.
-
-        Raises the ``ParleyError`` llm-router sent when the call fails before or between
-        events. Closing the iterator early cancels the call, down to the provider's stream.
-        """
+    ) -> ModelStream:
+        """Start the model call for ``prompt`` now; its answer streams from the result."""
         call = self._stub.StreamChat(wire.chat_request(prompt, model, temperature), timeout=timeout)
-        try:
-            async for event in call:
-                started = wire.model_started(event)
-                if started is not None:
-                    yield started
-                content = wire.model_event(event)
-                if content is not None:
-                    yield content
-        except grpc.RpcError as error:
-            raise from_rpc_error(error) from error
-        finally:
-            call.cancel()
+        return ModelStream(call)
 
     async def close(self) -> None:
         await self._channel.close()

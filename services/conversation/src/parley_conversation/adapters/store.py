@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any, cast
 
@@ -30,6 +31,7 @@ from parley_conversation.conversations import (
     Feedback,
     FinishReason,
     Message,
+    Opening,
     Outcome,
     Rating,
     Role,
@@ -95,16 +97,13 @@ _COUNT_TURN = (
 )
 _LAST_SEQ = select(func.max(_m.seq)).where(_m.conversation_id == bindparam("cid"))
 _INSERT_MESSAGE = insert(MESSAGES)
-_HISTORY = (
+_RECENT = (
     select(_m.role, _m.status, _m.content)
-    .where(
-        _m.conversation_id == bindparam("cid"),
-        _m.seq < bindparam("before_seq"),
-        _m.superseded.is_(False),
-    )
+    .where(_m.conversation_id == bindparam("cid"), _m.superseded.is_(False))
     .order_by(_m.seq.desc())
     .limit(bindparam("limit"))
 )
+_HISTORY = _RECENT.where(_m.seq < bindparam("before_seq"))
 # The columns an answer's writes set are named by the parameters they are executed with.
 _SAVE_PROGRESS = update(MESSAGES).where(
     _m.id == bindparam("answer_id"), _m.status == Status.IN_PROGRESS.value
@@ -170,6 +169,16 @@ def _message(row: MessageRow | Row[Any]) -> Message:
         citations=tuple(_citation(c) for c in row.citations or ()),
         idempotency_key=row.idempotency_key,
     )
+
+
+def _shown(rows: Sequence[Row[Any, Any, Any]]) -> list[tuple[Role, str]]:
+    """Newest-first history rows as a prompt carries them, oldest first: complete messages,
+    and answers cut short that have text (they still tell the model what it said)."""
+    return [
+        (Role(role), content)
+        for role, status, content in reversed(rows)
+        if status == Status.COMPLETE or (role == Role.ASSISTANT and content)
+    ]
 
 
 def _feedback(row: FeedbackRow) -> Feedback:
@@ -341,34 +350,39 @@ class ConversationStore:
             return [_message(row) for row in (await session.scalars(query)).all()]
 
     async def history(self, cid: str, before_seq: int, limit: int) -> list[tuple[Role, str]]:
-        """The role and text of the last ``limit`` shown messages before ``before_seq``, oldest
-        first, that a prompt carries: complete ones, and answers cut short that have text (they
-        still tell the model what it said)."""
+        """The role and text of the last ``limit`` messages before ``before_seq`` that a prompt
+        carries (``_shown``), oldest first."""
         if before_seq <= 1:
             return []  # the conversation's first message has nothing before it
         async with self.engine.connect() as conn:
             rows = (
                 await conn.execute(_HISTORY, {"cid": cid, "before_seq": before_seq, "limit": limit})
             ).all()
-        return [
-            (Role(role), content)
-            for role, status, content in reversed(rows)
-            if status == Status.COMPLETE or (role == Role.ASSISTANT and content)
-        ]
+        return _shown(rows)
 
     async def find_turn(
-        self, who: Principal, cid: str, key: str | None, fingerprint: str | None = None
-    ) -> TurnStart | Conversation:
+        self,
+        who: Principal,
+        cid: str,
+        key: str | None,
+        fingerprint: str | None = None,
+        history: int = 0,
+    ) -> TurnStart | Opening:
         """The turn ``key`` began in the caller's conversation, to replay; else the
-        conversation. A key sent before with another request (``fingerprint`` differs) is
-        INVALID_ARGUMENT ``idempotency_key_reused``."""
+        conversation, with its last ``history`` messages that a prompt carries (``_shown``).
+        A key sent before with another request (``fingerprint`` differs) is INVALID_ARGUMENT
+        ``idempotency_key_reused``."""
         params = {"cid": cid, "tenant": who.tenant_id, "user": who.user_id, "key": key}
         async with self.engine.connect() as conn:
             row = (await conn.execute(_OWNED_WITH_KEY, params)).first()
             if row is None:
                 raise NotFound(f"conversation {cid!r} not found", code="conversation_not_found")
             if not key or row.key_message_id is None:
-                return _conversation(row)
+                recent: list[tuple[Role, str]] = []
+                if history and row.message_count:
+                    found = await conn.execute(_RECENT, {"cid": cid, "limit": history})
+                    recent = _shown(found.all())
+                return Opening(_conversation(row), recent)
             stored = row.key_fingerprint
             if fingerprint is not None and stored is not None and stored != fingerprint:
                 raise InvalidArgument(
