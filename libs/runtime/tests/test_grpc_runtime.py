@@ -8,6 +8,7 @@ from typing import Any
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from parley_runtime.context import (
     current_principal,
@@ -17,7 +18,7 @@ from parley_runtime.context import (
 )
 from parley_runtime.errors import NotFound, from_rpc_error
 from parley_runtime.grpc_client import channel
-from parley_runtime.grpc_server import Registration, start_server
+from parley_runtime.grpc_server import Registration, start_server, watch_readiness
 from parley_runtime.settings import ServiceSettings
 from parley_testkit import acting_as, grpc_server
 
@@ -211,3 +212,47 @@ async def test_connection_ageing_lets_streams_run_as_long_as_the_longest_call(
 
 async def _count(call: Any) -> int:
     return len([m async for m in call])
+
+
+async def test_readiness_follows_the_stores_while_liveness_stays_serving() -> None:
+    settings = ServiceSettings(grpc_host="127.0.0.1", grpc_port=0)
+    server, health_servicer, port = await start_server(
+        settings, [Registration(SERVICE, _add_generic)]
+    )
+    answers = True
+
+    async def database_answers() -> bool:
+        if not answers:
+            raise ConnectionError("the database does not answer")
+        return True
+
+    watcher = asyncio.create_task(
+        watch_readiness(health_servicer, [SERVICE], database_answers, interval=0.05)
+    )
+
+    async def statuses() -> tuple[int, int]:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as chan:
+            health = health_pb2_grpc.HealthStub(chan)
+            live = await health.Check(health_pb2.HealthCheckRequest(service=""))
+            ready = await health.Check(health_pb2.HealthCheckRequest(service=SERVICE))
+            return live.status, ready.status
+
+    async def settled(expected: tuple[int, int]) -> tuple[int, int]:
+        for _ in range(100):
+            seen = await statuses()
+            if seen == expected:
+                break
+            await asyncio.sleep(0.02)
+        return seen
+
+    serving = health_pb2.HealthCheckResponse.SERVING
+    not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
+    try:
+        assert await settled((serving, serving)) == (serving, serving)
+        answers = False
+        assert await settled((serving, not_serving)) == (serving, not_serving)
+        answers = True
+        assert await settled((serving, serving)) == (serving, serving)
+    finally:
+        watcher.cancel()
+        await server.stop(0)

@@ -58,6 +58,8 @@ def service_main(
 
     async def serve_built() -> None:
         wiring = await build(settings)
-        await serve(service, settings, wiring.registrations, on_stop=wiring.close)
+        await serve(
+            service, settings, wiring.registrations, on_stop=wiring.close, ready=wiring.ready
+        )
 
     run(serve_built)

@@ -9,10 +9,11 @@ mapped onto the async drivers (aiosqlite, asyncpg).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.ext.asyncio import AsyncSession as AsyncSession
@@ -59,6 +60,17 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     kwargs.setdefault("max_overflow", 20)
     kwargs.setdefault("pool_pre_ping", True)
     return create_async_engine(url, **kwargs)
+
+
+def readiness(engine: AsyncEngine) -> Callable[[], Awaitable[bool]]:
+    """A readiness check (``Wiring.ready``): the database answers a trivial query."""
+
+    async def answers() -> bool:
+        async with engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+        return True
+
+    return answers
 
 
 def sessions(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

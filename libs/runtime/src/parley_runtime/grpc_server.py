@@ -16,6 +16,13 @@ Wrapping at registration, not in a ``grpc.aio`` server interceptor, spares every
 interceptor's coroutines and a new method handler and closure (about 5 µs), and the garbage
 collector a tenth of the objects a call in flight keeps (see ``GC_YOUNG_THRESHOLD``).
 
+Health has two names: ``""`` is liveness (SERVING while the process serves) and each
+service's full name is readiness, NOT_SERVING while a store it cannot work without (its
+database) does not answer (``watch_readiness``): Kubernetes probes them apart, so a database
+outage takes the pods out of their Service without restarting them. A peer service is never
+part of readiness (that would take whole tiers out at once): a call that needs a missing peer
+fails on its own, with UNAVAILABLE.
+
 On SIGTERM or SIGINT the server reports NOT_SERVING, stops accepting, lets in-flight RPCs
 (streams included) drain for ``SHUTDOWN_GRACE_SECONDS``, then runs the service's cleanup.
 """
@@ -78,6 +85,9 @@ class Wiring:
 
     registrations: list[Registration]
     close: Callable[[], Awaitable[None]]
+    # Whether the stores the service cannot work without answer (its database); None when
+    # it has none. See ``watch_readiness``.
+    ready: Callable[[], Awaitable[bool]] | None = None
 
 
 class _Scope:
@@ -288,17 +298,55 @@ async def start_server(
     return server, health_servicer, port
 
 
+READINESS_CHECK_SECONDS = 2.0
+
+
+async def watch_readiness(
+    health_servicer: health.aio.HealthServicer,
+    names: Iterable[str],
+    ready: Callable[[], Awaitable[bool]],
+    interval: float = READINESS_CHECK_SECONDS,
+) -> None:
+    """Every ``interval`` seconds, report ``names`` SERVING when ``ready()`` says so within
+    the interval, else NOT_SERVING; changes are logged. Runs until cancelled."""
+    names = list(names)
+    was_ready = True
+    while True:
+        try:
+            now_ready = await asyncio.wait_for(ready(), interval)
+        except Exception:
+            now_ready = False
+        if now_ready != was_ready:
+            status = health_pb2.HealthCheckResponse.SERVING
+            if not now_ready:
+                status = health_pb2.HealthCheckResponse.NOT_SERVING
+            for name in names:
+                await health_servicer.set(name, status)
+            if now_ready:
+                log.info("ready again: its stores answer")
+            else:
+                log.warning("not ready: a store it cannot work without does not answer")
+            was_ready = now_ready
+        await asyncio.sleep(interval)
+
+
 async def serve(
     service: str,
     settings: ServiceSettings,
     registrations: Iterable[Registration],
     *,
     on_stop: Callable[[], Awaitable[None]] | None = None,
+    ready: Callable[[], Awaitable[bool]] | None = None,
 ) -> None:
-    """Run the gRPC server until SIGTERM or SIGINT, then drain and clean up."""
+    """Run the gRPC server until SIGTERM or SIGINT, then drain and clean up; ``ready`` is
+    the readiness check (``watch_readiness``)."""
     registrations = list(registrations)
     serve_metrics(settings.grpc_host, settings.metrics_port)
     server, health_servicer, port = await start_server(settings, registrations)
+    watcher = None
+    if ready is not None:
+        names = [r.name for r in registrations]
+        watcher = asyncio.create_task(watch_readiness(health_servicer, names, ready))
     # What startup built lives as long as the process: keep it out of every later
     # collection, whose pauses would otherwise grow with the modules and caches loaded.
     gc.freeze()
@@ -322,6 +370,8 @@ async def serve(
     await stopping.wait()
 
     log.info("stopping", extra={"grace_seconds": settings.shutdown_grace_seconds})
+    if watcher is not None:
+        watcher.cancel()
     await health_servicer.enter_graceful_shutdown()
     await server.stop(settings.shutdown_grace_seconds)
     if on_stop is not None:

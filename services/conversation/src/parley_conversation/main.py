@@ -63,6 +63,7 @@ async def build(settings: Settings) -> Wiring:
             )
         ],
         close=close,
+        ready=db.readiness(engine),
     )
 
 

@@ -45,6 +45,7 @@ async def build(settings: Settings) -> Wiring:
             Registration(SERVICE, lambda s: pb_grpc.add_IngestServicer_to_server(servicer, s))
         ],
         close=close,
+        ready=db.readiness(engine),
     )
 
 
