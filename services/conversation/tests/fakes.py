@@ -18,6 +18,7 @@ from parley.llm_router.v1 import llm_router_pb2 as llm
 from parley.llm_router.v1 import llm_router_pb2_grpc as llm_grpc
 from parley.retrieval.v1 import retrieval_pb2 as ret
 from parley.retrieval.v1 import retrieval_pb2_grpc as ret_grpc
+from parley_runtime.context import ACCEPTED
 from parley_runtime.errors import ParleyError
 
 
@@ -62,11 +63,14 @@ LEAVE_CHUNK = ret.ScoredChunk(
 
 @dataclass
 class Script:
-    """What the next StreamChat plays: ``events``, then returns, raises ``then``, or hangs."""
+    """What the next StreamChat plays once it takes the call (unless ``refused``): ``events``,
+    then returns, raises ``then``, or hangs."""
 
     events: list[llm.ChatEvent]
     then: ParleyError | None = None
     hang: bool = False
+    # Raised before the call is taken (llm-router's refusal, or a router going away).
+    refused: ParleyError | None = None
 
 
 ALIASES = ("default", "fast", "slow")
@@ -98,6 +102,9 @@ class FakeRouter(llm_grpc.LlmRouterServicer):
         self, request: llm.ChatRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[llm.ChatEvent]:
         self.requests.append(request)
+        if self.script.refused is not None:
+            raise self.script.refused
+        await context.send_initial_metadata((ACCEPTED,))
         try:
             for event in self.script.events:
                 yield event

@@ -15,7 +15,7 @@ from prometheus_client import REGISTRY
 
 from parley.common.v1 import common_pb2
 from parley.llm_router.v1 import llm_router_pb2 as llm
-from parley_conversation.adapters.llm_router import LlmRouter
+from parley_conversation.adapters.llm_router import LlmRouter, ModelStream
 from parley_conversation.adapters.retrieval import Retrieval
 from parley_conversation.adapters.store import ConversationStore
 from parley_conversation.conversations import (
@@ -255,10 +255,11 @@ async def test_a_caller_going_away_keeps_the_partial_answer_and_stops_the_model(
 async def test_an_unexpected_error_is_stored_as_failed_and_raised(
     turns: Turns, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def broken(*args: object) -> None:
-        raise RuntimeError("the model call could not be made")
+    async def broken(self: ModelStream) -> AsyncIterator[object]:
+        raise RuntimeError("the model's events could not be read")
+        yield  # an async generator, as the real one
 
-    monkeypatch.setattr(turns.runner.router, "stream_chat", broken)
+    monkeypatch.setattr(ModelStream, "__aiter__", broken)
     before = counted()
     start = await begin(turns)
     with pytest.raises(RuntimeError):
@@ -267,6 +268,25 @@ async def test_an_unexpected_error_is_stored_as_failed_and_raised(
     stored = await stored_answer(turns, start)
     assert (stored.status, stored.error_code) == (Status.FAILED, "internal")
     assert counted_since(before) == {"complete": 0, "failed": 1, "cancelled": 0}
+
+
+async def test_a_model_call_refused_before_it_is_taken_stores_nothing(turns: Turns) -> None:
+    # What a router that went away a moment ago, or refuses the request, answers.
+    refusal = Unavailable("the model service is unavailable", code="service_unavailable")
+    turns.peers.router.script = Script([], refused=refusal)
+    conversation = await turns.store.create(ANN, "", "", "", None)
+    before = counted()
+    with pytest.raises(Unavailable) as refused:
+        await turns.runner.begin(ANN, conversation.id, "hi", "key-1", "")
+
+    assert refused.value.code == "service_unavailable"
+    assert len(turns.peers.router.requests) == 1
+    assert await turns.store.messages(ANN, conversation.id, 10, 0) == []
+    assert counted_since(before) == {"complete": 0, "failed": 0, "cancelled": 0}
+    # The same key works once the router takes calls again.
+    turns.peers.router.script = Script(answer_events("Hello"))
+    again = await turns.runner.begin(ANN, conversation.id, "hi", "key-1", "")
+    assert isinstance((await play(turns, again))[-1], Done)
 
 
 async def test_a_turn_whose_write_fails_stops_its_model_call_and_stores_nothing(

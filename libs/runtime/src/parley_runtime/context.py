@@ -19,6 +19,8 @@ TENANT_KEY = "parley-tenant-id"
 USER_KEY = "parley-user-id"
 SCOPES_KEY = "parley-scopes"
 REQUEST_ID_KEY = "x-request-id"
+# Initial metadata of a streamed call that the server has taken (llm-router's StreamChat).
+ACCEPTED = ("parley-accepted", "1")
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,8 +3,10 @@
 A turn is stored only once it can start (``TurnRunner.begin``): its model alias is one
 llm-router serves, llm-router answers, and an idempotency key is not reused for another
 message; otherwise the caller gets the error and nothing is written. The model call is
-started while the turn is written (the prompt is built from what was read before): the
-database's write is then off the first token's path. A turn whose write fails cancels it.
+started before the turn is written (the prompt is built from what was read before), and the
+turn is written once llm-router has taken the call, while the provider works on its first
+token: the database's write is off the first token's path. A write that fails cancels the
+call.
 
 Order of events (``events.py``): ``Accepted`` (the user message is stored), ``CitationsFound``
 (when the conversation's knowledge base gave passages), ``TextDelta``… (and ``ToolCall``),
@@ -179,6 +181,9 @@ class TurnRunner:
         await self.router.check_model(model or found.conversation.model)
         call = asyncio.ensure_future(self._call_model(found, content, model))
         try:
+            # Taken by llm-router (a round trip, not the model's first token) before it is
+            # stored: a router that went away since check_model costs the send nothing.
+            await (await call).stream.accepted()
             start = await self.store.begin_turn(who, cid, content, key, fingerprint)
         except BaseException:
             _abandon(call)

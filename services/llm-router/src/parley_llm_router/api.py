@@ -17,7 +17,7 @@ from parley_llm_router.framing import coalesce
 from parley_llm_router.ledger import UsageLedger
 from parley_llm_router.reload import EngineHolder
 from parley_llm_router.validation import check_request
-from parley_runtime.context import Principal, current_principal
+from parley_runtime.context import ACCEPTED, Principal, current_principal
 from parley_runtime.errors import InvalidArgument, PermissionDenied
 
 
@@ -59,15 +59,19 @@ class LlmRouterServicer(pb_grpc.LlmRouterServicer):
     ) -> AsyncIterator[pb.ChatEvent]:
         return wire.chat_events(self._answer(request, principal, window))
 
-    def StreamChat(
+    async def StreamChat(
         self, request: pb.ChatRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.ChatEvent]:
         """Stream an answer: deltas, then one finish or error, the first carrying ``start``
-        (see the proto).
+        (see the proto). A valid request is accepted at once (``ACCEPTED`` in the initial
+        metadata), before the provider's first token.
 
         Deltas within ``STREAM_COALESCE_MS`` of the previous message leave as one.
         """
-        return self._events(request, current_principal(), self.coalesce_seconds)
+        events = self._events(request, current_principal(), self.coalesce_seconds)
+        await context.send_initial_metadata((ACCEPTED,))
+        async for event in events:
+            yield event
 
     async def Chat(
         self, request: pb.ChatRequest, context: grpc.aio.ServicerContext

@@ -16,6 +16,7 @@ from parley_conversation import wire
 from parley_conversation.conversations import ModelAliases
 from parley_conversation.events import ModelEvent
 from parley_conversation.prompt import Prompt
+from parley_runtime.context import ACCEPTED
 from parley_runtime.errors import InvalidArgument, Unavailable, from_rpc_error
 from parley_runtime.grpc_client import channel
 
@@ -35,6 +36,22 @@ class ModelStream:
 
     def cancel(self) -> None:
         self._call.cancel()
+
+    async def accepted(self) -> None:
+        """Wait until llm-router has taken the call (it says so at once, before the model's
+        first token); raise the ``ParleyError`` of a call that ended without being taken:
+        refused, or a router that went away."""
+        metadata = await self._call.initial_metadata()
+        # A router that sends no such metadata (an earlier version, during an upgrade) sends
+        # its metadata with the first event: a call still going has started.
+        if ACCEPTED[0] in metadata or not self._call.done():
+            return
+        code = await self._call.code()
+        if code == grpc.StatusCode.OK:
+            return
+        trailing = await self._call.trailing_metadata()
+        details = await self._call.details()
+        raise from_rpc_error(grpc.aio.AioRpcError(code, metadata, trailing, details))
 
     async def __aiter__(self) -> AsyncGenerator[ModelEvent, None]:
         try:

@@ -81,7 +81,9 @@ class LlmRouterServicer:
         then exactly one terminal `finish` or `error`; the first event also carries `start`.
         A failure before the first delta is a gRPC status (the router has already tried every
         candidate it may); a failure after it is a terminal `error` event carrying the partial
-        usage.
+        usage. Once the request is valid and the call taken, the router sends its initial
+        metadata at once, with `parley-accepted: 1`: a caller learns that the answer has started
+        before the provider's first token, and a call that ends without it was refused.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

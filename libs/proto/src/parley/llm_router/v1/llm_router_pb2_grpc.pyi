@@ -44,7 +44,9 @@ class LlmRouterStub:
     then exactly one terminal `finish` or `error`; the first event also carries `start`.
     A failure before the first delta is a gRPC status (the router has already tried every
     candidate it may); a failure after it is a terminal `error` event carrying the partial
-    usage.
+    usage. Once the request is valid and the call taken, the router sends its initial
+    metadata at once, with `parley-accepted: 1`: a caller learns that the answer has started
+    before the provider's first token, and a call that ends without it was refused.
     """
     CountTokens: _grpc.UnaryUnaryMultiCallable[_llm_router_pb2.CountTokensRequest, _llm_router_pb2.CountTokensResponse]
     """CountTokens counts the input tokens a request would use with the alias's first candidate."""
@@ -65,7 +67,9 @@ class LlmRouterAsyncStub(LlmRouterStub):
     then exactly one terminal `finish` or `error`; the first event also carries `start`.
     A failure before the first delta is a gRPC status (the router has already tried every
     candidate it may); a failure after it is a terminal `error` event carrying the partial
-    usage.
+    usage. Once the request is valid and the call taken, the router sends its initial
+    metadata at once, with `parley-accepted: 1`: a caller learns that the answer has started
+    before the provider's first token, and a call that ends without it was refused.
     """
     CountTokens: _aio.UnaryUnaryMultiCallable[_llm_router_pb2.CountTokensRequest, _llm_router_pb2.CountTokensResponse]  # type: ignore[assignment]
     """CountTokens counts the input tokens a request would use with the alias's first candidate."""
@@ -95,7 +99,9 @@ class LlmRouterServicer(metaclass=_abc_1.ABCMeta):
         then exactly one terminal `finish` or `error`; the first event also carries `start`.
         A failure before the first delta is a gRPC status (the router has already tried every
         candidate it may); a failure after it is a terminal `error` event carrying the partial
-        usage.
+        usage. Once the request is valid and the call taken, the router sends its initial
+        metadata at once, with `parley-accepted: 1`: a caller learns that the answer has started
+        before the provider's first token, and a call that ends without it was refused.
         """
 
     @_abc_1.abstractmethod
