@@ -4,7 +4,7 @@ UV_VERSION := 0.13.8
 TOOLS := .tools
 UV := $(shell command -v uv 2>/dev/null || echo $(TOOLS)/bin/uv)
 
-.PHONY: run test lint format proto proto-check install bench clean
+.PHONY: run test lint format proto proto-check install bench images clean
 
 $(TOOLS)/bin/uv:
 	python3 -m venv $(TOOLS)
@@ -38,6 +38,16 @@ proto-check: install
 
 bench: install
 	$(UV) run python bench/router.py
+
+# Builds the five images with podman and runs each as its chart does (deploy/images/README.md).
+images: install
+	UV_VERSION=$(UV_VERSION) deploy/images/build.sh
+	$(UV) run python deploy/images/check.py
+
+# Lints, renders and checks the Helm charts offline (deploy/README.md); part of `make test`.
+.PHONY: charts
+charts: install
+	$(UV) run pytest -q tests/deploy/test_charts*.py
 
 clean:
 	rm -rf .parley .venv $(TOOLS)
