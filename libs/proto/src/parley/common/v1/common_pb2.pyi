@@ -107,6 +107,7 @@ class Citation(_message.Message):
     SOURCE_URI_FIELD_NUMBER: _builtins.int
     SNIPPET_FIELD_NUMBER: _builtins.int
     SCORE_FIELD_NUMBER: _builtins.int
+    PAGE_FIELD_NUMBER: _builtins.int
     marker: _builtins.str
     """The marker the answer text uses for this passage, e.g. "1" for "[1]"."""
     document_id: _builtins.str
@@ -121,6 +122,10 @@ class Citation(_message.Message):
     """The cited text, possibly shortened for display."""
     score: _builtins.float
     """The retrieval score that selected the passage (higher is more relevant)."""
+    page: _builtins.int
+    """The page of the document the passage starts on, from 1; 0 when the format has no pages
+    (a PDF's chunks carry it, text and Markdown's do not).
+    """
     def __init__(
         self,
         *,
@@ -131,10 +136,11 @@ class Citation(_message.Message):
         source_uri: _builtins.str = ...,
         snippet: _builtins.str = ...,
         score: _builtins.float = ...,
+        page: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk_id", b"chunk_id", "document_id", b"document_id", "marker", b"marker", "score", b"score", "snippet", b"snippet", "source_uri", b"source_uri", "title", b"title"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk_id", b"chunk_id", "document_id", b"document_id", "marker", b"marker", "page", b"page", "score", b"score", "snippet", b"snippet", "source_uri", b"source_uri", "title", b"title"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

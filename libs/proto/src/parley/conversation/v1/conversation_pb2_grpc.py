@@ -64,6 +64,11 @@ class ConversationServiceStub:
                 request_serializer=parley_dot_conversation_dot_v1_dot_conversation__pb2.ListMessagesRequest.SerializeToString,
                 response_deserializer=parley_dot_conversation_dot_v1_dot_conversation__pb2.ListMessagesResponse.FromString,
                 _registered_method=True)
+        self.GetMessage = channel.unary_unary(
+                '/parley.conversation.v1.ConversationService/GetMessage',
+                request_serializer=parley_dot_conversation_dot_v1_dot_conversation__pb2.GetMessageRequest.SerializeToString,
+                response_deserializer=parley_dot_conversation_dot_v1_dot_conversation__pb2.Message.FromString,
+                _registered_method=True)
         self.SendMessage = channel.unary_stream(
                 '/parley.conversation.v1.ConversationService/SendMessage',
                 request_serializer=parley_dot_conversation_dot_v1_dot_conversation__pb2.SendMessageRequest.SerializeToString,
@@ -73,6 +78,11 @@ class ConversationServiceStub:
                 '/parley.conversation.v1.ConversationService/RegenerateMessage',
                 request_serializer=parley_dot_conversation_dot_v1_dot_conversation__pb2.RegenerateMessageRequest.SerializeToString,
                 response_deserializer=parley_dot_conversation_dot_v1_dot_conversation__pb2.TurnEvent.FromString,
+                _registered_method=True)
+        self.CancelAnswer = channel.unary_unary(
+                '/parley.conversation.v1.ConversationService/CancelAnswer',
+                request_serializer=parley_dot_conversation_dot_v1_dot_conversation__pb2.CancelAnswerRequest.SerializeToString,
+                response_deserializer=parley_dot_conversation_dot_v1_dot_conversation__pb2.Message.FromString,
                 _registered_method=True)
         self.SubmitFeedback = channel.unary_unary(
                 '/parley.conversation.v1.ConversationService/SubmitFeedback',
@@ -136,6 +146,14 @@ class ConversationServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetMessage(self, request, context):
+        """GetMessage reads one message of the caller's conversation, superseded answers included;
+        an answer in progress carries the text saved so far.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def SendMessage(self, request, context):
         """SendMessage stores a user message and streams the assistant's answer as TurnEvents:
         `accepted` first, exactly one terminal `done` or `error` last. Sending the same
@@ -147,6 +165,17 @@ class ConversationServiceServicer:
 
     def RegenerateMessage(self, request, context):
         """RegenerateMessage answers the last user message again, replacing the last answer.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelAnswer(self, request, context):
+        """CancelAnswer stops an answer in progress, whichever replica streams it: that replica
+        stores it CANCELLED with its text so far and ends its stream with an error event of code
+        `cancelled`. Returns the message once it has ended, or as it stands when the call's
+        deadline comes first (still IN_PROGRESS: its writer has not answered yet). An answer that
+        had already ended is returned unchanged.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -208,6 +237,11 @@ def add_ConversationServiceServicer_to_server(servicer, server):
                     request_deserializer=parley_dot_conversation_dot_v1_dot_conversation__pb2.ListMessagesRequest.FromString,
                     response_serializer=parley_dot_conversation_dot_v1_dot_conversation__pb2.ListMessagesResponse.SerializeToString,
             ),
+            'GetMessage': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetMessage,
+                    request_deserializer=parley_dot_conversation_dot_v1_dot_conversation__pb2.GetMessageRequest.FromString,
+                    response_serializer=parley_dot_conversation_dot_v1_dot_conversation__pb2.Message.SerializeToString,
+            ),
             'SendMessage': grpc.unary_stream_rpc_method_handler(
                     servicer.SendMessage,
                     request_deserializer=parley_dot_conversation_dot_v1_dot_conversation__pb2.SendMessageRequest.FromString,
@@ -217,6 +251,11 @@ def add_ConversationServiceServicer_to_server(servicer, server):
                     servicer.RegenerateMessage,
                     request_deserializer=parley_dot_conversation_dot_v1_dot_conversation__pb2.RegenerateMessageRequest.FromString,
                     response_serializer=parley_dot_conversation_dot_v1_dot_conversation__pb2.TurnEvent.SerializeToString,
+            ),
+            'CancelAnswer': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelAnswer,
+                    request_deserializer=parley_dot_conversation_dot_v1_dot_conversation__pb2.CancelAnswerRequest.FromString,
+                    response_serializer=parley_dot_conversation_dot_v1_dot_conversation__pb2.Message.SerializeToString,
             ),
             'SubmitFeedback': grpc.unary_unary_rpc_method_handler(
                     servicer.SubmitFeedback,
@@ -407,6 +446,33 @@ class ConversationService:
             _registered_method=True)
 
     @staticmethod
+    def GetMessage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/parley.conversation.v1.ConversationService/GetMessage',
+            parley_dot_conversation_dot_v1_dot_conversation__pb2.GetMessageRequest.SerializeToString,
+            parley_dot_conversation_dot_v1_dot_conversation__pb2.Message.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def SendMessage(request,
             target,
             options=(),
@@ -450,6 +516,33 @@ class ConversationService:
             '/parley.conversation.v1.ConversationService/RegenerateMessage',
             parley_dot_conversation_dot_v1_dot_conversation__pb2.RegenerateMessageRequest.SerializeToString,
             parley_dot_conversation_dot_v1_dot_conversation__pb2.TurnEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelAnswer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/parley.conversation.v1.ConversationService/CancelAnswer',
+            parley_dot_conversation_dot_v1_dot_conversation__pb2.CancelAnswerRequest.SerializeToString,
+            parley_dot_conversation_dot_v1_dot_conversation__pb2.Message.FromString,
             options,
             channel_credentials,
             insecure,

@@ -48,6 +48,10 @@ class ConversationServiceStub:
     """DeleteConversation deletes a conversation and its messages."""
     ListMessages: _grpc.UnaryUnaryMultiCallable[_conversation_pb2.ListMessagesRequest, _conversation_pb2.ListMessagesResponse]
     """ListMessages lists a conversation's messages, oldest first."""
+    GetMessage: _grpc.UnaryUnaryMultiCallable[_conversation_pb2.GetMessageRequest, _conversation_pb2.Message]
+    """GetMessage reads one message of the caller's conversation, superseded answers included;
+    an answer in progress carries the text saved so far.
+    """
     SendMessage: _grpc.UnaryStreamMultiCallable[_conversation_pb2.SendMessageRequest, _conversation_pb2.TurnEvent]
     """SendMessage stores a user message and streams the assistant's answer as TurnEvents:
     `accepted` first, exactly one terminal `done` or `error` last. Sending the same
@@ -55,6 +59,13 @@ class ConversationServiceStub:
     """
     RegenerateMessage: _grpc.UnaryStreamMultiCallable[_conversation_pb2.RegenerateMessageRequest, _conversation_pb2.TurnEvent]
     """RegenerateMessage answers the last user message again, replacing the last answer."""
+    CancelAnswer: _grpc.UnaryUnaryMultiCallable[_conversation_pb2.CancelAnswerRequest, _conversation_pb2.Message]
+    """CancelAnswer stops an answer in progress, whichever replica streams it: that replica
+    stores it CANCELLED with its text so far and ends its stream with an error event of code
+    `cancelled`. Returns the message once it has ended, or as it stands when the call's
+    deadline comes first (still IN_PROGRESS: its writer has not answered yet). An answer that
+    had already ended is returned unchanged.
+    """
     SubmitFeedback: _grpc.UnaryUnaryMultiCallable[_conversation_pb2.SubmitFeedbackRequest, _conversation_pb2.Feedback]
     """SubmitFeedback records the caller's rating of an assistant message (one per message;
     a new one replaces the old).
@@ -81,6 +92,10 @@ class ConversationServiceAsyncStub(ConversationServiceStub):
     """DeleteConversation deletes a conversation and its messages."""
     ListMessages: _aio.UnaryUnaryMultiCallable[_conversation_pb2.ListMessagesRequest, _conversation_pb2.ListMessagesResponse]  # type: ignore[assignment]
     """ListMessages lists a conversation's messages, oldest first."""
+    GetMessage: _aio.UnaryUnaryMultiCallable[_conversation_pb2.GetMessageRequest, _conversation_pb2.Message]  # type: ignore[assignment]
+    """GetMessage reads one message of the caller's conversation, superseded answers included;
+    an answer in progress carries the text saved so far.
+    """
     SendMessage: _aio.UnaryStreamMultiCallable[_conversation_pb2.SendMessageRequest, _conversation_pb2.TurnEvent]  # type: ignore[assignment]
     """SendMessage stores a user message and streams the assistant's answer as TurnEvents:
     `accepted` first, exactly one terminal `done` or `error` last. Sending the same
@@ -88,6 +103,13 @@ class ConversationServiceAsyncStub(ConversationServiceStub):
     """
     RegenerateMessage: _aio.UnaryStreamMultiCallable[_conversation_pb2.RegenerateMessageRequest, _conversation_pb2.TurnEvent]  # type: ignore[assignment]
     """RegenerateMessage answers the last user message again, replacing the last answer."""
+    CancelAnswer: _aio.UnaryUnaryMultiCallable[_conversation_pb2.CancelAnswerRequest, _conversation_pb2.Message]  # type: ignore[assignment]
+    """CancelAnswer stops an answer in progress, whichever replica streams it: that replica
+    stores it CANCELLED with its text so far and ends its stream with an error event of code
+    `cancelled`. Returns the message once it has ended, or as it stands when the call's
+    deadline comes first (still IN_PROGRESS: its writer has not answered yet). An answer that
+    had already ended is returned unchanged.
+    """
     SubmitFeedback: _aio.UnaryUnaryMultiCallable[_conversation_pb2.SubmitFeedbackRequest, _conversation_pb2.Feedback]  # type: ignore[assignment]
     """SubmitFeedback records the caller's rating of an assistant message (one per message;
     a new one replaces the old).
@@ -149,6 +171,16 @@ class ConversationServiceServicer(metaclass=_abc_1.ABCMeta):
         """ListMessages lists a conversation's messages, oldest first."""
 
     @_abc_1.abstractmethod
+    def GetMessage(
+        self,
+        request: _conversation_pb2.GetMessageRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_conversation_pb2.Message, _abc.Awaitable[_conversation_pb2.Message]]:
+        """GetMessage reads one message of the caller's conversation, superseded answers included;
+        an answer in progress carries the text saved so far.
+        """
+
+    @_abc_1.abstractmethod
     def SendMessage(
         self,
         request: _conversation_pb2.SendMessageRequest,
@@ -166,6 +198,19 @@ class ConversationServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_conversation_pb2.TurnEvent], _abc.AsyncIterator[_conversation_pb2.TurnEvent]]:
         """RegenerateMessage answers the last user message again, replacing the last answer."""
+
+    @_abc_1.abstractmethod
+    def CancelAnswer(
+        self,
+        request: _conversation_pb2.CancelAnswerRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_conversation_pb2.Message, _abc.Awaitable[_conversation_pb2.Message]]:
+        """CancelAnswer stops an answer in progress, whichever replica streams it: that replica
+        stores it CANCELLED with its text so far and ends its stream with an error event of code
+        `cancelled`. Returns the message once it has ended, or as it stands when the call's
+        deadline comes first (still IN_PROGRESS: its writer has not answered yet). An answer that
+        had already ended is returned unchanged.
+        """
 
     @_abc_1.abstractmethod
     def SubmitFeedback(

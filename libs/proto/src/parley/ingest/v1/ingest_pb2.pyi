@@ -111,6 +111,7 @@ class Document(_message.Message):
     CHUNK_COUNT_FIELD_NUMBER: _builtins.int
     METADATA_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
+    ERROR_CODE_FIELD_NUMBER: _builtins.int
     EXTERNAL_ID_FIELD_NUMBER: _builtins.int
     JOB_ID_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
@@ -121,7 +122,9 @@ class Document(_message.Message):
     filename: _builtins.str
     """The file name the client gave, or empty."""
     content_type: _builtins.str
-    """MIME type: text/plain, text/markdown, text/html or application/pdf."""
+    """MIME type, read from the bytes: text/plain, text/markdown, text/html, application/pdf or
+    application/vnd.openxmlformats-officedocument.wordprocessingml.document (DOCX).
+    """
     size_bytes: _builtins.int
     sha256: _builtins.str
     """Hex sha256 of the bytes; documents are de-duplicated by it within a knowledge base."""
@@ -131,6 +134,8 @@ class Document(_message.Message):
     chunk_count: _builtins.int
     error: _builtins.str
     """Why the document failed, when it did."""
+    error_code: _builtins.str
+    """The documented code of `error`, e.g. "pdf_encrypted", "pdf_no_text", "retrieval_unavailable"."""
     external_id: _builtins.str
     """The client's own id for the document, used for versioning; may be empty."""
     job_id: _builtins.str
@@ -158,6 +163,7 @@ class Document(_message.Message):
         chunk_count: _builtins.int = ...,
         metadata: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         error: _builtins.str = ...,
+        error_code: _builtins.str = ...,
         external_id: _builtins.str = ...,
         job_id: _builtins.str = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
@@ -165,7 +171,7 @@ class Document(_message.Message):
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk_count", b"chunk_count", "content_type", b"content_type", "create_time", b"create_time", "error", b"error", "external_id", b"external_id", "filename", b"filename", "id", b"id", "job_id", b"job_id", "knowledge_base_id", b"knowledge_base_id", "metadata", b"metadata", "sha256", b"sha256", "size_bytes", b"size_bytes", "status", b"status", "title", b"title", "update_time", b"update_time", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk_count", b"chunk_count", "content_type", b"content_type", "create_time", b"create_time", "error", b"error", "error_code", b"error_code", "external_id", b"external_id", "filename", b"filename", "id", b"id", "job_id", b"job_id", "knowledge_base_id", b"knowledge_base_id", "metadata", b"metadata", "sha256", b"sha256", "size_bytes", b"size_bytes", "status", b"status", "title", b"title", "update_time", b"update_time", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -209,7 +215,10 @@ class DocumentMetadata(_message.Message):
     """For display; defaults to the file name."""
     filename: _builtins.str
     content_type: _builtins.str
-    """Required; see Document.content_type."""
+    """Optional: the type is read from the bytes. A declared text type chooses among the text
+    types the bytes allow (Markdown or plain text); a declared type the bytes contradict
+    (a PDF sent as text/plain) is refused as `content_type_mismatch`.
+    """
     external_id: _builtins.str
     @_builtins.property
     def metadata(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
@@ -428,21 +437,36 @@ class Job(_message.Message):
     ERROR_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    ERROR_CODE_FIELD_NUMBER: _builtins.int
+    ATTEMPTS_FIELD_NUMBER: _builtins.int
+    RETRY_TIME_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     document_id: _builtins.str
     state: Global___JobState.ValueType
     stage: _builtins.str
-    """What the job is doing now: "queued", "parsing", "chunking", "indexing", "done"."""
+    """What the job is doing now: "queued", "parsing" (chunking included), "indexing", "done",
+    "failed".
+    """
     progress: _builtins.float
     """0 to 1."""
     chunks_total: _builtins.int
     chunks_indexed: _builtins.int
     error: _builtins.str
-    """Why the job failed, when it did."""
+    """Why the job failed, when it did; while it waits for a retry, why the last attempt failed."""
+    error_code: _builtins.str
+    """The documented code of `error`."""
+    attempts: _builtins.int
+    """Attempts started so far (a retry after a transient failure, or after its worker died,
+    is another); the job fails once the service's limit is reached.
+    """
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def update_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def retry_time(self) -> _timestamp_pb2.Timestamp:
+        """When a queued job that is waiting for a retry is due; unset otherwise."""
+
     def __init__(
         self,
         *,
@@ -456,10 +480,13 @@ class Job(_message.Message):
         error: _builtins.str = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
+        error_code: _builtins.str = ...,
+        attempts: _builtins.int = ...,
+        retry_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "retry_time", b"retry_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunks_indexed", b"chunks_indexed", "chunks_total", b"chunks_total", "create_time", b"create_time", "document_id", b"document_id", "error", b"error", "id", b"id", "progress", b"progress", "stage", b"stage", "state", b"state", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "chunks_indexed", b"chunks_indexed", "chunks_total", b"chunks_total", "create_time", b"create_time", "document_id", b"document_id", "error", b"error", "error_code", b"error_code", "id", b"id", "progress", b"progress", "retry_time", b"retry_time", "stage", b"stage", "state", b"state", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -502,3 +529,59 @@ class WatchJobRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___WatchJobRequest: _TypeAlias = WatchJobRequest  # noqa: Y015
+
+@_typing.final
+class ExportUserDataRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExportUserDataRequest: _TypeAlias = ExportUserDataRequest  # noqa: Y015
+
+@_typing.final
+class DeleteUserDataRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteUserDataRequest: _TypeAlias = DeleteUserDataRequest  # noqa: Y015
+
+@_typing.final
+class DeleteUserDataResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DOCUMENTS_DELETED_FIELD_NUMBER: _builtins.int
+    JOBS_DELETED_FIELD_NUMBER: _builtins.int
+    CHUNKS_DELETED_FIELD_NUMBER: _builtins.int
+    documents_deleted: _builtins.int
+    jobs_deleted: _builtins.int
+    chunks_deleted: _builtins.int
+    """Chunks removed from retrieval's index."""
+    def __init__(
+        self,
+        *,
+        documents_deleted: _builtins.int = ...,
+        jobs_deleted: _builtins.int = ...,
+        chunks_deleted: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunks_deleted", b"chunks_deleted", "documents_deleted", b"documents_deleted", "jobs_deleted", b"jobs_deleted"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteUserDataResponse: _TypeAlias = DeleteUserDataResponse  # noqa: Y015

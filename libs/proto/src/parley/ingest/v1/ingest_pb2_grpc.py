@@ -69,6 +69,16 @@ class IngestStub:
                 request_serializer=parley_dot_ingest_dot_v1_dot_ingest__pb2.WatchJobRequest.SerializeToString,
                 response_deserializer=parley_dot_ingest_dot_v1_dot_ingest__pb2.Job.FromString,
                 _registered_method=True)
+        self.ExportUserData = channel.unary_stream(
+                '/parley.ingest.v1.Ingest/ExportUserData',
+                request_serializer=parley_dot_ingest_dot_v1_dot_ingest__pb2.ExportUserDataRequest.SerializeToString,
+                response_deserializer=parley_dot_ingest_dot_v1_dot_ingest__pb2.Document.FromString,
+                _registered_method=True)
+        self.DeleteUserData = channel.unary_unary(
+                '/parley.ingest.v1.Ingest/DeleteUserData',
+                request_serializer=parley_dot_ingest_dot_v1_dot_ingest__pb2.DeleteUserDataRequest.SerializeToString,
+                response_deserializer=parley_dot_ingest_dot_v1_dot_ingest__pb2.DeleteUserDataResponse.FromString,
+                _registered_method=True)
 
 
 class IngestServicer:
@@ -125,6 +135,23 @@ class IngestServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExportUserData(self, request, context):
+        """ExportUserData streams every document the caller's user created, in any knowledge base
+        of the tenant, oldest first (their records, not their bytes).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteUserData(self, request, context):
+        """DeleteUserData deletes every document the caller's user created (its chunks in
+        retrieval first, then its bytes, versions and jobs) and every other job row naming the
+        user. A failure leaves what was not yet deleted in place: calling again finishes it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_IngestServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -162,6 +189,16 @@ def add_IngestServicer_to_server(servicer, server):
                     servicer.WatchJob,
                     request_deserializer=parley_dot_ingest_dot_v1_dot_ingest__pb2.WatchJobRequest.FromString,
                     response_serializer=parley_dot_ingest_dot_v1_dot_ingest__pb2.Job.SerializeToString,
+            ),
+            'ExportUserData': grpc.unary_stream_rpc_method_handler(
+                    servicer.ExportUserData,
+                    request_deserializer=parley_dot_ingest_dot_v1_dot_ingest__pb2.ExportUserDataRequest.FromString,
+                    response_serializer=parley_dot_ingest_dot_v1_dot_ingest__pb2.Document.SerializeToString,
+            ),
+            'DeleteUserData': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteUserData,
+                    request_deserializer=parley_dot_ingest_dot_v1_dot_ingest__pb2.DeleteUserDataRequest.FromString,
+                    response_serializer=parley_dot_ingest_dot_v1_dot_ingest__pb2.DeleteUserDataResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -353,6 +390,60 @@ class Ingest:
             '/parley.ingest.v1.Ingest/WatchJob',
             parley_dot_ingest_dot_v1_dot_ingest__pb2.WatchJobRequest.SerializeToString,
             parley_dot_ingest_dot_v1_dot_ingest__pb2.Job.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportUserData(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/parley.ingest.v1.Ingest/ExportUserData',
+            parley_dot_ingest_dot_v1_dot_ingest__pb2.ExportUserDataRequest.SerializeToString,
+            parley_dot_ingest_dot_v1_dot_ingest__pb2.Document.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteUserData(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/parley.ingest.v1.Ingest/DeleteUserData',
+            parley_dot_ingest_dot_v1_dot_ingest__pb2.DeleteUserDataRequest.SerializeToString,
+            parley_dot_ingest_dot_v1_dot_ingest__pb2.DeleteUserDataResponse.FromString,
             options,
             channel_credentials,
             insecure,

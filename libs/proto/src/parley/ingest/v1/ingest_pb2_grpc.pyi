@@ -54,6 +54,15 @@ class IngestStub:
     """GetJob reads one ingest job."""
     WatchJob: _grpc.UnaryStreamMultiCallable[_ingest_pb2.WatchJobRequest, _ingest_pb2.Job]
     """WatchJob streams a job's state each time it changes, ending after a terminal state."""
+    ExportUserData: _grpc.UnaryStreamMultiCallable[_ingest_pb2.ExportUserDataRequest, _ingest_pb2.Document]
+    """ExportUserData streams every document the caller's user created, in any knowledge base
+    of the tenant, oldest first (their records, not their bytes).
+    """
+    DeleteUserData: _grpc.UnaryUnaryMultiCallable[_ingest_pb2.DeleteUserDataRequest, _ingest_pb2.DeleteUserDataResponse]
+    """DeleteUserData deletes every document the caller's user created (its chunks in
+    retrieval first, then its bytes, versions and jobs) and every other job row naming the
+    user. A failure leaves what was not yet deleted in place: calling again finishes it.
+    """
 
 @_typing.type_check_only
 class IngestAsyncStub(IngestStub):
@@ -76,6 +85,15 @@ class IngestAsyncStub(IngestStub):
     """GetJob reads one ingest job."""
     WatchJob: _aio.UnaryStreamMultiCallable[_ingest_pb2.WatchJobRequest, _ingest_pb2.Job]  # type: ignore[assignment]
     """WatchJob streams a job's state each time it changes, ending after a terminal state."""
+    ExportUserData: _aio.UnaryStreamMultiCallable[_ingest_pb2.ExportUserDataRequest, _ingest_pb2.Document]  # type: ignore[assignment]
+    """ExportUserData streams every document the caller's user created, in any knowledge base
+    of the tenant, oldest first (their records, not their bytes).
+    """
+    DeleteUserData: _aio.UnaryUnaryMultiCallable[_ingest_pb2.DeleteUserDataRequest, _ingest_pb2.DeleteUserDataResponse]  # type: ignore[assignment]
+    """DeleteUserData deletes every document the caller's user created (its chunks in
+    retrieval first, then its bytes, versions and jobs) and every other job row naming the
+    user. A failure leaves what was not yet deleted in place: calling again finishes it.
+    """
 
 class IngestServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -137,5 +155,26 @@ class IngestServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_ingest_pb2.Job], _abc.AsyncIterator[_ingest_pb2.Job]]:
         """WatchJob streams a job's state each time it changes, ending after a terminal state."""
+
+    @_abc_1.abstractmethod
+    def ExportUserData(
+        self,
+        request: _ingest_pb2.ExportUserDataRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_ingest_pb2.Document], _abc.AsyncIterator[_ingest_pb2.Document]]:
+        """ExportUserData streams every document the caller's user created, in any knowledge base
+        of the tenant, oldest first (their records, not their bytes).
+        """
+
+    @_abc_1.abstractmethod
+    def DeleteUserData(
+        self,
+        request: _ingest_pb2.DeleteUserDataRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ingest_pb2.DeleteUserDataResponse, _abc.Awaitable[_ingest_pb2.DeleteUserDataResponse]]:
+        """DeleteUserData deletes every document the caller's user created (its chunks in
+        retrieval first, then its bytes, versions and jobs) and every other job row naming the
+        user. A failure leaves what was not yet deleted in place: calling again finishes it.
+        """
 
 def add_IngestServicer_to_server(servicer: IngestServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -686,8 +686,8 @@ class GetUsageRequest(_message.Message):
     START_TIME_FIELD_NUMBER: _builtins.int
     END_TIME_FIELD_NUMBER: _builtins.int
     user_id: _builtins.str
-    """Only this user's usage; empty means every user of the caller's tenant (needs the
-    "usage:read" scope).
+    """Only this user's usage; empty means every user of the caller's tenant. Any user but
+    the caller's own needs the "admin" scope.
     """
     @_builtins.property
     def start_time(self) -> _timestamp_pb2.Timestamp:
@@ -768,3 +768,38 @@ class GetUsageResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetUsageResponse: _TypeAlias = GetUsageResponse  # noqa: Y015
+
+@_typing.final
+class DeleteUserUsageRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteUserUsageRequest: _TypeAlias = DeleteUserUsageRequest  # noqa: Y015
+
+@_typing.final
+class DeleteUserUsageResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECORDS_DELETED_FIELD_NUMBER: _builtins.int
+    records_deleted: _builtins.int
+    """Ledger rows deleted (each sums the requests of one flush interval)."""
+    def __init__(
+        self,
+        *,
+        records_deleted: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["records_deleted", b"records_deleted"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteUserUsageResponse: _TypeAlias = DeleteUserUsageResponse  # noqa: Y015

@@ -64,6 +64,11 @@ class LlmRouterStub:
                 request_serializer=parley_dot_llm__router_dot_v1_dot_llm__router__pb2.GetUsageRequest.SerializeToString,
                 response_deserializer=parley_dot_llm__router_dot_v1_dot_llm__router__pb2.GetUsageResponse.FromString,
                 _registered_method=True)
+        self.DeleteUserUsage = channel.unary_unary(
+                '/parley.llm_router.v1.LlmRouter/DeleteUserUsage',
+                request_serializer=parley_dot_llm__router_dot_v1_dot_llm__router__pb2.DeleteUserUsageRequest.SerializeToString,
+                response_deserializer=parley_dot_llm__router_dot_v1_dot_llm__router__pb2.DeleteUserUsageResponse.FromString,
+                _registered_method=True)
 
 
 class LlmRouterServicer:
@@ -117,6 +122,14 @@ class LlmRouterServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DeleteUserUsage(self, request, context):
+        """DeleteUserUsage deletes every ledger row of the caller's user (and drops the entries
+        not yet written), for the erasure of a user's data.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_LlmRouterServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -149,6 +162,11 @@ def add_LlmRouterServicer_to_server(servicer, server):
                     servicer.GetUsage,
                     request_deserializer=parley_dot_llm__router_dot_v1_dot_llm__router__pb2.GetUsageRequest.FromString,
                     response_serializer=parley_dot_llm__router_dot_v1_dot_llm__router__pb2.GetUsageResponse.SerializeToString,
+            ),
+            'DeleteUserUsage': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteUserUsage,
+                    request_deserializer=parley_dot_llm__router_dot_v1_dot_llm__router__pb2.DeleteUserUsageRequest.FromString,
+                    response_serializer=parley_dot_llm__router_dot_v1_dot_llm__router__pb2.DeleteUserUsageResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -313,6 +331,33 @@ class LlmRouter:
             '/parley.llm_router.v1.LlmRouter/GetUsage',
             parley_dot_llm__router_dot_v1_dot_llm__router__pb2.GetUsageRequest.SerializeToString,
             parley_dot_llm__router_dot_v1_dot_llm__router__pb2.GetUsageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteUserUsage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/parley.llm_router.v1.LlmRouter/DeleteUserUsage',
+            parley_dot_llm__router_dot_v1_dot_llm__router__pb2.DeleteUserUsageRequest.SerializeToString,
+            parley_dot_llm__router_dot_v1_dot_llm__router__pb2.DeleteUserUsageResponse.FromString,
             options,
             channel_credentials,
             insecure,

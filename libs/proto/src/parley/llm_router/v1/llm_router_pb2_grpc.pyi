@@ -56,6 +56,10 @@ class LlmRouterStub:
     """Embed turns texts into vectors with an embedding model."""
     GetUsage: _grpc.UnaryUnaryMultiCallable[_llm_router_pb2.GetUsageRequest, _llm_router_pb2.GetUsageResponse]
     """GetUsage reads the usage ledger of the caller's tenant, grouped as asked."""
+    DeleteUserUsage: _grpc.UnaryUnaryMultiCallable[_llm_router_pb2.DeleteUserUsageRequest, _llm_router_pb2.DeleteUserUsageResponse]
+    """DeleteUserUsage deletes every ledger row of the caller's user (and drops the entries
+    not yet written), for the erasure of a user's data.
+    """
 
 @_typing.type_check_only
 class LlmRouterAsyncStub(LlmRouterStub):
@@ -79,6 +83,10 @@ class LlmRouterAsyncStub(LlmRouterStub):
     """Embed turns texts into vectors with an embedding model."""
     GetUsage: _aio.UnaryUnaryMultiCallable[_llm_router_pb2.GetUsageRequest, _llm_router_pb2.GetUsageResponse]  # type: ignore[assignment]
     """GetUsage reads the usage ledger of the caller's tenant, grouped as asked."""
+    DeleteUserUsage: _aio.UnaryUnaryMultiCallable[_llm_router_pb2.DeleteUserUsageRequest, _llm_router_pb2.DeleteUserUsageResponse]  # type: ignore[assignment]
+    """DeleteUserUsage deletes every ledger row of the caller's user (and drops the entries
+    not yet written), for the erasure of a user's data.
+    """
 
 class LlmRouterServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -135,5 +143,15 @@ class LlmRouterServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_llm_router_pb2.GetUsageResponse, _abc.Awaitable[_llm_router_pb2.GetUsageResponse]]:
         """GetUsage reads the usage ledger of the caller's tenant, grouped as asked."""
+
+    @_abc_1.abstractmethod
+    def DeleteUserUsage(
+        self,
+        request: _llm_router_pb2.DeleteUserUsageRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_llm_router_pb2.DeleteUserUsageResponse, _abc.Awaitable[_llm_router_pb2.DeleteUserUsageResponse]]:
+        """DeleteUserUsage deletes every ledger row of the caller's user (and drops the entries
+        not yet written), for the erasure of a user's data.
+        """
 
 def add_LlmRouterServicer_to_server(servicer: LlmRouterServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -30,25 +30,29 @@ class _SearchMode:
 class _SearchModeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SearchMode.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     SEARCH_MODE_UNSPECIFIED: _SearchMode.ValueType  # 0
-    """Hybrid where the collection supports it, else dense."""
+    """The service's default (its SEARCH_MODE setting; hybrid unless configured otherwise)."""
     SEARCH_MODE_DENSE: _SearchMode.ValueType  # 1
     """Embedding similarity only."""
     SEARCH_MODE_SPARSE: _SearchMode.ValueType  # 2
-    """Keyword (sparse) relevance only."""
+    """Keyword (sparse, BM25) relevance only."""
     SEARCH_MODE_HYBRID: _SearchMode.ValueType  # 3
-    """Dense and sparse fused by reciprocal rank."""
+    """Dense and sparse fused by (weighted) reciprocal rank. A query with no keyword left once
+    stop words are dropped is searched dense.
+    """
 
 class SearchMode(_SearchMode, metaclass=_SearchModeEnumTypeWrapper):
     """How a search ranks chunks."""
 
 SEARCH_MODE_UNSPECIFIED: SearchMode.ValueType  # 0
-"""Hybrid where the collection supports it, else dense."""
+"""The service's default (its SEARCH_MODE setting; hybrid unless configured otherwise)."""
 SEARCH_MODE_DENSE: SearchMode.ValueType  # 1
 """Embedding similarity only."""
 SEARCH_MODE_SPARSE: SearchMode.ValueType  # 2
-"""Keyword (sparse) relevance only."""
+"""Keyword (sparse, BM25) relevance only."""
 SEARCH_MODE_HYBRID: SearchMode.ValueType  # 3
-"""Dense and sparse fused by reciprocal rank."""
+"""Dense and sparse fused by (weighted) reciprocal rank. A query with no keyword left once
+stop words are dropped is searched dense.
+"""
 Global___SearchMode: _TypeAlias = SearchMode  # noqa: Y015
 
 @_typing.final
@@ -115,6 +119,8 @@ class SearchRequest(_message.Message):
     SCORE_THRESHOLD_FIELD_NUMBER: _builtins.int
     FILTERS_FIELD_NUMBER: _builtins.int
     MODE_FIELD_NUMBER: _builtins.int
+    DENSE_WEIGHT_FIELD_NUMBER: _builtins.int
+    DIVERSITY_FIELD_NUMBER: _builtins.int
     knowledge_base_id: _builtins.str
     """The knowledge base to search; required."""
     query: _builtins.str
@@ -122,8 +128,18 @@ class SearchRequest(_message.Message):
     top_k: _builtins.int
     """How many chunks to return, 1 to 50; 0 means 5."""
     score_threshold: _builtins.float
-    """Drop chunks scoring below this; unset means no threshold."""
+    """Drop chunks whose similarity to the query (cosine of their embeddings, -1 to 1) is below
+    this, in every mode; unset means no threshold.
+    """
     mode: Global___SearchMode.ValueType
+    dense_weight: _builtins.float
+    """Hybrid only: the dense ranking's weight in the fusion, 0 to 1 (the keyword ranking has
+    the rest); unset means the service's HYBRID_DENSE_WEIGHT (0.5: plain reciprocal rank fusion).
+    """
+    diversity: _builtins.float
+    """Diversify the chunks by maximal marginal relevance: 0 ranks by relevance alone, towards 1
+    a chunk unlike those already chosen is preferred; unset means no diversification.
+    """
     @_builtins.property
     def filters(self) -> _containers.RepeatedCompositeFieldContainer[Global___FieldCondition]:
         """Every condition must hold."""
@@ -137,13 +153,24 @@ class SearchRequest(_message.Message):
         score_threshold: _builtins.float | None = ...,
         filters: _abc.Iterable[Global___FieldCondition] | None = ...,
         mode: Global___SearchMode.ValueType = ...,
+        dense_weight: _builtins.float | None = ...,
+        diversity: _builtins.float | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_score_threshold", b"_score_threshold", "score_threshold", b"score_threshold"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_dense_weight", b"_dense_weight", "_diversity", b"_diversity", "_score_threshold", b"_score_threshold", "dense_weight", b"dense_weight", "diversity", b"diversity", "score_threshold", b"score_threshold"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_score_threshold", b"_score_threshold", "filters", b"filters", "knowledge_base_id", b"knowledge_base_id", "mode", b"mode", "query", b"query", "score_threshold", b"score_threshold", "top_k", b"top_k"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_dense_weight", b"_dense_weight", "_diversity", b"_diversity", "_score_threshold", b"_score_threshold", "dense_weight", b"dense_weight", "diversity", b"diversity", "filters", b"filters", "knowledge_base_id", b"knowledge_base_id", "mode", b"mode", "query", b"query", "score_threshold", b"score_threshold", "top_k", b"top_k"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__dense_weight: _TypeAlias = _typing.Literal["dense_weight"]  # noqa: Y015
+    _WhichOneofArgType__dense_weight: _TypeAlias = _typing.Literal["_dense_weight", b"_dense_weight"]  # noqa: Y015
+    _WhichOneofReturnType__diversity: _TypeAlias = _typing.Literal["diversity"]  # noqa: Y015
+    _WhichOneofArgType__diversity: _TypeAlias = _typing.Literal["_diversity", b"_diversity"]  # noqa: Y015
     _WhichOneofReturnType__score_threshold: _TypeAlias = _typing.Literal["score_threshold"]  # noqa: Y015
     _WhichOneofArgType__score_threshold: _TypeAlias = _typing.Literal["_score_threshold", b"_score_threshold"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__dense_weight) -> _WhichOneofReturnType__dense_weight | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__diversity) -> _WhichOneofReturnType__diversity | None: ...
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__score_threshold) -> _WhichOneofReturnType__score_threshold | None: ...
 
 Global___SearchRequest: _TypeAlias = SearchRequest  # noqa: Y015
@@ -184,6 +211,10 @@ class ScoredChunk(_message.Message):
     document_id: _builtins.str
     text: _builtins.str
     score: _builtins.float
+    """Dense: cosine similarity to the query. Sparse: BM25 relevance (unbounded). Hybrid: the
+    fused reciprocal-rank score scaled to 0..1 (1: first in both rankings). With diversity:
+    cosine similarity to the query.
+    """
     title: _builtins.str
     """The document's title and source, copied at indexing time."""
     source_uri: _builtins.str
@@ -217,8 +248,11 @@ class SearchResponse(_message.Message):
 
     CHUNKS_FIELD_NUMBER: _builtins.int
     EMBEDDING_MODEL_FIELD_NUMBER: _builtins.int
+    MODE_FIELD_NUMBER: _builtins.int
     embedding_model: _builtins.str
     """The embedding model the query was embedded with."""
+    mode: Global___SearchMode.ValueType
+    """The mode the search ran in (UNSPECIFIED resolved to the service's default)."""
     @_builtins.property
     def chunks(self) -> _containers.RepeatedCompositeFieldContainer[Global___ScoredChunk]:
         """Best first."""
@@ -228,10 +262,11 @@ class SearchResponse(_message.Message):
         *,
         chunks: _abc.Iterable[Global___ScoredChunk] | None = ...,
         embedding_model: _builtins.str = ...,
+        mode: Global___SearchMode.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunks", b"chunks", "embedding_model", b"embedding_model"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunks", b"chunks", "embedding_model", b"embedding_model", "mode", b"mode"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
