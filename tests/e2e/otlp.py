@@ -20,6 +20,12 @@ class ReceivedSpan:
     span_id: str
     parent_span_id: str
     attributes: dict[str, Any]
+    # Each event's name and attributes, in order.
+    events: tuple[tuple[str, dict[str, Any]], ...] = ()
+
+
+def _attributes(values: Any) -> dict[str, Any]:
+    return {a.key: a.value.string_value or a.value.int_value for a in values}
 
 
 @dataclass
@@ -47,10 +53,10 @@ class SpanSink(ts_grpc.TraceServiceServicer):
                             trace_id=span.trace_id.hex(),
                             span_id=span.span_id.hex(),
                             parent_span_id=span.parent_span_id.hex(),
-                            attributes={
-                                a.key: a.value.string_value or a.value.int_value
-                                for a in span.attributes
-                            },
+                            attributes=_attributes(span.attributes),
+                            events=tuple(
+                                (event.name, _attributes(event.attributes)) for event in span.events
+                            ),
                         )
                     )
         return ts.ExportTraceServiceResponse()

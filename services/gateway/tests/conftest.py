@@ -11,7 +11,10 @@ does.
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
 import socket
+import tempfile
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
@@ -34,11 +37,17 @@ from parley_runtime.grpc_server import Registration
 from parley_testkit import grpc_server
 
 Serve = Callable[[Settings], AbstractAsyncContextManager[httpx.AsyncClient]]
+_DEFAULT_DATABASE = Settings.model_fields["database_url"].default
 
 
 @asynccontextmanager
 async def _serve(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    """Serve the gateway on 127.0.0.1 with a free port; yield a client of it."""
+    """Serve the gateway on 127.0.0.1 with a free port; yield a client of it. Its tables are
+    in a SQLite file of its own unless the test names a database: the run's DATABASE_URL is a
+    shared server, not a database to write in."""
+    folder = tempfile.mkdtemp(prefix="parley-gateway-")
+    if settings.database_url in (os.environ.get("DATABASE_URL"), _DEFAULT_DATABASE):
+        settings = settings.model_copy(update={"database_url": f"sqlite:///{folder}/gateway.db"})
     config = uvicorn.Config(
         create_app(settings), host="127.0.0.1", port=0, log_config=None, lifespan="on"
     )
@@ -55,6 +64,7 @@ async def _serve(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     finally:
         server.should_exit = True
         await task
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture

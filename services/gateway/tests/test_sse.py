@@ -55,10 +55,12 @@ async def test_each_event_is_one_block_of_event_and_json_data(api: Api) -> None:
     blocks = response.text.split("\r\n\r\n")
     assert blocks[-1] == ""
     events = [block.split("\r\n") for block in blocks[:-1]]
-    assert [lines[0] for lines in events] == ["event: accepted", "event: delta", "event: done"]
+    # Each carries the answer's id and its position, for a client that reconnects.
+    assert [lines[0] for lines in events] == ["id: a1:0", "id: a1:1", "id: a1:2"]
+    assert [lines[1] for lines in events] == ["event: accepted", "event: delta", "event: done"]
     # One data line each, whatever the text holds: a line break stays inside the JSON.
-    assert all(len(lines) == 2 and lines[1].startswith("data: ") for lines in events)
-    data = [json.loads(lines[1].removeprefix("data: ")) for lines in events]
+    assert all(len(lines) == 3 and lines[2].startswith("data: ") for lines in events)
+    data = [json.loads(lines[2].removeprefix("data: ")) for lines in events]
     assert data[1] == {"text": 'Twenty-five "days"\nof leave.'}
     assert data[2]["message"]["content"] == "Twenty-five days."
 
@@ -73,8 +75,8 @@ async def test_a_quiet_stream_sends_keep_alive_comments(api: Api) -> None:
     body = response.text
     # A comment in each quiet gap, between whole events; a client reading events skips them.
     assert body.count(": keep-alive\r\n\r\n") >= 4
-    assert body.startswith("event: accepted\r\n")
-    assert body.rsplit("\r\n\r\n", 2)[-2].startswith("event: done\r\ndata: ")
+    assert body.startswith("id: a1:0\r\nevent: accepted\r\n")
+    assert body.rsplit("\r\n\r\n", 2)[-2].startswith("id: a1:2\r\nevent: done\r\ndata: ")
     names = [line for line in body.split("\r\n") if line.startswith("event: ")]
     assert names == ["event: accepted", "event: delta", "event: done"]
 

@@ -4,7 +4,8 @@ A route refuses a body over its cap with 413 as soon as it knows: at once when
 ``Content-Length`` announces it, else when the bytes received pass the cap. The rest is never
 read, and the connection closes after the answer, so a client cannot make the gateway buffer
 or parse tens of megabytes. Every route's cap is ``MAX_BODY_BYTES``; a document upload's is
-``MAX_DOCUMENT_BODY_BYTES`` (:class:`DocumentRoute`).
+``MAX_DOCUMENT_BODY_BYTES`` (:class:`DocumentRoute`), a file upload's ``MAX_DOCUMENT_BYTES``
+and a little room for its form (:class:`UploadRoute`).
 """
 
 from __future__ import annotations
@@ -71,3 +72,15 @@ class DocumentRoute(CappedRoute):
 
     def body_limit(self, settings: Settings) -> int:
         return settings.max_document_body_bytes
+
+
+# Room in a multipart upload for its form fields, part headers and boundaries.
+MULTIPART_OVERHEAD = 64 * 1024
+
+
+class UploadRoute(CappedRoute):
+    """A route that receives a file as multipart/form-data: its body may reach
+    ``MAX_DOCUMENT_BYTES`` and the multipart overhead (the bytes are not escaped)."""
+
+    def body_limit(self, settings: Settings) -> int:
+        return settings.max_document_bytes + MULTIPART_OVERHEAD

@@ -38,7 +38,7 @@ HTTP_STATUS = {
 }
 # Errors whose code says more than their gRPC status: a size limit is RESOURCE_EXHAUSTED
 # inside, but the same request will never fit, so it is a 413 without Retry-After.
-STATUS_BY_CODE = {"document_too_large": 413}
+STATUS_BY_CODE = {"document_too_large": 413, "unsupported_content_type": 415}
 HTTP_CODES = {
     400: "bad_request",
     404: "not_found",
@@ -147,9 +147,11 @@ class ErrorEnvelope(BaseModel):
 _MEANINGS = {
     400: "The body could not be read as JSON of the expected encoding.",
     401: "Missing, malformed or expired credentials.",
+    403: "The credentials lack the scope this request needs (named in the message).",
     404: "No such id for this caller (unknown, deleted, or another tenant's).",
     409: "The request conflicts with the current state (e.g. the conversation is busy).",
     413: "The body, or the document in it, passes its size limit (named in the message).",
+    415: "The file is not a kind of document a knowledge base takes (what it is, named).",
     422: "A malformed input, with its field path, or a broken limit, naming it.",
     429: "A rate limit or quota; Retry-After says when to send again.",
     500: "An internal error; the request id finds it in the logs.",
@@ -158,8 +160,36 @@ _MEANINGS = {
 }
 
 
+# What each status's envelope looks like, for the OpenAPI document.
+_EXAMPLES = {
+    400: ("bad_request", "the body is not valid JSON"),
+    401: ("missing_credentials", "send 'Authorization: Bearer <token>'"),
+    403: ("missing_scope", "this request needs the 'chat' scope"),
+    404: ("conversation_not_found", "conversation 'conv_1' not found"),
+    409: ("conversation_busy", "the conversation is busy; retry the message"),
+    413: ("body_too_large", "the request body exceeds the limit of 1048576 bytes"),
+    415: ("unsupported_content_type", "the file is a PNG image; a knowledge base takes ..."),
+    422: ("invalid_request", "body.content: Field required"),
+    429: ("rate_limited", "too many requests; retry in 2 s"),
+    500: ("internal", "internal error"),
+    502: ("provider_refused", "the model provider refused the request"),
+    503: ("service_unavailable", "an internal service is unavailable"),
+}
+
+
 def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """The OpenAPI ``responses`` of a route's error ``statuses``, each the envelope."""
+    """The OpenAPI ``responses`` of a route's error ``statuses``, each the envelope, with an
+    example."""
     return {
-        status: {"model": ErrorEnvelope, "description": _MEANINGS[status]} for status in statuses
+        status: {
+            "model": ErrorEnvelope,
+            "description": _MEANINGS[status],
+            "content": {"application/json": {"example": _example(status)}},
+        }
+        for status in statuses
     }
+
+
+def _example(status: int) -> dict[str, Any]:
+    code, message = _EXAMPLES[status]
+    return {"error": {"code": code, "message": message, "request_id": "4f9c2e7a1b3d4c5e"}}

@@ -8,8 +8,8 @@ naming the field before anything reaches a peer:
 - numbers (:data:`Temperature`): strict, so ``true`` or ``"1"`` is not a number;
 - ids and knowledge-base names in paths (:data:`ResourceId`, :data:`KnowledgeBaseName`): 1 to
   128 characters of :data:`NAME_PATTERN`, the alphabet of every id Parley issues;
-- headers and query strings: the ``Idempotency-Key`` is printable ASCII, a page token is the
-  URL-safe base64 the services issue.
+- headers and query strings: the ``Idempotency-Key`` is printable ASCII, a ``Last-Event-ID``
+  an event id the API sent, a page token is the URL-safe base64 the services issue.
 """
 
 from __future__ import annotations
@@ -59,5 +59,15 @@ IdempotencyKey = Annotated[
     Header(
         pattern=IDEMPOTENCY_KEY_PATTERN,
         description="Printable ASCII, at most 200 characters: a retry with it replays the turn.",
+    ),
+]
+# What a turn's event id is (sse.py): ``<assistant_message_id>:<n>``.
+LAST_EVENT_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}:[0-9]{1,9}$"
+LastEventId = Annotated[
+    str | None,
+    Header(
+        pattern=LAST_EVENT_ID_PATTERN,
+        description="The id of the last event a stream delivered: the answer it names is read "
+        "back from the store, and no new message is sent (see the README: a lost connection).",
     ),
 ]

@@ -1,21 +1,27 @@
 """The gateway's entry point.
 
 parley-gateway                      serve the HTTP API
-parley-gateway token --tenant T --user U [--scopes "chat documents"] [--ttl 86400]
-                                    print a bearer token signed with AUTH_SECRET
+parley-gateway token --tenant T --user U [--scopes "read chat"] [--ttl 3600]
+                                    print a development token signed with AUTH_SECRET
+parley-gateway migrate upgrade|downgrade [revision]
+                                    apply or revert the gateway's own migrations
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import logging
+import sys
 from collections.abc import Iterator
 
 import uvicorn
 
 from parley_gateway.app import create_app
-from parley_gateway.auth import DEFAULT_SCOPES, issue_token
+from parley_gateway.auth import DEFAULT_SCOPES, DEFAULT_TTL_SECONDS, SCOPES, issue_token
+from parley_gateway.guardrails.logs import install_log_redaction
+from parley_gateway.identity import MIGRATIONS, VERSION_TABLE
 from parley_gateway.settings import DEV_SECRET, Settings
 from parley_runtime.logs import setup_logging
 from parley_runtime.metrics import serve_metrics
@@ -43,10 +49,11 @@ class _Server(uvicorn.Server):
 
 def serve(settings: Settings) -> None:
     setup_logging("gateway", settings.log_level)
+    install_log_redaction()
     setup_tracing(
         "gateway", settings.otel_exporter_otlp_endpoint, settings.otel_traces_sampler_ratio
     )
-    if settings.auth_secret == DEV_SECRET:
+    if settings.auth_mode == "dev" and settings.auth_secret == DEV_SECRET:
         log.warning("AUTH_SECRET is the development default; set it before exposing the API")
     serve_metrics(settings.http_host, settings.metrics_port)
     config = uvicorn.Config(
@@ -69,10 +76,29 @@ def main() -> None:
     token.add_argument("--tenant", required=True)
     token.add_argument("--user", required=True)
     token.add_argument("--scopes", default=" ".join(DEFAULT_SCOPES))
-    token.add_argument("--ttl", type=int, default=86_400, help="lifetime in seconds")
+    token.add_argument("--ttl", type=int, default=DEFAULT_TTL_SECONDS, help="lifetime in seconds")
+    migrate = commands.add_parser("migrate", help="apply or revert the gateway's migrations")
+    migrate.add_argument("direction", choices=["upgrade", "downgrade"])
+    migrate.add_argument("revision", nargs="?")
     args = parser.parse_args()
     settings = load_settings(Settings, "gateway")
+    if args.command == "migrate":
+        from parley_runtime import db
+
+        setup_logging("gateway", settings.log_level)
+        step = db.upgrade if args.direction == "upgrade" else db.downgrade
+        revision = args.revision or ("head" if args.direction == "upgrade" else "base")
+        asyncio.run(step(MIGRATIONS, settings.database_url, VERSION_TABLE, revision))
+        return
     if args.command == "token":
+        unknown = sorted(set(args.scopes.split()) - set(SCOPES))
+        if unknown:
+            sys.exit(f"gateway: unknown scopes {', '.join(unknown)}; known: {', '.join(SCOPES)}")
+        if not 0 < args.ttl <= settings.auth_max_token_lifetime_seconds:
+            sys.exit(
+                "gateway: --ttl must be between 1 and AUTH_MAX_TOKEN_LIFETIME_SECONDS "
+                f"({settings.auth_max_token_lifetime_seconds}); a longer token is refused"
+            )
         print(
             issue_token(
                 settings.auth_secret,

@@ -7,6 +7,11 @@ task, the last one with the end of the body. Beside it runs one watcher per stre
 for the client to leave (then cancels the stream, and with it whatever the events were waiting
 for: a turn's gRPC call), and sends a comment when the stream has been quiet for
 ``keep_alive`` seconds, so that proxies keep the connection open.
+
+The events of a turn carry an ``id:`` (:class:`TurnEncoder`): the answer's message id and the
+event's position in the stream, ``<assistant_message_id>:<n>``. A client that lost the
+connection sends the last one back as ``Last-Event-ID`` to read the stored answer instead
+(``answers.py``).
 """
 
 from __future__ import annotations
@@ -29,11 +34,42 @@ log = logging.getLogger("parley.gateway")
 _json = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
 
 KEEP_ALIVE = b": keep-alive\r\n\r\n"
+# The events that end a turn's stream; exactly one of them ends every turn.
+TURN_END = frozenset(("done", "error"))
 
 
-def encode(name: str, data: Mapping[str, Any]) -> bytes:
-    """The bytes of one event: its name and its data as one line of JSON."""
-    return f"event: {name}\r\ndata: {_json(data)}\r\n\r\n".encode()
+def encode(name: str, data: Mapping[str, Any], event_id: str | None = None) -> bytes:
+    """The bytes of one event: its id when it has one, its name and its data as one line of
+    JSON."""
+    if event_id is None:
+        return f"event: {name}\r\ndata: {_json(data)}\r\n\r\n".encode()
+    return f"id: {event_id}\r\nevent: {name}\r\ndata: {_json(data)}\r\n\r\n".encode()
+
+
+class TurnEncoder:
+    """Encodes the events of one turn's stream, each with the ``id`` ``<answer>:<n>``: the
+    assistant message's id (from ``accepted``, or given when the stream reads a stored answer)
+    and the event's position, from ``first``. Events before the answer has an id have none."""
+
+    __slots__ = ("answer_id", "position")
+
+    def __init__(self, answer_id: str = "", first: int = 0) -> None:
+        self.answer_id = answer_id
+        self.position = first
+
+    def event_id(self, name: str, data: Mapping[str, Any]) -> str | None:
+        """The id of the next event, ``name`` with ``data``."""
+        if name == "accepted":
+            self.answer_id = str(data.get("assistant_message_id") or "")
+        if not self.answer_id:
+            return None
+        event_id = f"{self.answer_id}:{self.position}"
+        self.position += 1
+        return event_id
+
+    def __call__(self, name: str, data: Mapping[str, Any]) -> tuple[bytes, bool]:
+        """The bytes of the event, and whether it ends the stream."""
+        return encode(name, data, self.event_id(name, data)), name in TURN_END
 
 
 class EventStream(Response):

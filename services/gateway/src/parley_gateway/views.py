@@ -7,6 +7,7 @@ what clients see. Every proto enum becomes its public string here, through one t
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -14,6 +15,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from parley.common.v1 import common_pb2
 from parley.conversation.v1 import conversation_pb2 as conv
 from parley.ingest.v1 import ingest_pb2 as ing
+from parley.llm_router.v1 import llm_router_pb2 as llm
+from parley.retrieval.v1 import retrieval_pb2 as ret
 from parley_runtime.errors import ParleyError
 
 _FINISH_REASON = {
@@ -189,4 +192,77 @@ def document(value: ing.Document) -> dict[str, Any]:
         "error": value.error or None,
         "created_at": timestamp(value.create_time),
         "updated_at": timestamp(value.update_time),
+    }
+
+
+_RATING = {conv.RATING_UP: "up", conv.RATING_DOWN: "down"}
+RATINGS = {public: value for value, public in _RATING.items()}
+
+
+def feedback(value: conv.Feedback) -> dict[str, Any]:
+    return {
+        "message_id": value.message_id,
+        "rating": _RATING.get(value.rating, "unknown"),
+        "comment": value.comment,
+        "created_at": timestamp(value.create_time),
+    }
+
+
+def stored_ending(value: conv.Message, request_id: str | None) -> list[tuple[str, dict[str, Any]]]:
+    """The events that end a stream reading a stored answer that has ended: ``usage`` and
+    ``done``, or the ``error`` its status and code tell (not retryable: reading it again reads
+    the same ending)."""
+    if value.status == conv.MESSAGE_STATUS_COMPLETE:
+        return [("usage", usage(value.usage)), ("done", {"message": message(value)})]
+    status = _STATUS.get(value.status, "unknown")
+    return [
+        (
+            "error",
+            {
+                "code": value.error_code or status,
+                "message": f"the answer ended {status}; the text it had is kept",
+                "retryable": False,
+                "request_id": request_id,
+                "assistant_message_id": value.id,
+            },
+        )
+    ]
+
+
+def scored_chunk(value: ret.ScoredChunk) -> dict[str, Any]:
+    return {
+        "chunk_id": value.chunk_id,
+        "document_id": value.document_id,
+        "title": value.title,
+        "source_uri": value.source_uri or None,
+        "position": value.position,
+        "text": value.text,
+        "score": round(value.score, 4),
+        "metadata": dict(value.metadata),
+    }
+
+
+def usage_report(value: llm.GetUsageResponse, start: datetime, end: datetime) -> dict[str, Any]:
+    """Usage rows by user and model over ``[start, end)``, and their total."""
+    rows = [
+        {
+            "user_id": row.user_id,
+            "model": row.model,
+            "requests": row.requests,
+            "input_tokens": row.input_tokens,
+            "output_tokens": row.output_tokens,
+            "cost_usd": round(row.cost_usd, 6),
+        }
+        for row in value.rows
+    ]
+    total = {
+        "requests": sum(row.requests for row in value.rows),
+        "input_tokens": sum(row.input_tokens for row in value.rows),
+        "output_tokens": sum(row.output_tokens for row in value.rows),
+    }
+    return {
+        "start": start.isoformat(timespec="seconds").replace("+00:00", "Z"),
+        "end": end.isoformat(timespec="seconds").replace("+00:00", "Z"),
+        "rows": rows,
+        "total": {**total, "cost_usd": round(sum(row.cost_usd for row in value.rows), 6)},
     }

@@ -83,7 +83,7 @@ class Platform:
             "ingest": {"DATABASE_URL": f"sqlite:///{data}/ingest.db"},
             "retrieval": {"QDRANT_PATH": str(data / "qdrant")},
             "llm-router": {"DATABASE_URL": f"sqlite:///{data}/llm-router.db"},
-            "gateway": {},
+            "gateway": {"DATABASE_URL": f"sqlite:///{data}/gateway.db"},
         }
         for name in SERVICES:
             env = {

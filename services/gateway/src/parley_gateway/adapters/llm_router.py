@@ -7,7 +7,7 @@ import grpc
 from parley_runtime.grpc_client import channel
 
 SERVICE = "parley.llm_router.v1.LlmRouter"
-IDEMPOTENT_METHODS = ("ListModels", "CountTokens")
+IDEMPOTENT_METHODS = ("ListModels", "CountTokens", "GetUsage")
 
 
 def open_channel(address: str, timeout: float) -> grpc.aio.Channel:

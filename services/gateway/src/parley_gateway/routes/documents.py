@@ -4,21 +4,25 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from parley.ingest.v1 import ingest_pb2 as ing
 from parley_gateway import views
 from parley_gateway.adapters import Peers
-from parley_gateway.auth import authenticate
+from parley_gateway.auth import require
 from parley_gateway.body_limit import DocumentRoute
 from parley_gateway.errors import responses
 from parley_gateway.inputs import KnowledgeBaseName, PageToken, ResourceId, Text
+from parley_gateway.limits.http import RATE_LIMITED, route_class
 from parley_runtime.context import Principal
 from parley_runtime.errors import InvalidArgument, ResourceExhausted
 
-router = APIRouter(prefix="/v1", tags=["documents"], route_class=DocumentRoute)
-Caller = Annotated[Principal, Depends(authenticate)]
+router = APIRouter(
+    prefix="/v1", tags=["documents"], route_class=DocumentRoute, dependencies=[RATE_LIMITED]
+)
+Reader = Annotated[Principal, require("read")]
+Editor = Annotated[Principal, require("documents")]
 TEXT_TYPES = ("text/plain", "text/markdown", "text/html")
 
 
@@ -43,10 +47,11 @@ def _peers(request: Request) -> Peers:
 @router.post(
     "/knowledge-bases/{knowledge_base_id}/documents",
     status_code=201,
-    responses=responses(400, 401, 413, 422, 429, 500, 503),
+    responses=responses(400, 401, 403, 413, 415, 422, 429, 500, 503),
+    openapi_extra=route_class("documents"),
 )
 async def create_document(
-    knowledge_base_id: KnowledgeBaseName, body: CreateDocumentBody, request: Request, caller: Caller
+    knowledge_base_id: KnowledgeBaseName, body: CreateDocumentBody, request: Request, caller: Editor
 ) -> dict[str, Any]:
     """Add a document to a knowledge base; it is parsed, chunked and indexed by a job."""
     limit = request.app.state.settings.max_document_bytes
@@ -84,12 +89,12 @@ async def create_document(
 
 @router.get(
     "/knowledge-bases/{knowledge_base_id}/documents",
-    responses=responses(401, 422, 429, 500, 503),
+    responses=responses(401, 403, 422, 429, 500, 503),
 )
 async def list_documents(
     knowledge_base_id: KnowledgeBaseName,
     request: Request,
-    caller: Caller,
+    caller: Reader,
     page_size: Annotated[int, Query(ge=1, le=100)] = 20,
     page_token: PageToken = "",
 ) -> dict[str, Any]:
@@ -105,8 +110,8 @@ async def list_documents(
     }
 
 
-@router.get("/documents/{document_id}", responses=responses(401, 404, 422, 429, 500, 503))
-async def get_document(document_id: ResourceId, request: Request, caller: Caller) -> dict[str, Any]:
+@router.get("/documents/{document_id}", responses=responses(401, 403, 404, 422, 429, 500, 503))
+async def get_document(document_id: ResourceId, request: Request, caller: Reader) -> dict[str, Any]:
     """One document and its ingest status."""
     found = await _peers(request).ingest.GetDocument(
         ing.GetDocumentRequest(document_id=document_id)
@@ -117,16 +122,16 @@ async def get_document(document_id: ResourceId, request: Request, caller: Caller
 @router.delete(
     "/documents/{document_id}",
     status_code=204,
-    responses=responses(401, 404, 422, 429, 500, 503),
+    responses=responses(401, 403, 404, 422, 429, 500, 503),
 )
-async def delete_document(document_id: ResourceId, request: Request, caller: Caller) -> Response:
+async def delete_document(document_id: ResourceId, request: Request, caller: Editor) -> Response:
     """Delete a document and its chunks."""
     await _peers(request).ingest.DeleteDocument(ing.DeleteDocumentRequest(document_id=document_id))
     return Response(status_code=204)
 
 
-@router.get("/jobs/{job_id}", responses=responses(401, 404, 422, 429, 500, 503))
-async def get_job(job_id: ResourceId, request: Request, caller: Caller) -> dict[str, Any]:
+@router.get("/jobs/{job_id}", responses=responses(401, 403, 404, 422, 429, 500, 503))
+async def get_job(job_id: ResourceId, request: Request, caller: Reader) -> dict[str, Any]:
     """An ingest job's progress."""
     found = await _peers(request).ingest.GetJob(ing.GetJobRequest(job_id=job_id))
     return views.job(found)

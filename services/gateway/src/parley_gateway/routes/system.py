@@ -6,21 +6,22 @@ import asyncio
 from typing import Annotated, Any
 
 import grpc
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from parley.llm_router.v1 import llm_router_pb2 as llm
 from parley_gateway.adapters import Peers
-from parley_gateway.auth import authenticate
+from parley_gateway.auth import PUBLIC, require
 from parley_gateway.body_limit import CappedRoute
 from parley_gateway.errors import responses
+from parley_gateway.limits.http import RATE_LIMITED
 from parley_runtime.context import Principal
 
 router = APIRouter(tags=["system"], route_class=CappedRoute)
 
 
-@router.get("/healthz")
+@router.get("/healthz", dependencies=[PUBLIC])
 async def healthz() -> dict[str, str]:
     """The process is alive."""
     return {"status": "ok"}
@@ -38,6 +39,7 @@ async def _serving(chan: grpc.aio.Channel) -> bool:
 
 @router.get(
     "/readyz",
+    dependencies=[PUBLIC],
     responses={503: {"description": "A peer is down: the same body, naming it, not_ready."}},
 )
 async def readyz(request: Request) -> JSONResponse:
@@ -52,9 +54,9 @@ async def readyz(request: Request) -> JSONResponse:
     )
 
 
-@router.get("/v1/models", responses=responses(401, 429, 500, 503))
+@router.get("/v1/models", responses=responses(401, 403, 429, 500, 503), dependencies=[RATE_LIMITED])
 async def list_models(
-    request: Request, caller: Annotated[Principal, Depends(authenticate)]
+    request: Request, caller: Annotated[Principal, require("read")]
 ) -> dict[str, Any]:
     """The model aliases callers may choose, and the default one."""
     peers: Peers = request.app.state.peers
