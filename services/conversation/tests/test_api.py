@@ -16,6 +16,7 @@ from google.protobuf.field_mask_pb2 import FieldMask
 from parley.common.v1 import common_pb2
 from parley.conversation.v1 import conversation_pb2 as pb
 from parley.conversation.v1 import conversation_pb2_grpc as pb_grpc
+from parley.retrieval.v1 import retrieval_pb2 as ret
 from parley_conversation.main import MIGRATIONS, VERSION_TABLE, build
 from parley_conversation.settings import Settings
 from parley_runtime import db
@@ -133,6 +134,23 @@ async def test_citations_are_streamed_and_stored_with_the_answer(service: Servic
     assert list(events[-1].done.message.citations) == [expected]
     listed = await service.stub.ListMessages(pb.ListMessagesRequest(conversation_id=created.id))
     assert list(listed.messages[1].citations) == [expected]
+
+
+async def test_a_citation_of_a_pdf_names_the_page_its_passage_starts_on(
+    service: Service,
+) -> None:
+    on_page = ret.ScoredChunk()
+    on_page.CopyFrom(LEAVE_CHUNK)
+    on_page.metadata["page"] = "12"  # as ingest sets it on a PDF's chunks
+    on_page.metadata["page_end"] = "13"
+    service.peers.retrieval.chunks = [on_page]
+    created = await service.stub.CreateConversation(
+        pb.CreateConversationRequest(settings=pb.ConversationSettings(knowledge_base_id="kb1"))
+    )
+    events = await send(service, created.id, "How many days of leave?")
+    assert [c.page for c in events[1].citations.citations] == [12]
+    listed = await service.stub.ListMessages(pb.ListMessagesRequest(conversation_id=created.id))
+    assert [c.page for c in listed.messages[1].citations] == [12]
 
 
 async def test_pages_of_conversations_and_messages(service: Service) -> None:

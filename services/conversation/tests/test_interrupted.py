@@ -15,6 +15,7 @@ from parley_conversation.adapters.retrieval import Retrieval
 from parley_conversation.adapters.store import ConversationStore
 from parley_conversation.conversations import (
     INTERRUPTED,
+    AnswerState,
     FinishReason,
     Message,
     Outcome,
@@ -57,7 +58,9 @@ async def test_an_answer_whose_lease_ran_out_is_closed_with_its_text(database: s
     try:
         start = await begin(store)
         assert start.assistant is not None
-        assert await store.save_progress(start.assistant.id, "Employees have 25")
+        assert await store.save_progress(start.assistant.id, "Employees have 25") == (
+            AnswerState.STREAMING
+        )
         assert await store.close_interrupted() == 0  # the writer is alive
         await asyncio.sleep(0.3)
         assert await store.close_interrupted() == 1
@@ -69,7 +72,8 @@ async def test_an_answer_whose_lease_ran_out_is_closed_with_its_text(database: s
             "Employees have 25",
         )
         # Its writer, had it only stalled, can no longer save into a closed answer.
-        assert not await store.save_progress(start.assistant.id, "Employees have 25 days")
+        saved = await store.save_progress(start.assistant.id, "Employees have 25 days")
+        assert saved == AnswerState.ENDED
     finally:
         await store.engine.dispose()
 
@@ -185,7 +189,7 @@ async def test_a_regenerated_answer_left_in_progress_is_closed_like_any_other(
         )
         again = await store.begin_regeneration(ANN, start.conversation.id)
         assert again.assistant is not None
-        assert await store.save_progress(again.assistant.id, "Twenty")
+        assert await store.save_progress(again.assistant.id, "Twenty") == AnswerState.STREAMING
         # The process dies here; the next one of the same replica closes what it left.
         assert await store.close_interrupted(include_own=True) == 1
         shown = await store.messages(ANN, start.conversation.id, 10, 0)

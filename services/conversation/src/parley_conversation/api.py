@@ -153,6 +153,24 @@ class ConversationServicer(pb_grpc.ConversationServiceServicer):
             messages=[wire.message(m) for m in found], next_page_token=token
         )
 
+    async def GetMessage(
+        self, request: pb.GetMessageRequest, context: grpc.aio.ServicerContext
+    ) -> pb.Message:
+        """One message of the caller's conversation; an answer in progress carries the text
+        saved so far."""
+        who = current_principal()
+        found = await self.store.message(who, request.conversation_id, request.message_id)
+        return wire.message(found)
+
+    async def CancelAnswer(
+        self, request: pb.CancelAnswerRequest, context: grpc.aio.ServicerContext
+    ) -> pb.Message:
+        """Stop an answer in progress, whichever replica writes it; the message once it has
+        ended, or as it stands when the wait runs out (see turn.py)."""
+        who = current_principal()
+        stopped = await self.turns.cancel(who, request.conversation_id, request.message_id)
+        return wire.message(stopped)
+
     async def SendMessage(
         self, request: pb.SendMessageRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.TurnEvent]:
@@ -225,7 +243,9 @@ class ConversationServicer(pb_grpc.ConversationServiceServicer):
     ) -> pb.DeleteUserDataResponse:
         """Delete everything of the caller's user."""
         who = current_principal()
-        conversations, messages = await self.store.delete_user(who)
+        conversations, messages, feedback = await self.store.delete_user(who)
         return pb.DeleteUserDataResponse(
-            conversations_deleted=conversations, messages_deleted=messages
+            conversations_deleted=conversations,
+            messages_deleted=messages,
+            feedback_deleted=feedback,
         )

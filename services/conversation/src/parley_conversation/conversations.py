@@ -39,6 +39,18 @@ class Status(enum.StrEnum):
 
 # The error code of an answer whose writer died before it ended; its text so far is kept.
 INTERRUPTED = "interrupted"
+# The error code of an answer stopped on a client's request (or by its client leaving).
+CANCELLED = "cancelled"
+
+
+class AnswerState(enum.Enum):
+    """What the writer of an answer in progress learns from the store: keep going, stop (a
+    client asked to cancel it, perhaps through another replica), or stop writing (it has
+    ended, or was closed as interrupted)."""
+
+    STREAMING = "streaming"
+    CANCEL_REQUESTED = "cancel_requested"
+    ENDED = "ended"
 
 
 class FinishReason(enum.StrEnum):
@@ -79,6 +91,7 @@ class Passage:
     source_uri: str
     text: str
     score: float
+    page: int = 0  # the page it starts on, from 1; 0 in a document without pages
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +105,7 @@ class Citation:
     source_uri: str
     snippet: str
     score: float
+    page: int = 0
 
     @classmethod
     def of(cls, marker: str, passage: Passage) -> Citation:
@@ -103,6 +117,7 @@ class Citation:
             source_uri=passage.source_uri,
             snippet=passage.text[:SNIPPET_CHARS],
             score=passage.score,
+            page=passage.page,
         )
 
 

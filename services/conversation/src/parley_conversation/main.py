@@ -46,7 +46,12 @@ async def build(settings: Settings) -> Wiring:
         aliases_ttl=settings.model_aliases_ttl_seconds,
         check_timeout=settings.model_check_timeout_seconds,
     )
-    retrieval = Retrieval(settings.retrieval_addr, settings.retrieval_timeout_seconds)
+    retrieval = Retrieval(
+        settings.retrieval_addr,
+        settings.retrieval_timeout_seconds,
+        mode=settings.retrieval_mode,
+        score_threshold=settings.retrieval_score_threshold,
+    )
     turns = TurnRunner(store, router, retrieval, settings)
     servicer = ConversationServicer(store, turns, router, settings)
 

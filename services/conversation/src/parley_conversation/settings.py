@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 import socket
+from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from parley_runtime.settings import ServiceSettings
 
@@ -32,6 +33,16 @@ class Settings(ServiceSettings):
         6000, gt=500, description="Tokens of system prompt, passages and history per turn."
     )
     retrieval_top_k: int = Field(5, ge=1, le=50)
+    retrieval_mode: Literal["dense", "sparse", "hybrid"] = Field(
+        "hybrid", description="How retrieval ranks a turn's passages."
+    )
+    retrieval_score_threshold: float | None = Field(
+        0.2,
+        ge=-1,
+        le=1,
+        description="Passages less similar to the question than this (cosine) are left out; "
+        "unset keeps every passage found.",
+    )
     retrieval_timeout_seconds: float = Field(5.0, gt=0)
     turn_timeout_seconds: float = Field(300.0, gt=0, description="Deadline of the model call.")
     turn_flush_seconds: float = Field(
@@ -49,6 +60,14 @@ class Settings(ServiceSettings):
         description="This replica's name on the answers it writes; empty means host:port, "
         "which a restarted process keeps, so it closes its predecessor's answers at start.",
     )
+
+    @field_validator("retrieval_score_threshold", mode="before")
+    @classmethod
+    def _no_threshold(cls, value: object) -> object:
+        """``RETRIEVAL_SCORE_THRESHOLD=`` (empty) or ``none``: no threshold."""
+        if isinstance(value, str) and value.strip().lower() in ("", "none"):
+            return None
+        return value
 
     @model_validator(mode="after")
     def _lease_outlives_saves(self) -> Settings:

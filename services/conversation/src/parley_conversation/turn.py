@@ -19,6 +19,13 @@ its partial text; the write is shielded from the caller's cancellation) and coun
 While the answer streams, its text so far is saved every ``TURN_FLUSH_SECONDS`` (when it
 grew) and its lease renewed, so a process that dies mid-answer loses at most that window,
 and the answer is closed as interrupted by whichever replica sees its lease run out.
+
+A client may stop an answer (``TurnRunner.cancel``, the CancelAnswer RPC) through any
+replica: the request is recorded on the answer's row, and the replica writing it stops at
+once when it is this one, else when its next save (or, while no text arrives, its next check
+of the row, every ``CANCEL_CHECK_SECONDS``) finds the request. Stopping cancels the model
+call down to the provider's stream; the answer is stored CANCELLED with its text so far, and
+the turn's stream ends with an error event of code ``cancelled``.
 """
 
 from __future__ import annotations
@@ -34,6 +41,8 @@ from parley_conversation.adapters.llm_router import LlmRouter, ModelStream
 from parley_conversation.adapters.retrieval import Retrieval
 from parley_conversation.adapters.store import ConversationStore
 from parley_conversation.conversations import (
+    CANCELLED,
+    AnswerState,
     Citation,
     FinishReason,
     Message,
@@ -61,8 +70,9 @@ from parley_conversation.events import (
 from parley_conversation.metrics import FIRST_DELTA, TURNS
 from parley_conversation.prompt import CitedPassage, Turn, build_prompt
 from parley_conversation.settings import Settings
-from parley_runtime.context import Principal
+from parley_runtime.context import Principal, remaining_seconds
 from parley_runtime.errors import ParleyError
+from parley_runtime.guardrails import record
 
 log = logging.getLogger("parley.conversation.turn")
 
@@ -73,6 +83,14 @@ INTERNAL = Failure("internal", "internal error", False)
 STILL_ANSWERING = Failure(
     "turn_in_progress", "this message is still being answered; read the conversation shortly", True
 )
+STOPPED = Failure(CANCELLED, "the answer was stopped on request; its text so far is kept", False)
+# While no text arrives (nothing to save), how often the writer reads whether a client asked
+# another replica to stop the answer.
+CANCEL_CHECK_SECONDS = 1.0
+# How long CancelAnswer waits for the answer to end (within the call's own deadline), and
+# how often it reads the answer meanwhile when another replica writes it.
+CANCEL_WAIT_SECONDS = 5.0
+CANCEL_POLL_SECONDS = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,8 +122,8 @@ def _abandon(call: asyncio.Future[ModelCall]) -> None:
 class Answer:
     """The assistant's answer as it is built: text, who answers, usage, and how it ended.
 
-    The first ending recorded (``finish`` or ``fail``) wins; an answer with neither was
-    cancelled.
+    The first ending recorded (``finish``, ``fail`` or ``cancel``) wins; an answer with none
+    was cancelled too (its caller went away).
     """
 
     citations: tuple[Citation, ...] = ()
@@ -114,10 +132,19 @@ class Answer:
     finish_reason: FinishReason | None = None
     failure: Failure | None = None
     parts: list[str] = field(default_factory=list)
+    # Stopped on a client's request (CancelAnswer).
+    cancelled: bool = False
 
     @property
     def ended(self) -> bool:
-        return self.finish_reason is not None or self.failure is not None
+        return self.finish_reason is not None or self.failure is not None or self.cancelled
+
+    def cancel(self) -> bool:
+        """Record a client's request to stop; False when the answer had already ended."""
+        if self.ended:
+            return False
+        self.cancelled = True
+        return True
 
     def add_text(self, text: str) -> None:
         self.parts.append(text)
@@ -139,7 +166,7 @@ class Answer:
         elif self.finish_reason is not None:
             status, reason, code = Status.COMPLETE, self.finish_reason, ""
         else:
-            status, reason, code = Status.CANCELLED, FinishReason.CANCELLED, "cancelled"
+            status, reason, code = Status.CANCELLED, FinishReason.CANCELLED, CANCELLED
         return Outcome(
             status=status,
             content="".join(self.parts),
@@ -149,6 +176,21 @@ class Answer:
             error_code=code,
             citations=self.citations,
         )
+
+
+@dataclass
+class RunningAnswer:
+    """An answer this replica is writing: what stops it, and when it is stored."""
+
+    answer: Answer
+    call: asyncio.Future[ModelCall] | None
+    stored: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def stop(self) -> None:
+        """Stop the answer on a client's request: its model call is cancelled (down to the
+        provider's stream), and the turn stores it CANCELLED."""
+        if self.answer.cancel() and self.call is not None:
+            _abandon(self.call)
 
 
 class TurnRunner:
@@ -166,6 +208,8 @@ class TurnRunner:
         self.retrieval = retrieval
         self.settings = settings
         self._keepers: set[asyncio.Task[None]] = set()  # the event loop holds tasks weakly
+        # The answers this replica is writing, by message id.
+        self._running: dict[str, RunningAnswer] = {}
 
     async def begin(
         self, who: Principal, cid: str, content: str, key: str | None, model: str
@@ -199,6 +243,35 @@ class TurnRunner:
         conversation = await self.store.get(who, cid)
         await self.router.check_model(model or conversation.model)
         return Begun(await self.store.begin_regeneration(who, cid))
+
+    async def cancel(self, who: Principal, cid: str, message_id: str) -> Message:
+        """Stop an answer of the caller's conversation, whichever replica writes it (see the
+        module docstring), and return it once it has ended, or as it stands when waiting
+        longer would pass ``CANCEL_WAIT_SECONDS`` or the call's deadline."""
+        message = await self.store.request_cancel(who, cid, message_id)
+        if message.status != Status.IN_PROGRESS:
+            return message
+        wait = CANCEL_WAIT_SECONDS
+        left = remaining_seconds()
+        if left is not None:
+            wait = min(wait, left - 0.25)  # leave time to answer within the deadline
+        running = self._running.get(message_id)
+        if running is not None:
+            running.stop()
+            try:
+                async with asyncio.timeout(max(wait, 0.0)):
+                    await running.stored.wait()
+            except TimeoutError:
+                pass
+            return await self.store.message(who, cid, message_id)
+        loop = asyncio.get_running_loop()
+        until = loop.time() + wait
+        while loop.time() < until:
+            await asyncio.sleep(CANCEL_POLL_SECONDS)
+            message = await self.store.message(who, cid, message_id)
+            if message.status != Status.IN_PROGRESS:
+                break
+        return message
 
     async def run(self, begun: Begun, model: str) -> AsyncGenerator[TurnEvent, None]:
         """The events of a turn begun in the store; ``model`` overrides the conversation's."""
@@ -236,7 +309,8 @@ class TurnRunner:
         began = time.perf_counter()
         answer = Answer()
         ended = asyncio.Event()
-        keeper = asyncio.create_task(self._keep_saved(assistant_id, answer, ended))
+        running = self._running[assistant_id] = RunningAnswer(answer, call)
+        keeper = asyncio.create_task(self._keep_saved(assistant_id, running, ended))
         self._keepers.add(keeper)
         keeper.add_done_callback(self._keepers.discard)
         try:
@@ -245,8 +319,11 @@ class TurnRunner:
                 history = await self.store.history(
                     start.conversation.id, start.user.seq, HISTORY_WINDOW
                 )
+                if answer.cancelled:
+                    raise asyncio.CancelledError  # stopped before its model call began
                 opening = Opening(start.conversation, history)
                 call = asyncio.ensure_future(self._call_model(opening, start.user.content, model))
+                running.call = call
             model_call = await call
             stream = model_call.stream
             answer.citations = tuple(item.citation() for item in model_call.cited)
@@ -273,6 +350,12 @@ class TurnRunner:
             answer.fail(STREAM_INCOMPLETE)
         except ParleyError as refused:
             answer.fail(Failure(refused.code, refused.message, refused.retryable))
+        except asyncio.CancelledError:
+            # Stopping an answer cancels its model call, which surfaces here; the caller
+            # going away cancels this task itself, and that goes on.
+            task = asyncio.current_task()
+            if not answer.cancelled or (task is not None and task.cancelling()):
+                raise
         except Exception:
             answer.fail(INTERNAL)
             raise
@@ -282,20 +365,31 @@ class TurnRunner:
             if call is not None:
                 _abandon(call)  # no-op once its stream was read to its end
             ended.set()  # the keeper ends once its save in flight, if any, is done
-            stored = await self._end(assistant_id, answer.outcome())
-        if answer.failure is None:
+            try:
+                stored = await self._end(assistant_id, answer.outcome())
+            finally:
+                running.stored.set()
+                del self._running[assistant_id]
+        if answer.cancelled:
+            yield TurnFailed(STOPPED, stored.id)
+        elif answer.failure is None:
             yield UsageReport(stored.usage)
             yield Done(stored)
         else:
             yield TurnFailed(answer.failure, stored.id)
 
-    async def _keep_saved(self, assistant_id: str, answer: Answer, ended: asyncio.Event) -> None:
-        """Save the answer's text while it grows and renew its lease, until it ends. It ends
-        on its own once ``ended`` is set: a save is never cut in the middle, and a late one
-        changes nothing (only an answer in progress takes it)."""
+    async def _keep_saved(
+        self, assistant_id: str, running: RunningAnswer, ended: asyncio.Event
+    ) -> None:
+        """Save the answer's text while it grows and renew its lease, until it ends; stop
+        it when a save or check finds that a client asked to. It ends on its own once
+        ``ended`` is set: a save is never cut in the middle, and a late one changes nothing
+        (only an answer in progress takes it)."""
         loop = asyncio.get_running_loop()
+        answer = running.answer
         heartbeat = self.settings.turn_lease_seconds / 3
         saved_parts, saved_at = 0, loop.time()
+        checked_at = saved_at
         while True:
             try:
                 await asyncio.wait_for(ended.wait(), self.settings.turn_flush_seconds)
@@ -303,16 +397,25 @@ class TurnRunner:
             except TimeoutError:
                 pass
             parts = len(answer.parts)
-            if parts == saved_parts and loop.time() - saved_at < heartbeat:
-                continue
+            now = loop.time()
             try:
-                if not await self.store.save_progress(assistant_id, "".join(answer.parts)):
-                    return
+                if parts != saved_parts or now - saved_at >= heartbeat:
+                    state = await self.store.save_progress(assistant_id, "".join(answer.parts))
+                    saved_parts, saved_at = parts, now
+                elif now - checked_at >= CANCEL_CHECK_SECONDS:
+                    state = await self.store.answer_state(assistant_id)
+                else:
+                    continue
+                checked_at = now
             except Exception:
                 # The final write still stores the answer; only the window is at risk.
                 log.warning("could not save an answer in progress", exc_info=True)
                 continue
-            saved_parts, saved_at = parts, loop.time()
+            if state == AnswerState.CANCEL_REQUESTED:
+                running.stop()
+                return
+            if state == AnswerState.ENDED:
+                return
 
     async def _call_model(self, opening: Opening, question: str, model: str) -> ModelCall:
         """Build the prompt (with the knowledge base's passages, when the conversation has
@@ -325,6 +428,15 @@ class TurnRunner:
             )
         history = [Turn(role, text) for role, text in opening.history]
         prompt = build_prompt(history, question, passages, self.settings.context_token_budget)
+        for item in prompt.cited:
+            for rule in item.flags:  # marked in the prompt, not dropped (prompt.py)
+                record(
+                    "passage_injection",
+                    rule,
+                    "marked",
+                    marker=item.marker,
+                    document_id=item.passage.document_id,
+                )
         stream = self.router.stream_chat(
             prompt,
             model or conversation.model,

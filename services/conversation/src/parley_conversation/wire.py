@@ -97,6 +97,7 @@ def citation(item: Citation) -> common_pb2.Citation:
         source_uri=item.source_uri,
         snippet=item.snippet,
         score=item.score,
+        page=item.page,
     )
 
 
@@ -250,4 +251,10 @@ def passage(chunk: ret.ScoredChunk) -> Passage:
         source_uri=chunk.source_uri,
         text=chunk.text,
         score=chunk.score,
+        page=_page(chunk.metadata.get("page", "")),
     )
+
+
+def _page(value: str) -> int:
+    """The page ingest put in a chunk's metadata (a PDF's), or 0."""
+    return int(value) if value.isascii() and value.isdigit() else 0

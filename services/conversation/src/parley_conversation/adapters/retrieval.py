@@ -6,6 +6,7 @@ import logging
 
 import grpc
 
+from parley.retrieval.v1 import retrieval_pb2 as ret
 from parley.retrieval.v1 import retrieval_pb2_grpc as ret_grpc
 from parley_conversation import wire
 from parley_conversation.conversations import Passage
@@ -14,10 +15,27 @@ from parley_runtime.grpc_client import channel
 log = logging.getLogger("parley.conversation")
 
 
-class Retrieval:
-    """A channel to retrieval, opened once per process."""
+_MODES = {
+    "dense": ret.SEARCH_MODE_DENSE,
+    "sparse": ret.SEARCH_MODE_SPARSE,
+    "hybrid": ret.SEARCH_MODE_HYBRID,
+}
 
-    def __init__(self, address: str, timeout: float) -> None:
+
+class Retrieval:
+    """A channel to retrieval, opened once per process. Every search asks for ``mode`` and,
+    when one is set, drops passages less similar to the question than ``score_threshold``."""
+
+    def __init__(
+        self,
+        address: str,
+        timeout: float,
+        *,
+        mode: str = "hybrid",
+        score_threshold: float | None = None,
+    ) -> None:
+        self._mode = _MODES[mode]
+        self._score_threshold = score_threshold
         self._channel = channel(
             address,
             "parley.retrieval.v1.Retrieval",
@@ -29,8 +47,12 @@ class Retrieval:
     async def search(self, knowledge_base_id: str, query: str, top_k: int) -> list[Passage]:
         """Passages for ``query``, best first; an unavailable retrieval degrades to none, with a
         log line."""
+        request = wire.search_request(knowledge_base_id, query, top_k)
+        request.mode = self._mode
+        if self._score_threshold is not None:
+            request.score_threshold = self._score_threshold
         try:
-            found = await self._stub.Search(wire.search_request(knowledge_base_id, query, top_k))
+            found = await self._stub.Search(request)
         except grpc.RpcError as error:
             log.warning(
                 "retrieval failed; answering without documents",

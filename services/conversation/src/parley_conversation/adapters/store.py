@@ -25,7 +25,9 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from parley_conversation.conversations import (
+    CANCELLED,
     INTERRUPTED,
+    AnswerState,
     Citation,
     Conversation,
     Feedback,
@@ -105,9 +107,13 @@ _RECENT = (
 )
 _HISTORY = _RECENT.where(_m.seq < bindparam("before_seq"))
 # The columns an answer's writes set are named by the parameters they are executed with.
-_SAVE_PROGRESS = update(MESSAGES).where(
-    _m.id == bindparam("answer_id"), _m.status == Status.IN_PROGRESS.value
+# A save also tells the writer whether a client asked to stop the answer.
+_SAVE_PROGRESS = (
+    update(MESSAGES)
+    .where(_m.id == bindparam("answer_id"), _m.status == Status.IN_PROGRESS.value)
+    .returning(_m.cancel_requested)
 )
+_ANSWER_STATE = select(_m.status, _m.cancel_requested).where(_m.id == bindparam("answer_id"))
 _FINISH_ANSWER = (
     update(MESSAGES)
     .where(_m.id == bindparam("answer_id"))
@@ -138,6 +144,7 @@ def _citation_json(citation: Citation) -> dict[str, Any]:
         "source_uri": citation.source_uri,
         "snippet": citation.snippet,
         "score": citation.score,
+        "page": citation.page,
     }
 
 
@@ -150,6 +157,7 @@ def _citation(data: dict[str, Any]) -> Citation:
         source_uri=str(data.get("source_uri", "")),
         snippet=str(data.get("snippet", "")),
         score=float(data.get("score", 0.0)),
+        page=int(data.get("page", 0)),
     )
 
 
@@ -217,6 +225,7 @@ def _message_values(who: Principal, message: Message, **extra: Any) -> dict[str,
         "created_at": message.created_at,
         "owner": None,
         "lease_until": None,
+        "cancel_requested": False,
         **extra,
     }
 
@@ -244,6 +253,7 @@ def _new_message(
         tool_activity=[],
         superseded=False,
         created_at=at,
+        cancel_requested=False,
     )
 
 
@@ -348,6 +358,33 @@ class ConversationStore:
                 .limit(limit)
             )
             return [_message(row) for row in (await session.scalars(query)).all()]
+
+    async def message(self, who: Principal, cid: str, message_id: str) -> Message:
+        """One message of the caller's conversation, superseded answers included."""
+        async with self.sessions() as session:
+            await self._owned(session, who, cid)
+            row = await session.get(MessageRow, message_id)
+        if row is None or row.conversation_id != cid:
+            raise NotFound(f"message {message_id!r} not found", code="message_not_found")
+        return _message(row)
+
+    async def request_cancel(self, who: Principal, cid: str, message_id: str) -> Message:
+        """Record that the caller asks to stop an answer of its conversation; the answer as
+        it stands. An answer that has ended is left as it is; a user message is
+        FAILED_PRECONDITION ``not_an_answer``."""
+        async with self.sessions.begin() as session:
+            await self._owned(session, who, cid)
+            row = await session.get(MessageRow, message_id)
+            if row is None or row.conversation_id != cid:
+                raise NotFound(f"message {message_id!r} not found", code="message_not_found")
+            if row.role != Role.ASSISTANT:
+                raise FailedPrecondition(
+                    "only an answer can be cancelled; this is a user message",
+                    code="not_an_answer",
+                )
+            if row.status == Status.IN_PROGRESS:
+                row.cancel_requested = True
+        return _message(row)
 
     async def history(self, cid: str, before_seq: int, limit: int) -> list[tuple[Role, str]]:
         """The role and text of the last ``limit`` messages before ``before_seq`` that a prompt
@@ -524,29 +561,44 @@ class ConversationStore:
             raise NotFound(f"message {message_id!r} not found", code="message_not_found")
         return _message(row)
 
-    async def save_progress(self, message_id: str, content: str) -> bool:
-        """Store the text of an answer in progress so far and renew its lease; False when the
-        answer is no longer in progress (ended, or closed as interrupted)."""
+    async def save_progress(self, message_id: str, content: str) -> AnswerState:
+        """Store the text of an answer in progress so far and renew its lease; what the
+        writer should do next (ENDED: the answer is no longer in progress, it ended or was
+        closed as interrupted)."""
         values = {"answer_id": message_id, "content": content, "lease_until": utcnow() + self.lease}
         async with self.engine.begin() as conn:
-            done = await conn.execute(_SAVE_PROGRESS, values)
-        return bool(done.rowcount)
+            row = (await conn.execute(_SAVE_PROGRESS, values)).first()
+        if row is None:
+            return AnswerState.ENDED
+        return AnswerState.CANCEL_REQUESTED if row.cancel_requested else AnswerState.STREAMING
+
+    async def answer_state(self, message_id: str) -> AnswerState:
+        """Whether an answer in progress should go on (a read by primary key, no write)."""
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(_ANSWER_STATE, {"answer_id": message_id})).first()
+        if row is None or row.status != Status.IN_PROGRESS:
+            return AnswerState.ENDED
+        return AnswerState.CANCEL_REQUESTED if row.cancel_requested else AnswerState.STREAMING
 
     async def close_interrupted(self, include_own: bool = False) -> int:
         """Close as failed (``interrupted``), with the text they kept, the answers in progress
         whose owner is gone: their lease has run out, or (``include_own``, at start) a
-        previous process of this replica wrote them. Returns how many were closed."""
+        previous process of this replica wrote them. An answer a client had asked to stop is
+        closed as cancelled instead. Returns how many were closed."""
         gone = MessageRow.lease_until.is_(None) | (MessageRow.lease_until < utcnow())
         if include_own and self.owner:
             gone = gone | (MessageRow.owner == self.owner)
+        asked = MessageRow.cancel_requested.is_(True)
         async with self.sessions.begin() as session:
             done = await session.execute(
                 update(MessageRow)
                 .where(MessageRow.status == Status.IN_PROGRESS.value, gone)
                 .values(
-                    status=Status.FAILED.value,
-                    finish_reason=FinishReason.ERROR.value,
-                    error_code=INTERRUPTED,
+                    status=case((asked, Status.CANCELLED.value), else_=Status.FAILED.value),
+                    finish_reason=case(
+                        (asked, FinishReason.CANCELLED.value), else_=FinishReason.ERROR.value
+                    ),
+                    error_code=case((asked, CANCELLED), else_=INTERRUPTED),
                     lease_until=None,
                 )
             )
@@ -619,14 +671,20 @@ class ConversationStore:
                 )
             return result
 
-    async def delete_user(self, who: Principal) -> tuple[int, int]:
-        """Delete everything of the principal's user; return (conversations, messages)."""
+    async def delete_user(self, who: Principal) -> tuple[int, int, int]:
+        """Delete everything of the principal's user; return how many conversations,
+        messages and ratings were deleted."""
         owner = (ConversationRow.tenant_id == who.tenant_id) & (
             ConversationRow.user_id == who.user_id
         )
+        mine = (FeedbackRow.tenant_id == who.tenant_id) & (FeedbackRow.user_id == who.user_id)
         async with self.sessions.begin() as session:
             ids = list((await session.scalars(select(ConversationRow.id).where(owner))).all())
             messages = 0
+            feedback = int(
+                await session.scalar(select(func.count()).select_from(FeedbackRow).where(mine)) or 0
+            )
+            await session.execute(delete(FeedbackRow).where(mine))
             if ids:
                 messages = int(
                     await session.scalar(
@@ -636,11 +694,6 @@ class ConversationStore:
                     )
                     or 0
                 )
-                await session.execute(
-                    delete(FeedbackRow).where(
-                        FeedbackRow.tenant_id == who.tenant_id, FeedbackRow.user_id == who.user_id
-                    )
-                )
                 await session.execute(delete(MessageRow).where(MessageRow.conversation_id.in_(ids)))
                 await session.execute(delete(ConversationRow).where(ConversationRow.id.in_(ids)))
-        return len(ids), messages
+        return len(ids), messages, feedback
