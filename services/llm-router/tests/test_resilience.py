@@ -367,7 +367,7 @@ async def test_usage_cost_and_the_ledger(rig: Rig, tmp_path: Path) -> None:
 
 async def test_embeddings_through_the_local_model_and_a_provider(rig: Rig, tmp_path: Path) -> None:
     local = await rig.router.Embed(pb.EmbedRequest(inputs=["annual leave", "paid holidays"]))
-    assert local.model == "all-MiniLM-L6-v2-int8"
+    assert local.model == "all-MiniLM-L6-v2"
     assert local.dimensions == 384
     assert len(local.embeddings) == 2
     with pytest.raises(grpc.aio.AioRpcError) as raised:

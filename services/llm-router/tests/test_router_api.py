@@ -169,7 +169,7 @@ async def test_other_users_usage_needs_the_scope(router: pb_grpc.LlmRouterStub) 
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await router.GetUsage(pb.GetUsageRequest())
     assert raised.value.code() == grpc.StatusCode.PERMISSION_DENIED
-    with acting_as("t1", "admin", "usage:read"):
+    with acting_as("t1", "admin", "admin"):
         assert (await router.GetUsage(pb.GetUsageRequest())).rows == []
 
 

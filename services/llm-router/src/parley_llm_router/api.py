@@ -110,15 +110,23 @@ class LlmRouterServicer(pb_grpc.LlmRouterServicer):
     async def GetUsage(
         self, request: pb.GetUsageRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetUsageResponse:
-        """Usage of the caller's tenant; other users' usage needs the usage:read scope."""
+        """Usage of the caller's tenant; other users' usage needs the admin scope."""
         principal = current_principal()
         user = request.user_id or None
-        if user != principal.user_id and not principal.has_scope("usage:read"):
+        if user != principal.user_id and not principal.has_scope("admin"):
             raise PermissionDenied(
-                "reading other users' usage needs the usage:read scope", code="missing_scope"
+                "reading other users' usage needs the admin scope", code="missing_scope"
             )
         start, end = wire.usage_window(request, datetime.now(UTC))
         if end <= start:
             raise InvalidArgument("end_time must be after start_time", code="invalid_window")
         totals = await self.ledger.totals(principal.tenant_id, user, start, end)
         return wire.usage_response(totals)
+
+    async def DeleteUserUsage(
+        self, request: pb.DeleteUserUsageRequest, context: grpc.aio.ServicerContext
+    ) -> pb.DeleteUserUsageResponse:
+        """Erase the caller's user from the ledger (rows written, and sums not yet written)."""
+        principal = current_principal()
+        deleted = await self.ledger.delete_user(principal.tenant_id, principal.user_id)
+        return pb.DeleteUserUsageResponse(records_deleted=deleted)

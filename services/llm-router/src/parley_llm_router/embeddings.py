@@ -22,7 +22,7 @@ from parley_runtime.errors import FailedPrecondition, InvalidArgument
 
 MAX_INPUTS = 256
 MAX_INPUT_CHARS = 32_000
-LOCAL_MODEL = "all-MiniLM-L6-v2-int8"
+LOCAL_MODEL = "all-MiniLM-L6-v2"
 TIMEOUT_SECONDS = 30.0
 
 

@@ -18,7 +18,7 @@ import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import delete, func, insert, select
 
 from parley_llm_router.ledger import UsageEntry, UsageTotal
 from parley_llm_router.tables import UsageRecord
@@ -161,6 +161,20 @@ class SqlLedger:
             )
             for user, provider, model, count, tokens_in, tokens_out, cost in rows
         ]
+
+    async def delete_user(self, tenant_id: str, user_id: str) -> int:
+        """Forget one user: the sums not yet written are dropped (under the write lock, so
+        none is being written meanwhile), then the rows are deleted."""
+        async with self._writing:
+            for key in [k for k in self._pending if k[0] == tenant_id and k[1] == user_id]:
+                del self._pending[key]
+            async with self.engine.begin() as connection:
+                deleted = await connection.execute(
+                    delete(UsageRecord).where(
+                        UsageRecord.tenant_id == tenant_id, UsageRecord.user_id == user_id
+                    )
+                )
+        return int(deleted.rowcount)
 
     async def close(self) -> None:
         """Stop the background task after its write in flight, then write what is left."""
