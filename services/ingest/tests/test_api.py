@@ -20,6 +20,7 @@ from parley_runtime import db
 from parley_runtime.context import Principal
 from parley_runtime.grpc_server import Registration
 from parley_testkit import acting_as, grpc_server
+from parley_testkit.files import docx, pdf
 from parley_testkit.services import document as doc
 from parley_testkit.services import ingest_service, job_updates
 
@@ -36,6 +37,13 @@ def caller() -> Iterator[None]:
 @pytest.fixture
 async def ingest(database_url: str) -> AsyncIterator[pb_grpc.IngestStub]:
     async with ingest_service(database_url, NOWHERE, max_document_bytes=4096) as stub:
+        yield stub
+
+
+@pytest.fixture
+async def roomy(database_url: str) -> AsyncIterator[pb_grpc.IngestStub]:
+    """ingest with the default size limit, for real PDF and Word files."""
+    async with ingest_service(database_url, NOWHERE) as stub:
         yield stub
 
 
@@ -74,9 +82,16 @@ async def test_documents_are_listed_newest_first_a_page_at_a_time(
 @pytest.mark.parametrize(
     ("request_", "fragment"),
     [
-        (doc("x", content_type="application/pdf"), "use one of text/plain, text/markdown"),
-        (doc("x", content_type=""), "content_type"),
+        (doc("x", content_type="application/pdf"), "declared, but the bytes are text"),
+        (doc("x", content_type="t" * 101), "content_type: at most 100 characters"),
+        (
+            pb.CreateDocumentRequest(
+                document=pb.DocumentMetadata(knowledge_base_id="kb"), content=b"\x89PNG\r\n\x1a\n"
+            ),
+            "the file is a PNG image",
+        ),
         (doc("   "), "has no text"),
+        (doc("<html><body><script>x()</script></body></html>", content_type=""), "has no text"),
         (doc("x", kb=""), "knowledge_base_id: required"),
         (
             pb.CreateDocumentRequest(
@@ -122,6 +137,56 @@ async def test_ids_are_required_and_unknown_ids_are_not_found(ingest: pb_grpc.In
     assert raised.value.code() == grpc.StatusCode.NOT_FOUND
 
 
+@pytest.mark.parametrize(
+    ("content", "code", "fragment"),
+    [
+        (pdf(["Secret plans."], password="s3cret"), "pdf_encrypted", "protected by a password"),
+        (pdf(["", ""]), "pdf_no_text", "run OCR on it"),
+        (docx([]), "empty_document", "has no text"),
+    ],
+    ids=["encrypted-pdf", "scanned-pdf", "empty-docx"],
+)
+async def test_a_file_without_readable_text_fails_its_document_with_a_code(
+    roomy: pb_grpc.IngestStub, content: bytes, code: str, fragment: str
+) -> None:
+    ingest = roomy
+    created = await ingest.CreateDocument(
+        pb.CreateDocumentRequest(
+            document=pb.DocumentMetadata(knowledge_base_id="kb", filename="file"), content=content
+        )
+    )
+    # At once, and for good: a retry would fail the same way.
+    [*_, job] = await asyncio.wait_for(job_updates(ingest, created.job.id), 10)
+    assert (job.state, job.attempts, job.error_code) == (pb.JOB_STATE_FAILED, 1, code)
+    assert job.error.startswith("parsing failed: ")
+    assert fragment in job.error
+    document = await ingest.GetDocument(pb.GetDocumentRequest(document_id=created.document.id))
+    assert (document.status, document.error_code, document.error) == (
+        pb.DOCUMENT_STATUS_FAILED,
+        code,
+        job.error,
+    )
+
+
+async def test_a_declared_type_the_bytes_contradict_is_refused_at_upload(
+    roomy: pb_grpc.IngestStub,
+) -> None:
+    ingest = roomy
+
+    async def parts() -> AsyncIterator[pb.UploadDocumentRequest]:
+        yield pb.UploadDocumentRequest(
+            document=pb.DocumentMetadata(knowledge_base_id="kb", content_type="text/plain")
+        )
+        yield pb.UploadDocumentRequest(content=pdf(["Revenue grew."]))
+
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await ingest.UploadDocument(parts())
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "'text/plain' was declared, but the bytes are a PDF" in (raised.value.details() or "")
+    listed = await ingest.ListDocuments(pb.ListDocumentsRequest(knowledge_base_id="kb"))
+    assert list(listed.documents) == []
+
+
 class _Unresponsive(ret_grpc.RetrievalServicer):
     """A retrieval service that takes calls and never answers them."""
 
@@ -145,18 +210,39 @@ async def unresponsive_retrieval() -> AsyncIterator[str]:
         yield address
 
 
-async def test_a_retrieval_that_never_answers_fails_the_job_at_its_deadline(
+async def test_a_retrieval_that_never_answers_fails_the_job_after_its_attempts(
     database_url: str, unresponsive_retrieval: str
 ) -> None:
     async with ingest_service(
-        database_url, unresponsive_retrieval, index_timeout_seconds=1
+        database_url,
+        unresponsive_retrieval,
+        index_timeout_seconds=1,
+        job_max_attempts=2,
+        job_retry_seconds=0.5,
     ) as ingest:
         created = await ingest.CreateDocument(doc(LEAVE))
-        states = await asyncio.wait_for(job_updates(ingest, created.job.id), 10)
-        assert states[-1].state == pb.JOB_STATE_FAILED
-        assert states[-1].error == (
-            "indexing failed: the retrieval service did not answer within 1 s"
-        )
+        states = await asyncio.wait_for(job_updates(ingest, created.job.id), 15)
+    # The first deadline queues the job again, due after the backoff, its error saying why.
+    waiting = next(s for s in states if s.state == pb.JOB_STATE_QUEUED and s.attempts == 1)
+    assert waiting.error.startswith(
+        "indexing failed: the retrieval service did not answer within 1 s; attempt 1 of 2, "
+        "retrying in"
+    )
+    assert waiting.error_code == "retrieval_timeout"
+    assert waiting.HasField("retry_time")
+    assert waiting.retry_time.ToDatetime() > waiting.update_time.ToDatetime()
+    # The second is the last: the job fails, naming its attempts and the reason.
+    last = states[-1]
+    assert (last.state, last.attempts, last.error_code) == (
+        pb.JOB_STATE_FAILED,
+        2,
+        "retrieval_timeout",
+    )
+    assert (
+        last.error
+        == "indexing failed after 2 attempts: the retrieval service did not answer within 1 s"
+    )
+    assert not last.HasField("retry_time")
 
 
 async def test_a_job_running_when_the_service_stops_is_handed_back_to_the_queue(

@@ -106,3 +106,24 @@ def test_the_same_text_always_gives_the_same_chunks_and_ids() -> None:
 def test_an_overlap_of_half_the_size_or_more_is_refused() -> None:
     with pytest.raises(ValueError, match="overlap"):
         chunk_text(LONG, size=100, overlap=50)
+
+
+def test_a_paged_text_gives_each_chunk_the_pages_it_spans() -> None:
+    pages = [
+        "Leave. " + " ".join(f"Leave rule {i} applies." for i in range(30)),
+        "",  # a page with no text: the numbering still counts it
+        "Travel. Trains in second class.",
+    ]
+    chunks = chunk_text("\f".join(pages), size=300, overlap=40, markdown=False, paged=True)
+    assert [c.metadata for c in chunks] == [
+        {"page": "1"},
+        {"page": "1"},
+        {"page": "1", "page_end": "3"},  # starts on page 1, ends on page 3
+    ]
+    assert chunks[-1].text.endswith("Leave rule 29 applies.\n\nTravel. Trains in second class.")
+    assert all("\f" not in c.text for c in chunks)
+    # Travel alone, on a page of its own: its chunk says so.
+    [travel] = chunk_text("\f\fTravel.", markdown=False, paged=True)
+    assert travel.metadata == {"page": "3"}
+    # Without pages, a form feed is only a line break.
+    assert [c.metadata for c in chunk_text("a\fb", markdown=False)] == [{}]

@@ -216,11 +216,20 @@ async def test_another_tenant_sees_nothing(running: Running) -> None:
 async def test_retrieval_down_fails_the_job_and_a_new_upload_retries_it(
     database_url: str, retrieval_address: str
 ) -> None:
-    async with ingest_service(database_url, "127.0.0.1:1", index_timeout_seconds=2) as ingest:
+    async with ingest_service(
+        database_url,
+        "127.0.0.1:1",
+        index_timeout_seconds=2,
+        job_max_attempts=2,
+        job_retry_seconds=0.2,
+    ) as ingest:
         created = await ingest.CreateDocument(doc(LEAVE))
         states = await asyncio.wait_for(job_updates(ingest, created.job.id), 10)
         assert states[-1].state == pb.JOB_STATE_FAILED
-        assert states[-1].error == "indexing failed: the retrieval service is unavailable"
+        assert states[-1].error == (
+            "indexing failed after 2 attempts: the retrieval service is unavailable"
+        )
+        assert states[-1].error_code == "retrieval_unavailable"
         document = await ingest.GetDocument(pb.GetDocumentRequest(document_id=created.document.id))
         assert document.status == pb.DOCUMENT_STATUS_FAILED
         assert document.error == states[-1].error

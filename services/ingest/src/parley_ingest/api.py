@@ -41,6 +41,7 @@ def _metadata(meta: pb.DocumentMetadata) -> NewDocument:
         ("title", meta.title, 300),
         ("filename", meta.filename, 300),
         ("external_id", meta.external_id, 300),
+        ("content_type", meta.content_type, 100),
     ):
         if len(value) > limit:
             raise InvalidArgument(
@@ -87,9 +88,10 @@ class IngestServicer(pb_grpc.IngestServicer):
             elif kind == "document":
                 raise InvalidArgument("metadata must be sent once", code="metadata_twice")
             else:
-                content += part.content
-                if len(content) > self.documents.max_bytes:
+                # Refused before the piece is kept: memory never holds more than the limit.
+                if len(content) + len(part.content) > self.documents.max_bytes:
                     raise self.documents.too_large()
+                content += part.content
         if new is None:
             raise InvalidArgument("the upload was empty", code="empty_upload")
         return wire.created(await self.documents.create(who, new, bytes(content)))
@@ -130,6 +132,25 @@ class IngestServicer(pb_grpc.IngestServicer):
         """One job's state and progress."""
         who = current_principal()
         return wire.job(await self.documents.job(who, _required("job_id", request.job_id)))
+
+    async def ExportUserData(
+        self, request: pb.ExportUserDataRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.Document]:
+        """Every document the caller's user created, oldest first (records, not bytes)."""
+        who = current_principal()
+        for row in await self.documents.user_documents(who):
+            yield wire.document(row)
+
+    async def DeleteUserData(
+        self, request: pb.DeleteUserDataRequest, context: grpc.aio.ServicerContext
+    ) -> pb.DeleteUserDataResponse:
+        """Delete every document the caller's user created, their chunks and jobs, and the
+        user's other job rows (see ``Documents.delete_user``)."""
+        who = current_principal()
+        documents, jobs, chunks = await self.documents.delete_user(who)
+        return pb.DeleteUserDataResponse(
+            documents_deleted=documents, jobs_deleted=jobs, chunks_deleted=chunks
+        )
 
     async def WatchJob(
         self, request: pb.WatchJobRequest, context: grpc.aio.ServicerContext

@@ -7,6 +7,10 @@ with ``#`` there is just text). Within a section, paragraphs are packed into chu
 Each chunk after the first of a section begins with the last ``overlap`` characters of the
 one before (cut at a word boundary), so a fact split across a boundary is still found whole;
 the overlap counts toward ``size``, which is a hard ceiling (retrieval refuses longer chunks).
+
+A paged text (a PDF's, pages separated by a form feed) gives every chunk the page it starts on
+(``page``, from 1) and, when it runs onto later pages, the page it ends on (``page_end``): a
+citation can then send the reader to the page. A page break also ends a paragraph.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+PAGE_BREAK = "\f"
 _HEADING = re.compile(r"^(#{1,6})(?:\s+(.*?))?\s*#*\s*$")
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
 
@@ -33,19 +38,45 @@ def chunk_id(document_id: str, version: int, position: int) -> str:
     return f"{document_id}:v{version}:{position}"
 
 
-def _sections(text: str, markdown: bool) -> list[tuple[str, list[str]]]:
+@dataclass(frozen=True, slots=True)
+class _Paragraph:
+    text: str
+    page: int  # the page it starts on; 0 in a text without pages
+
+
+def _lines(text: str, paged: bool) -> list[tuple[str, int]]:
+    """The text's lines, each with its page (from 1 in a paged text, else 0); a page break
+    is a line of its own, (PAGE_BREAK, page after it)."""
+    if not paged:
+        return [(line, 0) for line in text.replace(PAGE_BREAK, "\n").split("\n")]
+    lines: list[tuple[str, int]] = []
+    for number, page in enumerate(text.split(PAGE_BREAK), start=1):
+        if number > 1:
+            lines.append((PAGE_BREAK, number))
+        lines += [(line, number) for line in page.split("\n")]
+    return lines
+
+
+def _sections(text: str, markdown: bool, paged: bool) -> list[tuple[str, list[_Paragraph]]]:
     """(heading path, paragraphs) in document order."""
     path: list[tuple[int, str]] = []
-    sections: list[tuple[str, list[str]]] = [("", [])]
+    sections: list[tuple[str, list[_Paragraph]]] = [("", [])]
     paragraph: list[str] = []
+    page = 1 if paged else 0
 
     def flush() -> None:
         if paragraph:
-            sections[-1][1].append(" ".join(" ".join(paragraph).split()))
+            sections[-1][1].append(_Paragraph(" ".join(" ".join(paragraph).split()), page))
             paragraph.clear()
 
     in_code = False
-    for line in text.split("\n"):
+    for line, line_page in _lines(text, paged):
+        if line == PAGE_BREAK:
+            flush()
+            page = line_page
+            continue
+        if not paragraph:
+            page = line_page or page
         if markdown and line.strip().startswith("```"):
             in_code = not in_code
         heading = _HEADING.match(line) if markdown and not in_code else None
@@ -55,13 +86,13 @@ def _sections(text: str, markdown: bool) -> list[tuple[str, list[str]]]:
             flush()
             level, title = len(heading.group(1)), heading.group(2).strip()
             path = [(lvl, t) for lvl, t in path if lvl < level] + [(level, title)]
-            sections.append((" > ".join(t for _, t in path), [title]))
+            sections.append((" > ".join(t for _, t in path), [_Paragraph(title, page)]))
         elif not line.strip() and not in_code:
             flush()
         else:
             paragraph.append(line.strip())
     flush()
-    return [(name, paras) for name, paras in sections if any(p for p in paras)]
+    return [(name, paras) for name, paras in sections if any(p.text for p in paras)]
 
 
 def _pieces(paragraph: str, size: int) -> list[str]:
@@ -98,7 +129,12 @@ def _tail(text: str, overlap: int) -> str:
 
 
 def chunk_text(
-    text: str, size: int = 1200, overlap: int = 150, *, markdown: bool = True
+    text: str,
+    size: int = 1200,
+    overlap: int = 150,
+    *,
+    markdown: bool = True,
+    paged: bool = False,
 ) -> list[TextChunk]:
     """Chunks of at most ``size`` characters, overlap included, in document order."""
     if size <= 0 or not 0 <= overlap < size // 2:
@@ -106,20 +142,29 @@ def chunk_text(
     # Pieces leave room for the overlap (and its separating space) carried into the next chunk.
     budget = size - overlap - 1 if overlap else size
     chunks: list[TextChunk] = []
-    for section, paragraphs in _sections(text, markdown):
-        pieces = [piece for p in paragraphs for piece in _pieces(p, budget)]
+    for section, paragraphs in _sections(text, markdown, paged):
+        pieces = [(piece, p.page) for p in paragraphs for piece in _pieces(p.text, budget)]
         current = ""
-        for piece in pieces:
+        pages = (0, 0)  # the pages the current chunk's own pieces start on: first, last
+        for piece, page in pieces:
             if current and len(current) + 2 + len(piece) > size:
-                chunks.append(_chunk(len(chunks), current, section))
+                chunks.append(_chunk(len(chunks), current, section, pages))
                 prefix = _tail(current, overlap)
                 current = f"{prefix} {piece}" if prefix else piece
+                pages = (page, page)
             else:
                 current = f"{current}\n\n{piece}" if current else piece
+                pages = (pages[0] or page, page)
         if current:
-            chunks.append(_chunk(len(chunks), current, section))
+            chunks.append(_chunk(len(chunks), current, section, pages))
     return chunks
 
 
-def _chunk(position: int, text: str, section: str) -> TextChunk:
-    return TextChunk(position, text, {"section": section} if section else {})
+def _chunk(position: int, text: str, section: str, pages: tuple[int, int]) -> TextChunk:
+    metadata = {"section": section} if section else {}
+    first, last = pages
+    if first:
+        metadata["page"] = str(first)
+        if last != first:
+            metadata["page_end"] = str(last)
+    return TextChunk(position, text, metadata)

@@ -8,6 +8,7 @@ only that principal's tenant.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 from collections.abc import AsyncIterator
 from datetime import datetime
@@ -15,21 +16,28 @@ from datetime import datetime
 from parley_ingest.adapters.store import TERMINAL, Created, IngestStore, NewDocument
 from parley_ingest.index import ChunkIndex
 from parley_ingest.jobs import JobRunner
-from parley_ingest.parsing import to_text
+from parley_ingest.parsers.html import visible_text
+from parley_ingest.parsers.text import decode
+from parley_ingest.sniffing import HTML, MARKDOWN, TEXT, sniff
 from parley_ingest.tables import DocumentRow, JobRow
 from parley_runtime.context import Principal
-from parley_runtime.errors import InvalidArgument, ResourceExhausted
+from parley_runtime.errors import InvalidArgument, NotFound, ResourceExhausted
 
 # A watch re-reads the job this often even without a local notification, so it also sees
 # progress made by another replica's worker.
 WATCH_POLL_SECONDS = 1.0
 
 
-def _check(content: bytes, content_type: str) -> str:
-    """Validate the bytes as a document (UTF-8 text with something in it); their sha256."""
-    if not to_text(content, content_type).strip():
-        raise InvalidArgument("content: the document has no text", code="empty_document")
-    return hashlib.sha256(content).hexdigest()
+def _inspect(content: bytes, new: NewDocument) -> tuple[str, str]:
+    """The document's content type, read from its bytes, and their sha256. A text is checked
+    in full here (UTF-8, something in it), so a bad one is refused at once; a PDF or Word
+    file is opened by its job, whose failure says what is wrong with it."""
+    content_type = sniff(content, new.content_type, new.filename)
+    if content_type in (TEXT, MARKDOWN, HTML):
+        text = decode(content)
+        if not (visible_text(text) if content_type == HTML else text).strip():
+            raise InvalidArgument("content: the document has no text", code="empty_document")
+    return content_type, hashlib.sha256(content).hexdigest()
 
 
 class Documents:
@@ -54,8 +62,9 @@ class Documents:
         """Store an upload and queue its job, unless the same bytes are stored already."""
         if len(content) > self.max_bytes:
             raise self.too_large()
-        # Decoding and hashing up to the size limit is CPU work: keep it off the loop.
-        sha256 = await asyncio.to_thread(_check, content, new.content_type)
+        # Sniffing, decoding and hashing up to the size limit is CPU work: keep it off the loop.
+        content_type, sha256 = await asyncio.to_thread(_inspect, content, new)
+        new = dataclasses.replace(new, content_type=content_type)
         created = await self.store.create(who, new, content, sha256)
         if not created.deduplicated:
             self.jobs.submit(created.job.id)
@@ -81,8 +90,33 @@ class Documents:
         """Delete a document: its chunks in retrieval first, then its records (a failure
         leaves everything in place, to be retried)."""
         document = await self.store.document(who, document_id)
-        await self.index.delete(who, document.knowledge_base_id, document.id)
+        await self._remove_chunks(who, document)
         await self.store.delete(who, document.id)
+
+    async def _remove_chunks(self, who: Principal, document: DocumentRow) -> int:
+        """Remove a document's chunks, marking it first: a job indexing it on any replica
+        then removes what it adds, even when its call lands after this one."""
+        await self.store.mark_deleting(who, document.id)
+        return await self.index.delete(who, document.knowledge_base_id, document.id)
+
+    async def user_documents(self, who: Principal) -> list[DocumentRow]:
+        """Every document the principal's user created, oldest first."""
+        return await self.store.user_documents(who)
+
+    async def delete_user(self, who: Principal) -> tuple[int, int, int]:
+        """Delete every document the principal's user created (chunks first, as ``delete``
+        does) and remove the user from every other job; return how many documents, jobs and
+        chunks were deleted. A failure stops it part way: calling again finishes it."""
+        documents = jobs = chunks = 0
+        for document in await self.store.user_documents(who):
+            try:
+                chunks += await self._remove_chunks(who, document)
+                jobs += await self.store.delete(who, document.id)
+            except NotFound:
+                continue  # deleted meanwhile by another request
+            documents += 1
+        jobs += await self.store.forget_user_jobs(who)
+        return documents, jobs, chunks
 
     async def job(self, who: Principal, job_id: str) -> JobRow:
         """One job's state and progress."""

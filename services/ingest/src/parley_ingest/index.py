@@ -26,6 +26,6 @@ class ChunkIndex(Protocol):
         """Index ``chunks`` of one document version; with ``replace``, drop other versions."""
         ...
 
-    async def delete(self, who: Principal, knowledge_base_id: str, document_id: str) -> None:
-        """Remove every chunk of a document."""
+    async def delete(self, who: Principal, knowledge_base_id: str, document_id: str) -> int:
+        """Remove every chunk of a document; return how many there were."""
         ...

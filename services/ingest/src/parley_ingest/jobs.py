@@ -10,14 +10,21 @@ keeps its host name and port): the new process takes the jobs of its predecessor
 start instead of waiting for their leases.
 Indexing is idempotent (stable chunk ids), so a job done twice does no harm.
 
-Jobs of one document run one at a time in a process, and before each indexing call the job
-checks that its version is still the document's current one: a superseded job stops (its
+Jobs of one document run one at a time across every replica: a job is claimed only while no
+other job of its document runs (the store checks under a lock on the document's row), and a
+job that ends hands its document to the next one queued for it. Before each indexing call the
+job checks that its version is still the document's current one: a superseded job stops (its
 partial chunks are replaced by the newer version's), a job whose document was deleted removes
 what it indexed. The last batch is sent with ``replace``, so the previous version's chunks
-disappear only once the new ones are all searchable.
+disappear only once the new ones are all searchable (a version of up to ``BATCH`` chunks goes
+in one call, whose ``replace`` swaps it for the old one at once).
 
-Any failure (retrieval unavailable, bytes that are not text, a bug) makes the job and the
-document FAILED with a readable error; the worker itself never stops on a bad document.
+Every claim counts an attempt. A passing failure (retrieval unavailable or too slow) puts the
+job back in the queue, due after a backoff that doubles each time (``JOB_RETRY_SECONDS``, 2,
+4, 8 s...); a job whose worker died is taken up again at once the first time, then after the
+same backoff. Once ``JOB_MAX_ATTEMPTS`` are spent, or at once for a failure that would happen
+again (a password-protected PDF, a scan without text, a bug), the job and its document are
+FAILED with a readable error and its code; the worker itself never stops on a bad document.
 CPU-bound parsing and chunking run in a worker thread, off the event loop.
 
 The worker serves no caller: a job acts for its uploader, whose tenant and user its row
@@ -29,16 +36,16 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import random
 from collections import defaultdict
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from parley_ingest.adapters.store import IngestStore, Work
 from parley_ingest.chunking import TextChunk, chunk_text
 from parley_ingest.index import ChunkIndex
-from parley_ingest.metrics import JOBS_FINISHED
-from parley_ingest.parsing import has_headings, to_text
+from parley_ingest.metrics import JOB_RETRIES, JOBS_FINISHED
+from parley_ingest.parsers import UnreadableDocument
+from parley_ingest.parsing import parse
 from parley_ingest.settings import Settings
 from parley_runtime.context import Principal
 from parley_runtime.errors import ParleyError
@@ -46,6 +53,7 @@ from parley_runtime.errors import ParleyError
 log = logging.getLogger("parley.ingest.jobs")
 
 BATCH = 512  # retrieval's IndexChunks takes at most this many chunks per call
+MAX_RETRY_SECONDS = 300.0  # the longest wait between two attempts
 
 
 @dataclass
@@ -74,14 +82,25 @@ class JobRunner:
         # Ids queued or being processed here: the sweep must not queue them again.
         self._scheduled: set[str] = set()
         self._running: set[str] = set()
-        self._locks: dict[str, asyncio.Lock] = {}
-        self._lock_users: dict[str, int] = defaultdict(int)
+        self._retries: dict[str, asyncio.TimerHandle] = {}
         self._waiters: dict[str, list[asyncio.Future[None]]] = defaultdict(list)
+
+    def backoff(self, attempts: int) -> float:
+        """Seconds to wait before the attempt after ``attempts`` failed ones: the setting,
+        doubled each time, within a fifth either way (so jobs that failed together, when
+        retrieval went down, do not all come back at once)."""
+        base: float = self.settings.job_retry_seconds * 2 ** max(attempts - 1, 0)
+        return min(base, MAX_RETRY_SECONDS) * random.uniform(0.8, 1.2)
+
+    def backoff_after_death(self, attempts: int) -> float:
+        """Seconds before a job whose worker died, after ``attempts``, is taken up again: at
+        once the first time (most often a restart or an eviction), then the backoff."""
+        return self.backoff(attempts - 1) if attempts > 1 else 0.0
 
     async def start(self) -> None:
         """Queue the jobs a previous process left unfinished, then start the workers."""
         # This replica's previous process died with these running: nobody else works on them.
-        if taken_back := await self.store.release_own():
+        if taken_back := await self.store.release_own(self.backoff_after_death):
             log.warning("took back jobs left running", extra={"count": taken_back})
         for job_id in await self.store.unfinished():
             self.submit(job_id)
@@ -122,6 +141,8 @@ class JobRunner:
     async def close(self) -> None:
         """Stop the workers and hand their jobs back to the queue for the next process."""
         running = list(self._running)
+        for retry in self._retries.values():
+            retry.cancel()  # the jobs stay queued with their due time: any replica takes them
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -134,38 +155,76 @@ class JobRunner:
         """Run one job to its end, if it is still to be done and no one else has it."""
         work = await self.store.claim(job_id)
         if work is None:
-            return  # done already, deleted, or another worker has it
+            return  # done already, deleted, not due, or its document's other job is running
         self._running.add(job_id)
         self._notify(job_id)
         heartbeat = asyncio.create_task(self._heartbeat(job_id))
         # Act as the uploader, so retrieval files the chunks under the uploader's tenant.
         attempt = _Attempt(work, Principal(work.job.tenant_id, work.job.user_id))
+        limit = self.settings.job_max_attempts
         try:
-            async with self._document_lock(work.document.id):
+            if work.job.attempts > limit:  # the last attempt's worker died mid-job
+                await self._finish(
+                    attempt,
+                    0,
+                    f"abandoned after {limit} attempts: the last one's worker stopped before "
+                    "finishing (crashed, or was killed)",
+                    "worker_lost",
+                )
+            else:
                 await self._run(attempt)
         except ParleyError as error:
-            await self._finish(attempt, 0, f"{attempt.stage} failed: {error.message}")
+            if error.retryable and work.job.attempts < limit:
+                await self._retry_later(attempt, error)
+            else:
+                tries = f" after {work.job.attempts} attempts" if error.retryable else ""
+                message = f"{attempt.stage} failed{tries}: {error.message}"
+                await self._finish(attempt, 0, message, error.code)
         except Exception:
             log.exception("ingest job crashed", extra={"job_id": job_id})
-            await self._finish(attempt, 0, f"{attempt.stage} failed: internal error")
+            await self._finish(attempt, 0, f"{attempt.stage} failed: internal error", "internal")
         finally:
             heartbeat.cancel()
             self._running.discard(job_id)
+        # Its document's next job (a newer version, queued meanwhile) may run now.
+        for next_id in await self.store.queued_of(work.document.id):
+            self.submit(next_id)
+
+    async def _retry_later(self, attempt: _Attempt, error: ParleyError) -> None:
+        job, document = attempt.work.job, attempt.work.document
+        delay = self.backoff(job.attempts)
+        message = f"{attempt.stage} failed: {error.message}; attempt {job.attempts} of "
+        message += f"{self.settings.job_max_attempts}, retrying in {delay:.1f} s"
+        await self.store.retry_later(job.id, document.id, delay, error=message, code=error.code)
+        JOB_RETRIES.inc()
+        log.warning("ingest job will be retried", extra={"job_id": job.id, "error": message})
+        self._notify(job.id)
+        # Here, when it is due; any replica's sweep takes it up if this one is gone by then.
+        loop = asyncio.get_running_loop()
+        self._retries[job.id] = loop.call_later(delay, self._due, job.id)
+
+    def _due(self, job_id: str) -> None:
+        self._retries.pop(job_id, None)
+        self.submit(job_id)
 
     async def _run(self, attempt: _Attempt) -> None:
         job, document = attempt.work.job, attempt.work.document
-        if await self._stale(attempt):
+        # The document as it was claimed: deleted or superseded since the job was queued?
+        if await self._stop(attempt, None if document.deleting_since else document.version):
             return
-        text = await asyncio.to_thread(to_text, attempt.work.content, document.content_type)
+        parsed = await asyncio.to_thread(parse, attempt.work.content, document.content_type)
+        # Chunking takes a fraction of parsing's time: no stage of its own is written.
         attempt.stage = "chunking"
-        await self._progress(job.id, stage="chunking", progress=0.1)
         pieces = await asyncio.to_thread(
             chunk_text,
-            text,
+            parsed.text,
             self.settings.chunk_size_chars,
             self.settings.chunk_overlap_chars,
-            markdown=has_headings(document.content_type),
+            markdown=parsed.markdown,
+            paged=parsed.paged,
         )
+        if not pieces:
+            raise UnreadableDocument("the document has no text", code="empty_document")
         # The document's metadata goes on every chunk, so searches can filter on it.
         chunks = [
             TextChunk(c.position, c.text, {**document.metadata_, **c.metadata}) for c in pieces
@@ -189,31 +248,47 @@ class JobRunner:
                 replace=done == len(chunks),
             )
             attempt.indexed = True
-            await self._progress(
-                job.id, chunks_indexed=done, progress=0.2 + 0.8 * done / len(chunks)
-            )
+            if done < len(chunks):  # the last one's progress is the job's end
+                await self._progress(
+                    job.id, chunks_indexed=done, progress=0.2 + 0.8 * done / len(chunks)
+                )
         if await self._stale(attempt):  # deleted during the last call: clean up after it
             return
         await self._finish(attempt, len(chunks), "")
 
     async def _stale(self, attempt: _Attempt) -> bool:
-        """Whether the job should stop: its document was deleted or has a newer version."""
+        """Whether the job should stop: its document was deleted (or is being deleted) or
+        has a newer version."""
+        return await self._stop(attempt, await self.store.current_version(attempt.work.document.id))
+
+    async def _stop(self, attempt: _Attempt, current: int | None) -> bool:
+        """Stop the job if ``current`` (the document's version; None once deleted) says so."""
         job, document = attempt.work.job, attempt.work.document
-        current = await self.store.current_version(document.id)
         if current is None:
             if attempt.indexed:
                 # The deletion may have removed chunks before this job added more.
                 await self.index.delete(attempt.who, document.knowledge_base_id, document.id)
+            # Its rows went with the document; or the deletion failed part way, and the job
+            # ends rather than stay running (the same upload again revives the document).
+            await self.store.finish(
+                job.id,
+                document.id,
+                chunks=0,
+                error="the document is being deleted",
+                code="document_deleted",
+            )
             self._notify(job.id)
             return True
         if current != job.version:
-            await self._finish(attempt, 0, f"superseded by version {current}")
+            await self._finish(attempt, 0, f"superseded by version {current}", "superseded")
             return True
         return False
 
-    async def _finish(self, attempt: _Attempt, chunks: int, error: str) -> None:
+    async def _finish(self, attempt: _Attempt, chunks: int, error: str, code: str = "") -> None:
         job_id = attempt.work.job.id
-        await self.store.finish(job_id, attempt.work.document.id, chunks=chunks, error=error)
+        await self.store.finish(
+            job_id, attempt.work.document.id, chunks=chunks, error=error, code=code
+        )
         JOBS_FINISHED.labels("failed" if error else "succeeded").inc()
         if error:
             log.warning("ingest job failed", extra={"job_id": job_id, "error": error})
@@ -237,19 +312,6 @@ class JobRunner:
                 await self.store.renew(job_id)
             except Exception:
                 log.warning("renewing a job's lease failed", extra={"job_id": job_id})
-
-    @asynccontextmanager
-    async def _document_lock(self, document_id: str) -> AsyncIterator[None]:
-        lock = self._locks.setdefault(document_id, asyncio.Lock())
-        self._lock_users[document_id] += 1
-        try:
-            async with lock:
-                yield
-        finally:
-            self._lock_users[document_id] -= 1
-            if not self._lock_users[document_id]:
-                del self._lock_users[document_id]
-                del self._locks[document_id]
 
     async def _sweep(self) -> None:
         while True:

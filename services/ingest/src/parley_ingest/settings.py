@@ -35,6 +35,19 @@ class Settings(ServiceSettings):
         description="How long a running job's worker may go silent before any replica takes "
         "the job over; renewed every third of it.",
     )
+    job_max_attempts: int = Field(
+        5,
+        ge=1,
+        le=100,
+        description="Attempts a job gets (passing failures, and workers that died) before it "
+        "fails.",
+    )
+    job_retry_seconds: float = Field(
+        2.0,
+        gt=0,
+        le=300,
+        description="Wait before a job's second attempt; doubled for each one after.",
+    )
     replica_id: str = Field(
         "",
         max_length=200,

@@ -42,8 +42,12 @@ class DocumentRow(Base):
     chunk_count: Mapped[int] = mapped_column(Integer)
     metadata_: Mapped[dict[str, str]] = mapped_column("metadata", JSON)
     error: Mapped[str] = mapped_column(Text)
+    error_code: Mapped[str] = mapped_column(String(40), default="")
     external_id: Mapped[str | None] = mapped_column(String(300), nullable=True)
     job_id: Mapped[str] = mapped_column(String(40))
+    # Set when a deletion starts, before its chunks are removed: a job indexing the document
+    # meanwhile sees it and removes what it added (its call may land after the deletion's).
+    deleting_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
@@ -85,6 +89,11 @@ class JobRow(Base):
     chunks_total: Mapped[int] = mapped_column(Integer)
     chunks_indexed: Mapped[int] = mapped_column(Integer)
     error: Mapped[str] = mapped_column(Text)
+    error_code: Mapped[str] = mapped_column(String(40), default="")
+    # Attempts started (claims); past the service's limit the job fails instead of running.
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # A queued job waiting for a retry is not claimed before then.
+    retry_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     # A worker owns a running job until then; past it, any replica may take the job over.
     lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     # The replica working on a running job: its next process takes the job back at start.

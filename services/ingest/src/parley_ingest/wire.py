@@ -17,7 +17,6 @@ from parley_ingest.adapters.store import (
     Created,
     NewDocument,
 )
-from parley_ingest.parsing import check_content_type
 from parley_ingest.tables import DocumentRow, JobRow
 from parley_runtime.errors import InvalidArgument
 from parley_runtime.pagination import decode_cursor, encode_cursor
@@ -38,12 +37,13 @@ _JOB_STATE = {
 
 
 def new_document(meta: pb.DocumentMetadata) -> NewDocument:
-    """A client's description of a document (its content type checked and normalised)."""
+    """A client's description of a document; its content type is the client's word, which
+    the bytes will confirm or refute (``sniffing``)."""
     return NewDocument(
         knowledge_base_id=meta.knowledge_base_id,
         title=meta.title,
         filename=meta.filename,
-        content_type=check_content_type(meta.content_type),
+        content_type=meta.content_type,
         metadata=dict(meta.metadata),
         external_id=meta.external_id,
     )
@@ -63,6 +63,7 @@ def document(row: DocumentRow) -> pb.Document:
         chunk_count=row.chunk_count,
         metadata=row.metadata_,
         error=row.error,
+        error_code=row.error_code,
         external_id=row.external_id or "",
         job_id=row.job_id,
         create_time=to_timestamp(row.created_at),
@@ -71,7 +72,7 @@ def document(row: DocumentRow) -> pb.Document:
 
 
 def job(row: JobRow) -> pb.Job:
-    return pb.Job(
+    message = pb.Job(
         id=row.id,
         document_id=row.document_id,
         state=_JOB_STATE.get(row.state, pb.JOB_STATE_UNSPECIFIED),
@@ -80,9 +81,14 @@ def job(row: JobRow) -> pb.Job:
         chunks_total=row.chunks_total,
         chunks_indexed=row.chunks_indexed,
         error=row.error,
+        error_code=row.error_code,
+        attempts=row.attempts,
         create_time=to_timestamp(row.created_at),
         update_time=to_timestamp(row.updated_at),
     )
+    if row.retry_at is not None and row.state == QUEUED:
+        message.retry_time.CopyFrom(to_timestamp(row.retry_at))
+    return message
 
 
 def created(outcome: Created) -> pb.CreateDocumentResponse:

@@ -69,11 +69,12 @@ class RetrievalIndex:
         )
         await self._call(self._stub.IndexChunks(request, metadata=who.to_metadata()))
 
-    async def delete(self, who: Principal, knowledge_base_id: str, document_id: str) -> None:
+    async def delete(self, who: Principal, knowledge_base_id: str, document_id: str) -> int:
         request = ret.DeleteDocumentRequest(
             knowledge_base_id=knowledge_base_id, document_id=document_id
         )
-        await self._call(self._stub.DeleteDocument(request, metadata=who.to_metadata()))
+        deleted = await self._call(self._stub.DeleteDocument(request, metadata=who.to_metadata()))
+        return int(deleted.deleted_chunks)
 
     async def close(self) -> None:
         await self._channel.close()

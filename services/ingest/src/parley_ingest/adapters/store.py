@@ -3,18 +3,21 @@
 Calls made for a client take its principal and filter on its tenant; the job worker's calls
 are internal and address jobs by id. A running job carries its worker (this replica's name)
 and a lease: past the lease any replica may take the job over, and the worker's own next
-process takes it back at start.
+process takes it back at start. A document has at most one running job, whichever replica
+runs it: a claim locks the document's row while it checks (see :meth:`IngestStore.claim`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, or_, select, update
+from sqlalchemy import ColumnElement, delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+from sqlalchemy.orm import aliased
 
 from parley_ingest.tables import DocumentContentRow, DocumentRow, JobRow
 from parley_runtime.context import Principal
@@ -99,7 +102,14 @@ class IngestStore:
             changed = await session.execute(
                 update(DocumentRow)
                 .where(DocumentRow.id == document.id, DocumentRow.status == FAILED)
-                .values(status=PENDING, error="", job_id=job.id, updated_at=at)
+                .values(
+                    status=PENDING,
+                    error="",
+                    error_code="",
+                    job_id=job.id,
+                    deleting_since=None,  # sent again after a deletion that failed: revived
+                    updated_at=at,
+                )
             )
             if changed.rowcount != 1:  # type: ignore[attr-defined]
                 return None
@@ -167,6 +177,8 @@ class IngestStore:
             document.chunk_count = 0
             document.metadata_ = dict(new.metadata)
             document.error = ""
+            document.error_code = ""
+            document.deleting_since = None  # a new version revives a deletion that failed
             document.job_id = job_id
             document.updated_at = at
             await session.flush()
@@ -207,7 +219,20 @@ class IngestStore:
         async with self.sessions() as session:
             return list((await session.scalars(query)).all())
 
-    async def delete(self, who: Principal, document_id: str) -> None:
+    async def mark_deleting(self, who: Principal, document_id: str) -> None:
+        """Mark the tenant's document as being deleted, before its chunks are removed: from
+        now on a job indexing it removes what it adds (see ``current_version``)."""
+        async with self.sessions.begin() as session:
+            marked = await session.execute(
+                update(DocumentRow)
+                .where(DocumentRow.id == document_id, DocumentRow.tenant_id == who.tenant_id)
+                .values(deleting_since=utcnow())
+            )
+        if marked.rowcount != 1:  # type: ignore[attr-defined]
+            raise NotFound(f"document {document_id!r} not found", code="document_not_found")
+
+    async def delete(self, who: Principal, document_id: str) -> int:
+        """Delete the tenant's document, its bytes and its jobs; return how many jobs."""
         async with self.sessions.begin() as session:
             row = await session.scalar(
                 select(DocumentRow).where(
@@ -216,11 +241,41 @@ class IngestStore:
             )
             if row is None:
                 raise NotFound(f"document {document_id!r} not found", code="document_not_found")
-            await session.execute(delete(JobRow).where(JobRow.document_id == document_id))
+            jobs = await session.execute(delete(JobRow).where(JobRow.document_id == document_id))
             await session.execute(
                 delete(DocumentContentRow).where(DocumentContentRow.document_id == document_id)
             )
             await session.delete(row)
+        return int(jobs.rowcount)  # type: ignore[attr-defined]
+
+    async def user_documents(self, who: Principal) -> list[DocumentRow]:
+        """Every document the principal's user created in its tenant, oldest first."""
+        async with self.sessions() as session:
+            rows = await session.scalars(
+                select(DocumentRow)
+                .where(DocumentRow.tenant_id == who.tenant_id, DocumentRow.user_id == who.user_id)
+                .order_by(DocumentRow.created_at, DocumentRow.id)
+            )
+            return list(rows.all())
+
+    async def forget_user_jobs(self, who: Principal) -> int:
+        """Remove the user's name from the jobs left after their documents were deleted
+        (versions they uploaded of other users' documents): a document's current job is
+        handed to the document's creator (it still speaks for the document), the others are
+        deleted. Returns how many were deleted."""
+        mine = (JobRow.tenant_id == who.tenant_id) & (JobRow.user_id == who.user_id)
+        async with self.sessions.begin() as session:
+            current = select(DocumentRow.id).where(DocumentRow.job_id == JobRow.id)
+            creator = (
+                select(DocumentRow.user_id)
+                .where(DocumentRow.id == JobRow.document_id)
+                .scalar_subquery()
+            )
+            await session.execute(
+                update(JobRow).where(mine, current.exists()).values(user_id=creator)
+            )
+            deleted = await session.execute(delete(JobRow).where(mine))
+        return int(deleted.rowcount)  # type: ignore[attr-defined]
 
     async def job(self, who: Principal, job_id: str) -> JobRow:
         """The tenant's job; another tenant's id is as unknown as a made-up one."""
@@ -235,21 +290,41 @@ class IngestStore:
     # -- the worker's side ------------------------------------------------------------------
 
     async def claim(self, job_id: str) -> Work | None:
-        """Take a queued job (or one whose worker's lease ran out); None if it is not ours."""
+        """Take a queued job that is due (or one whose worker's lease ran out), counting the
+        attempt; None if it is not ours to run: done, deleted, running elsewhere, waiting
+        for a retry, or another job of its document is running (on any replica)."""
         at = utcnow()
         async with self.sessions.begin() as session:
+            # Claims of one document's jobs queue on its row (PostgreSQL; SQLite has one
+            # writer, and the update below is a single statement), so two replicas cannot
+            # both see "no other job running" and both start one.
+            document_id = await session.scalar(
+                select(DocumentRow.id)
+                .join(JobRow, JobRow.document_id == DocumentRow.id)
+                .where(JobRow.id == job_id)
+                .with_for_update(of=DocumentRow)
+            )
+            if document_id is None:
+                return None
+            other = aliased(JobRow)
+            busy = (
+                select(other.id)
+                .where(
+                    other.document_id == document_id,
+                    other.id != job_id,
+                    other.state == RUNNING,
+                    other.lease_until >= at,
+                )
+                .exists()
+            )
             taken = await session.execute(
                 update(JobRow)
-                .where(
-                    JobRow.id == job_id,
-                    or_(
-                        JobRow.state == QUEUED,
-                        (JobRow.state == RUNNING) & (JobRow.lease_until < at),
-                    ),
-                )
+                .where(JobRow.id == job_id, _claimable(at), ~busy)
                 .values(
                     state=RUNNING,
                     stage="parsing",
+                    attempts=JobRow.attempts + 1,
+                    retry_at=None,
                     lease_until=at + self.lease,
                     worker=self.worker or None,
                     updated_at=at,
@@ -257,16 +332,19 @@ class IngestStore:
             )
             if taken.rowcount != 1:  # type: ignore[attr-defined]
                 return None
-            job = await session.get(JobRow, job_id)
-            assert job is not None
-            document = await session.get(DocumentRow, job.document_id)
-            content = await session.get(DocumentContentRow, job.document_id)
-            if document is None or content is None:
-                return None
+            found = (
+                await session.execute(
+                    select(JobRow, DocumentRow, DocumentContentRow.content)
+                    .join(DocumentRow, DocumentRow.id == JobRow.document_id)
+                    .join(DocumentContentRow, DocumentContentRow.document_id == DocumentRow.id)
+                    .where(JobRow.id == job_id)
+                )
+            ).one()
+            job, document, content = found
             if document.job_id == job_id:  # a superseded job does not speak for the document
                 document.status = PROCESSING
                 document.updated_at = at
-        return Work(job, document, content.content)
+        return Work(job, document, content)
 
     async def renew(self, job_id: str) -> None:
         """Extend a running job's lease (the worker's heartbeat)."""
@@ -281,15 +359,24 @@ class IngestStore:
 
     async def release(self, job_ids: list[str]) -> None:
         """Put running jobs back in the queue (this process is stopping), so the next
-        process takes them up at once instead of waiting for their leases to lapse."""
+        process takes them up at once instead of waiting for their leases to lapse. A stop
+        is no fault of the job's: the attempt it interrupted is not counted."""
         if not job_ids:
             return
         at = utcnow()
+        mine = JobRow.worker == self.worker if self.worker else JobRow.worker.is_(None)
         async with self.sessions.begin() as session:
             await session.execute(
                 update(JobRow)
-                .where(JobRow.id.in_(job_ids), JobRow.state == RUNNING)
-                .values(state=QUEUED, stage="queued", lease_until=None, worker=None, updated_at=at)
+                .where(JobRow.id.in_(job_ids), JobRow.state == RUNNING, mine)
+                .values(
+                    state=QUEUED,
+                    stage="queued",
+                    attempts=JobRow.attempts - 1,
+                    lease_until=None,
+                    worker=None,
+                    updated_at=at,
+                )
             )
             await session.execute(
                 update(DocumentRow)
@@ -297,9 +384,12 @@ class IngestStore:
                 .values(status=PENDING, updated_at=at)
             )
 
-    async def release_own(self) -> int:
+    async def release_own(self, backoff: Callable[[int], float] = lambda attempts: 0.0) -> int:
         """Put the jobs this replica's previous process left running back in the queue (it
-        died, and nothing of this process works on them yet); return how many."""
+        died, and nothing of this process works on them yet); return how many. Each is due
+        ``backoff(attempts)`` seconds from now: a job that keeps killing its worker (a file
+        that exhausts memory, say) is tried again less and less often, until its attempts
+        run out."""
         if not self.worker:
             return 0
         at = utcnow()
@@ -313,19 +403,34 @@ class IngestStore:
                 .where(DocumentRow.job_id.in_(ids), DocumentRow.status == PROCESSING)
                 .values(status=PENDING, updated_at=at)
             )
-            # The worker named again: another replica may have taken a job over meanwhile.
-            await session.execute(
-                update(JobRow)
-                .where(JobRow.id.in_(ids), JobRow.state == RUNNING, JobRow.worker == self.worker)
-                .values(state=QUEUED, stage="queued", lease_until=None, worker=None, updated_at=at)
+            attempts = await session.execute(
+                select(JobRow.id, JobRow.attempts).where(JobRow.id.in_(ids))
             )
+            for job_id, count in attempts.all():
+                delay = backoff(count)
+                # The worker named again: another replica may have taken it over meanwhile.
+                still_ours = (JobRow.state == RUNNING) & (JobRow.worker == self.worker)
+                await session.execute(
+                    update(JobRow)
+                    .where(JobRow.id == job_id, still_ours)
+                    .values(
+                        state=QUEUED,
+                        stage="queued",
+                        retry_at=at + timedelta(seconds=delay) if delay > 0 else None,
+                        lease_until=None,
+                        worker=None,
+                        updated_at=at,
+                    )
+                )
         return len(ids)
 
     async def current_version(self, document_id: str) -> int | None:
-        """The document's current version, or None once it is deleted."""
+        """The document's current version; None once it is deleted, or being deleted."""
         async with self.sessions() as session:
             version: int | None = await session.scalar(
-                select(DocumentRow.version).where(DocumentRow.id == document_id)
+                select(DocumentRow.version).where(
+                    DocumentRow.id == document_id, DocumentRow.deleting_since.is_(None)
+                )
             )
             return version
 
@@ -338,7 +443,11 @@ class IngestStore:
                 .values(**values, lease_until=at + self.lease, updated_at=at)
             )
 
-    async def finish(self, job_id: str, document_id: str, *, chunks: int, error: str = "") -> None:
+    async def finish(
+        self, job_id: str, document_id: str, *, chunks: int, error: str = "", code: str = ""
+    ) -> None:
+        """End a job: SUCCEEDED, or FAILED with ``error`` and its ``code``; the document
+        follows when the job is its current one."""
         at = utcnow()
         ok = not error
         async with self.sessions.begin() as session:
@@ -349,7 +458,10 @@ class IngestStore:
                     state=SUCCEEDED if ok else JOB_FAILED,
                     stage="done" if ok else "failed",
                     progress=1.0 if ok else JobRow.progress,
+                    chunks_indexed=chunks if ok else JobRow.chunks_indexed,
                     error=error,
+                    error_code=code,
+                    retry_at=None,
                     lease_until=None,
                     worker=None,
                     updated_at=at,
@@ -363,24 +475,65 @@ class IngestStore:
                     status=READY if ok else FAILED,
                     chunk_count=chunks if ok else DocumentRow.chunk_count,
                     error=error,
+                    error_code=code,
                     updated_at=at,
                 )
             )
 
+    async def retry_later(
+        self, job_id: str, document_id: str, delay: float, *, error: str, code: str
+    ) -> None:
+        """Put a job whose attempt failed for a passing reason back in the queue, due in
+        ``delay`` seconds; its error says why meanwhile. Its document waits (PENDING)."""
+        at = utcnow()
+        async with self.sessions.begin() as session:
+            await session.execute(
+                update(JobRow)
+                .where(JobRow.id == job_id, JobRow.state == RUNNING)
+                .values(
+                    state=QUEUED,
+                    stage="queued",
+                    error=error,
+                    error_code=code,
+                    retry_at=at + timedelta(seconds=delay),
+                    lease_until=None,
+                    worker=None,
+                    updated_at=at,
+                )
+            )
+            await session.execute(
+                update(DocumentRow)
+                .where(DocumentRow.id == document_id, DocumentRow.job_id == job_id)
+                .values(status=PENDING, updated_at=at)
+            )
+
     async def unfinished(self) -> list[str]:
-        """Jobs to (re)start: queued, or running with a lapsed lease."""
+        """Jobs to (re)start: queued and due, or running with a lapsed lease."""
+        async with self.sessions() as session:
+            rows = await session.scalars(
+                select(JobRow.id).where(_claimable(utcnow())).order_by(JobRow.created_at)
+            )
+            return list(rows.all())
+
+    async def queued_of(self, document_id: str) -> list[str]:
+        """The document's jobs that are queued and due, oldest first: the next to run once
+        its running job ends."""
         async with self.sessions() as session:
             rows = await session.scalars(
                 select(JobRow.id)
-                .where(
-                    or_(
-                        JobRow.state == QUEUED,
-                        (JobRow.state == RUNNING) & (JobRow.lease_until < utcnow()),
-                    )
-                )
+                .where(JobRow.document_id == document_id, _claimable(utcnow()))
                 .order_by(JobRow.created_at)
             )
             return list(rows.all())
+
+
+def _claimable(at: datetime) -> ColumnElement[bool]:
+    """A job that may be claimed at ``at``: queued and due, or running with a lapsed lease."""
+    due = JobRow.retry_at.is_(None) | (JobRow.retry_at <= at)
+    return or_(
+        (JobRow.state == QUEUED) & due,
+        (JobRow.state == RUNNING) & (JobRow.lease_until < at),
+    )
 
 
 def _new_job(
@@ -398,6 +551,8 @@ def _new_job(
         chunks_total=0,
         chunks_indexed=0,
         error="",
+        error_code="",
+        attempts=0,
         created_at=at,
         updated_at=at,
     )

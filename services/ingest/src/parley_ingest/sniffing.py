@@ -1,0 +1,126 @@
+"""What a document is, read from its bytes: the client's word is never trusted. Pure.
+
+The bytes decide between the families: a PDF (``%PDF-``), a Word document (a zip archive
+holding ``word/document.xml``), or UTF-8 text; anything else is refused, named when it is a
+common kind of file. Among text types, a page that starts like an HTML document is HTML; a
+declared type (or a file name) chooses between Markdown and plain text, and a text with
+Markdown headings and nothing declared is Markdown. A declared type the bytes contradict (a
+PDF sent as ``text/plain``, text sent as ``application/pdf``) is refused as
+``content_type_mismatch`` rather than guessed at: the client learns its mistake.
+"""
+
+from __future__ import annotations
+
+import codecs
+import io
+import re
+import zipfile
+
+from parley_runtime.errors import InvalidArgument
+
+TEXT, MARKDOWN, HTML = "text/plain", "text/markdown", "text/html"
+PDF = "application/pdf"
+DOCX = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
+SUPPORTED = (TEXT, MARKDOWN, HTML, PDF, DOCX)
+_NAMES = {TEXT: "text", MARKDOWN: "Markdown", HTML: "HTML", PDF: "a PDF", DOCX: "a Word document"}
+# Declared types that say nothing about the bytes.
+_UNDECLARED = ("", "application/octet-stream", "binary/octet-stream")
+# Kinds of file a knowledge base cannot take, by their first bytes.
+_OTHER_FILES: tuple[tuple[bytes, str], ...] = (
+    (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", "a legacy Office file, a .doc say (save it as .docx)"),
+    (b"{\\rtf", "an RTF document (save it as .docx or PDF)"),
+    (b"\x89PNG\r\n\x1a\n", "a PNG image"),
+    (b"\xff\xd8\xff", "a JPEG image"),
+    (b"GIF8", "a GIF image"),
+    (b"II*\x00", "a TIFF image"),
+    (b"MM\x00*", "a TIFF image"),
+    (b"\x1f\x8b", "a gzip archive"),
+    (b"7z\xbc\xaf\x27\x1c", "a 7-Zip archive"),
+    (b"Rar!\x1a\x07", "a RAR archive"),
+    (b"\x7fELF", "an executable"),
+)  # fmt: skip
+_ZIPPED = {
+    "xl/workbook.xml": "an Excel workbook",
+    "ppt/presentation.xml": "a PowerPoint presentation",
+    "content.xml": "an OpenDocument file (save it as .docx or PDF)",
+}
+_UTF16_32 = (codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE, codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
+_HTML_START = re.compile(
+    r"^\s*(?:<\?xml[^>]*>\s*)?(?:<!--.*?-->\s*)*<(?:!doctype\s+html|html|head|body)\b",
+    re.IGNORECASE | re.DOTALL,
+)
+_HTML_TAG = re.compile(
+    r"<(?:p|div|h[1-6]|table|ul|ol|li|section|article|main|span|a|br|pre)\b[^>]*>", re.IGNORECASE
+)
+_MARKDOWN_HEADING = re.compile(r"^#{1,6} \S", re.MULTILINE)
+_MARKDOWN_NAMES = (".md", ".markdown", ".mdown", ".mkd")
+
+
+def _unsupported(what: str) -> InvalidArgument:
+    return InvalidArgument(
+        f"content: the file is {what}; a knowledge base takes PDF, Word (.docx), HTML, "
+        "Markdown and UTF-8 text",
+        code="unsupported_content_type",
+    )
+
+
+def _family(content: bytes) -> str:
+    """PDF, DOCX or TEXT (text still to be told apart), from the bytes alone."""
+    if content.lstrip(b"\t\n\r ").startswith(b"%PDF-"):
+        return PDF
+    if content.startswith(b"PK\x03\x04"):
+        try:
+            with zipfile.ZipFile(io.BytesIO(content)) as archive:
+                names = set(archive.namelist())
+        except (zipfile.BadZipFile, ValueError):
+            raise _unsupported("a damaged zip archive") from None
+        if "word/document.xml" in names:
+            return DOCX
+        for name, what in _ZIPPED.items():
+            if name in names:
+                raise _unsupported(what)
+        raise _unsupported("a zip archive")
+    for signature, what in _OTHER_FILES:
+        if content.startswith(signature):
+            raise _unsupported(what)
+    if content.startswith(_UTF16_32):
+        raise _unsupported("UTF-16 or UTF-32 text (convert it to UTF-8)")
+    return TEXT
+
+
+def _text_type(head: str, declared: str, filename: str) -> str:
+    if _HTML_START.match(head) or (declared == HTML and _HTML_TAG.search(head)):
+        return HTML
+    if declared == MARKDOWN or filename.lower().endswith(_MARKDOWN_NAMES):
+        return MARKDOWN
+    if declared in _UNDECLARED and _MARKDOWN_HEADING.search(head):
+        return MARKDOWN
+    return TEXT
+
+
+def sniff(content: bytes, declared: str = "", filename: str = "") -> str:
+    """The content type of ``content``, one of :data:`SUPPORTED` (see the module docstring).
+    ``declared`` is the client's type (parameters such as ``charset`` are ignored)."""
+    declared = declared.split(";")[0].strip().lower()
+    family = _family(content)
+    said = _family_of(declared)
+    if said is not None and said != family:
+        raise InvalidArgument(
+            f"content_type: {declared!r} was declared, but the bytes are {_NAMES[family]}; "
+            "send its type, or none",
+            code="content_type_mismatch",
+        )
+    if family != TEXT:
+        return family
+    # Text is told apart on its start; the whole is checked as UTF-8 when it is parsed.
+    head = content[:65536].decode("utf-8", errors="ignore")
+    return _text_type(head, declared, filename)
+
+
+def _family_of(declared: str) -> str | None:
+    """The family a declared type claims, or None when it claims nothing we take."""
+    if declared in (PDF, DOCX):
+        return declared
+    if declared.startswith("text/"):
+        return TEXT
+    return None
