@@ -1,4 +1,4 @@
-"""Indexing and search over real gRPC, on embedded Qdrant with the local model."""
+"""Indexing and search over real gRPC with the local model, on each store (conftest)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import pytest
 
 from parley.retrieval.v1 import retrieval_pb2 as pb
 from parley.retrieval.v1 import retrieval_pb2_grpc as pb_grpc
+from parley_embeddings import LocalEmbedder
 from parley_runtime.context import principal_var
 from parley_testkit import acting_as
 
@@ -59,7 +60,7 @@ async def test_search_finds_the_relevant_document(retrieval: pb_grpc.RetrievalSt
     assert found.chunks[0].metadata["team"] == "leave"
     scores = [c.score for c in found.chunks]
     assert scores == sorted(scores, reverse=True)
-    assert found.embedding_model == "all-MiniLM-L6-v2-int8"
+    assert found.embedding_model == LocalEmbedder.model
 
 
 async def test_threshold_and_filters_narrow_the_results(retrieval: pb_grpc.RetrievalStub) -> None:
@@ -130,9 +131,12 @@ async def test_indexing_the_same_chunks_again_does_not_duplicate(
         (pb.SearchRequest(knowledge_base_id="kb", query="  "), "query: must not be empty"),
         (pb.SearchRequest(knowledge_base_id="kb", query="x", top_k=51), "between 1 and 50"),
         (
-            pb.SearchRequest(knowledge_base_id="kb", query="x", mode=pb.SEARCH_MODE_HYBRID),
-            "dense embeddings only",
+            pb.SearchRequest(knowledge_base_id="kb", query="x", mode=pb.SearchMode.ValueType(9)),
+            "mode: unknown value 9",
         ),
+        (pb.SearchRequest(knowledge_base_id="kb", query="x", dense_weight=1.5), "dense_weight"),
+        (pb.SearchRequest(knowledge_base_id="kb", query="x", diversity=-0.1), "diversity"),
+        (pb.SearchRequest(knowledge_base_id="kb", query="x", score_threshold=2), "score_threshold"),
         (
             pb.SearchRequest(
                 knowledge_base_id="kb", query="x", filters=[pb.FieldCondition(key="a")]

@@ -10,9 +10,6 @@ from parley.retrieval.v1 import retrieval_pb2_grpc as pb_grpc
 from parley_retrieval import wire
 from parley_retrieval.search import Retrieval
 from parley_runtime.context import current_principal
-from parley_runtime.errors import InvalidArgument
-
-_SUPPORTED_MODES = (pb.SEARCH_MODE_UNSPECIFIED, pb.SEARCH_MODE_DENSE)
 
 
 class RetrievalServicer(pb_grpc.RetrievalServicer):
@@ -24,22 +21,20 @@ class RetrievalServicer(pb_grpc.RetrievalServicer):
     async def Search(
         self, request: pb.SearchRequest, context: grpc.aio.ServicerContext
     ) -> pb.SearchResponse:
-        """The chunks of a knowledge base closest to the query, best first."""
+        """The chunks of a knowledge base that best match the query, best first."""
         tenant_id = current_principal().tenant_id
-        if request.mode not in _SUPPORTED_MODES:
-            raise InvalidArgument(
-                "mode: this version searches dense embeddings only (SEARCH_MODE_DENSE)",
-                code="unsupported_search_mode",
-            )
-        hits = await self.retrieval.search(
+        hits, mode = await self.retrieval.search(
             tenant_id,
             request.knowledge_base_id,
             request.query,
             request.top_k,
             wire.threshold(request),
             wire.filters(request),
+            mode=wire.mode(request),
+            dense_weight=wire.dense_weight(request),
+            diversity=wire.diversity(request),
         )
-        return wire.search_response(hits, self.retrieval.embedder.model)
+        return wire.search_response(hits, self.retrieval.embedder.model, mode)
 
     async def IndexChunks(
         self, request: pb.IndexChunksRequest, context: grpc.aio.ServicerContext

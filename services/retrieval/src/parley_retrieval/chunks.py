@@ -1,4 +1,5 @@
-"""What a stored chunk is, and the store that keeps them (the port the Qdrant adapter fills).
+"""What a stored chunk is, how a search asks for chunks, and the store that keeps them (the
+port that the embedded engine's and the Qdrant server's adapters fill).
 
 Every store call names the tenant: the store scopes each read and write to it, so one tenant
 never reads or removes another's chunks.
@@ -6,8 +7,11 @@ never reads or removes another's chunks.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import enum
+from dataclasses import dataclass, field
 from typing import Protocol
+
+from parley_retrieval.sparse import SparseVector
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +44,37 @@ class MetadataFilter:
     values: tuple[str, ...]
 
 
+class SearchMode(enum.Enum):
+    """How chunks are ranked: by embedding similarity, by keywords, or both fused."""
+
+    DENSE = "dense"
+    SPARSE = "sparse"
+    HYBRID = "hybrid"
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkQuery:
+    """What a search asks the store for, within one tenant's knowledge base.
+
+    ``dense`` is the query's embedding: required by the dense and hybrid modes, by a
+    threshold and by diversity. ``sparse`` is its keyword vector (sparse and hybrid modes).
+    ``threshold`` is a minimum cosine similarity to the query in every mode. ``dense_weight``
+    is the dense ranking's share of a hybrid fusion (the sparse one has the rest); ``fusion_k``
+    is reciprocal rank fusion's constant. ``diversity`` (0 to 1) re-ranks the candidates by
+    maximal marginal relevance; None keeps the ranking as it is.
+    """
+
+    mode: SearchMode
+    limit: int
+    dense: list[float] | None = None
+    sparse: SparseVector | None = None
+    threshold: float | None = None
+    filters: list[MetadataFilter] = field(default_factory=list)
+    dense_weight: float = 0.5
+    fusion_k: int = 60
+    diversity: float | None = None
+
+
 class ChunkStore(Protocol):
     """Where a tenant's chunks and their vectors are kept and searched."""
 
@@ -49,20 +84,14 @@ class ChunkStore(Protocol):
         knowledge_base_id: str,
         chunks: list[StoredChunk],
         vectors: list[list[float]],
+        sparse: list[SparseVector],
     ) -> None:
-        """Store ``chunks`` with their vectors; a chunk id stored before is overwritten."""
+        """Store ``chunks`` with their embeddings and keyword vectors; a chunk id stored before
+        is overwritten."""
         ...
 
-    async def search(
-        self,
-        tenant_id: str,
-        knowledge_base_id: str,
-        vector: list[float],
-        limit: int,
-        threshold: float | None,
-        filters: list[MetadataFilter],
-    ) -> list[Hit]:
-        """The chunks closest to ``vector``, best first."""
+    async def search(self, tenant_id: str, knowledge_base_id: str, query: ChunkQuery) -> list[Hit]:
+        """The chunks that best match ``query``, best first."""
         ...
 
     async def delete_document(
@@ -77,4 +106,8 @@ class ChunkStore(Protocol):
 
     async def stats(self, tenant_id: str, knowledge_base_id: str) -> tuple[int, int]:
         """(chunks, documents) of a knowledge base."""
+        ...
+
+    async def close(self) -> None:
+        """Persist what is pending and release the store."""
         ...

@@ -1,22 +1,30 @@
-"""retrieval's entry point: the embedder, Qdrant, then gRPC."""
+"""retrieval's entry point: the embedder, the vector store, then gRPC."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
-
-from qdrant_client import AsyncQdrantClient
+from typing import TYPE_CHECKING, TypeVar
 
 from parley.retrieval.v1 import retrieval_pb2_grpc as pb_grpc
 from parley_embeddings import Embedder, LocalEmbedder, OpenAICompatibleEmbedder
-from parley_retrieval.adapters.qdrant import QdrantChunks
+from parley_retrieval.adapters.edge import EdgeChunks
+from parley_retrieval.adapters.edge_protocol import ShardSettings
+from parley_retrieval.adapters.points import collection_name
 from parley_retrieval.api import RetrievalServicer
-from parley_retrieval.search import Retrieval
+from parley_retrieval.chunks import ChunkStore, SearchMode
+from parley_retrieval.search import Retrieval, SearchDefaults
 from parley_retrieval.settings import Settings
 from parley_runtime.cli import service_main
 from parley_runtime.grpc_server import Registration, Wiring
 
+if TYPE_CHECKING:
+    from parley_retrieval.adapters.qdrant import QdrantChunks
+
 SERVICE = "parley.retrieval.v1.Retrieval"
+T = TypeVar("T")
+log = logging.getLogger("parley.retrieval")
 
 
 def embedder(settings: Settings) -> Embedder:
@@ -30,39 +38,85 @@ def embedder(settings: Settings) -> Embedder:
     return LocalEmbedder(threads=settings.embeddings_threads)
 
 
-def qdrant(settings: Settings) -> AsyncQdrantClient:
+def _model_and_dimensions(settings: Settings) -> tuple[str, int]:
+    """The embedding model's name and size, known before the model loads."""
+    if settings.embeddings_provider == "openai":
+        return settings.embeddings_model, settings.embeddings_dimensions
+    return LocalEmbedder.model, LocalEmbedder.dimensions
+
+
+async def store(settings: Settings) -> EdgeChunks | QdrantChunks:
+    """The Qdrant server's collection for the model, or the embedded engine's."""
+    model, dimensions = _model_and_dimensions(settings)
+    collection = collection_name(settings.qdrant_collection, model, dimensions)
     if settings.qdrant_url:
-        return AsyncQdrantClient(url=settings.qdrant_url, api_key=settings.qdrant_api_key)
-    if settings.qdrant_path == ":memory:":
-        return AsyncQdrantClient(location=":memory:")
-    Path(settings.qdrant_path).mkdir(parents=True, exist_ok=True)
-    return AsyncQdrantClient(path=settings.qdrant_path)
+        # Imported only for a server: qdrant-client's import is a second of the start.
+        from qdrant_client import AsyncQdrantClient
 
+        from parley_retrieval.adapters.qdrant import QdrantChunks
 
-async def build(settings: Settings, shared_embedder: Embedder | None = None) -> Wiring:
-    """The embedder (or one given, for tests), the collection, and the servicer."""
-    # Loading the model and opening embedded Qdrant (which reads every stored point) are
-    # both slow and independent: they overlap in worker threads.
-    if shared_embedder is None:
-        model, client = await asyncio.gather(
-            asyncio.to_thread(embedder, settings), asyncio.to_thread(qdrant, settings)
+        client = AsyncQdrantClient(url=settings.qdrant_url, api_key=settings.qdrant_api_key)
+        server = QdrantChunks(
+            client,
+            collection,
+            dimensions,
+            hnsw=(settings.hnsw_m, settings.hnsw_ef_construct),
+            hnsw_ef=settings.hnsw_ef,
         )
-    else:
-        model, client = shared_embedder, qdrant(settings)
-    chunks = QdrantChunks(
-        client,
-        settings.qdrant_collection,
-        model.dimensions,
-        server=settings.qdrant_url is not None,
+        await server.ensure_collection()
+        return server
+    if (Path(settings.qdrant_path) / "meta.json").exists():
+        log.warning(
+            "QDRANT_PATH holds an index of the previous embedded store, which this version does "
+            "not read: re-index the documents (see services/retrieval/README.md, Migration)",
+            extra={"path": settings.qdrant_path},
+        )
+    return await EdgeChunks.open(
+        settings.qdrant_path,
+        collection,
+        ShardSettings(
+            dimensions=dimensions,
+            hnsw_m=settings.hnsw_m,
+            hnsw_ef_construct=settings.hnsw_ef_construct,
+            hnsw_ef=settings.hnsw_ef,
+            index_after_points=settings.index_after_points,
+        ),
     )
-    await chunks.ensure_collection()
-    servicer = RetrievalServicer(Retrieval(model, chunks))
+
+
+async def build(
+    settings: Settings,
+    shared_embedder: Embedder | None = None,
+    chunks: ChunkStore | None = None,
+) -> Wiring:
+    """The embedder (or one given, for tests), the store (or one given), and the servicer."""
+    # Loading the model and opening the store (a worker process loading its shard) are both
+    # slow and independent: they overlap.
+    given = shared_embedder
+    model_task = asyncio.to_thread(embedder, settings) if given is None else _given(given)
+    store_task = store(settings) if chunks is None else _given(chunks)
+    model, opened = await asyncio.gather(model_task, store_task)
+    retrieval = Retrieval(
+        model,
+        opened,
+        defaults=SearchDefaults(
+            mode=SearchMode(settings.search_mode),
+            dense_weight=settings.hybrid_dense_weight,
+            fusion_k=settings.hybrid_rrf_k,
+        ),
+    )
+    servicer = RetrievalServicer(retrieval)
     return Wiring(
         registrations=[
             Registration(SERVICE, lambda s: pb_grpc.add_RetrievalServicer_to_server(servicer, s))
         ],
-        close=chunks.close,
+        close=opened.close,
+        ready=opened.ready if isinstance(opened, EdgeChunks) else None,
     )
+
+
+async def _given(value: T) -> T:
+    return value
 
 
 def main() -> None:

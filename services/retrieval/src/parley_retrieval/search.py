@@ -6,11 +6,24 @@ principal, so nothing in a request can name another tenant.
 
 from __future__ import annotations
 
+import asyncio
+import math
 import time
+from dataclasses import dataclass
 
 from parley_embeddings import Embedder
-from parley_retrieval.chunks import ChunkStore, Hit, MetadataFilter, StoredChunk
+from parley_retrieval.chunks import (
+    ChunkQuery,
+    ChunkStore,
+    Hit,
+    MetadataFilter,
+    SearchMode,
+    StoredChunk,
+)
 from parley_retrieval.metrics import INDEXED_CHUNKS, SEARCH_SECONDS
+from parley_retrieval.query_embeddings import QueryEmbeddings
+from parley_retrieval.rerank import NoReranking, Reranker
+from parley_retrieval.sparse import SparseEncoder
 from parley_runtime.errors import InvalidArgument
 
 MAX_TOP_K = 50
@@ -54,12 +67,40 @@ def _check_chunks(chunks: list[StoredChunk]) -> None:
             )
 
 
-class Retrieval:
-    """The service's logic over an embedder and a chunk store."""
+def _fraction(name: str, value: float | None) -> float | None:
+    if value is not None and not 0 <= value <= 1:
+        raise InvalidArgument(f"{name}: must be between 0 and 1", code=f"invalid_{name}")
+    return value
 
-    def __init__(self, embedder: Embedder, chunks: ChunkStore) -> None:
+
+@dataclass(frozen=True, slots=True)
+class SearchDefaults:
+    """What a search uses when its request does not say: the mode, the dense ranking's weight
+    in a hybrid fusion, and reciprocal rank fusion's k."""
+
+    mode: SearchMode = SearchMode.HYBRID
+    dense_weight: float = 0.5
+    fusion_k: int = 60
+
+
+class Retrieval:
+    """The service's logic over an embedder, a keyword encoder and a chunk store."""
+
+    def __init__(
+        self,
+        embedder: Embedder,
+        chunks: ChunkStore,
+        *,
+        defaults: SearchDefaults | None = None,
+        sparse: SparseEncoder | None = None,
+        reranker: Reranker | None = None,
+    ) -> None:
         self.embedder = embedder
         self.chunks = chunks
+        self.defaults = defaults or SearchDefaults()
+        self.sparse = sparse or SparseEncoder()
+        self.reranker = reranker or NoReranking()
+        self.queries = QueryEmbeddings(embedder)
 
     async def search(
         self,
@@ -69,8 +110,13 @@ class Retrieval:
         top_k: int,
         threshold: float | None,
         filters: list[MetadataFilter],
-    ) -> list[Hit]:
-        """The tenant's chunks closest to ``query``, best first (``top_k`` 0: the default)."""
+        *,
+        mode: SearchMode | None = None,
+        dense_weight: float | None = None,
+        diversity: float | None = None,
+    ) -> tuple[list[Hit], SearchMode]:
+        """The tenant's chunks that best match ``query``, best first (``top_k`` 0: the
+        default), and the mode they were ranked in (``mode`` None: the default)."""
         kb = _kb(knowledge_base_id)
         if not query.strip():
             raise InvalidArgument("query: must not be empty", code="empty_query")
@@ -86,13 +132,38 @@ class Retrieval:
                     f"filters[{index}]: needs a key and at least one non-empty value",
                     code="invalid_filter",
                 )
+        if threshold is not None and not (math.isfinite(threshold) and -1 <= threshold <= 1):
+            raise InvalidArgument(
+                "score_threshold: a similarity between -1 and 1", code="invalid_score_threshold"
+            )
+        _fraction("dense_weight", dense_weight)
+        _fraction("diversity", diversity)
         started = time.perf_counter()
-        [vector] = await self.embedder.embed([query])
-        hits = await self.chunks.search(
-            tenant_id, kb, vector, top_k or DEFAULT_TOP_K, threshold, filters
+        mode = mode or self.defaults.mode
+        keywords = self.sparse.query(query) if mode is not SearchMode.DENSE else None
+        if mode is SearchMode.HYBRID and not keywords:
+            mode = SearchMode.DENSE  # nothing but stop words: the embedding alone ranks
+        if mode is SearchMode.SPARSE and not keywords:
+            return [], mode
+        needs_embedding = (
+            mode is not SearchMode.SPARSE or threshold is not None or diversity is not None
         )
-        SEARCH_SECONDS.observe(time.perf_counter() - started)
-        return hits
+        limit = top_k or DEFAULT_TOP_K
+        request = ChunkQuery(
+            mode=mode,
+            limit=self.reranker.candidates(limit),
+            dense=await self.queries.embed(query) if needs_embedding else None,
+            sparse=keywords,
+            threshold=threshold,
+            filters=filters,
+            dense_weight=self.defaults.dense_weight if dense_weight is None else dense_weight,
+            fusion_k=self.defaults.fusion_k,
+            diversity=diversity,
+        )
+        hits = await self.chunks.search(tenant_id, kb, request)
+        hits = await self.reranker.rerank(query, hits, limit)
+        SEARCH_SECONDS.labels(mode.value).observe(time.perf_counter() - started)
+        return hits, mode
 
     async def index(
         self,
@@ -110,8 +181,11 @@ class Retrieval:
             raise InvalidArgument("document_id: required", code="missing_document")
         _check_chunks(chunks)
         if chunks:
-            vectors = await self.embedder.embed([c.text for c in chunks])
-            await self.chunks.upsert(tenant_id, kb, chunks, vectors)
+            texts = [c.text for c in chunks]
+            vectors, keywords = await asyncio.gather(
+                self.embedder.embed(texts), asyncio.to_thread(self.sparse.documents, texts)
+            )
+            await self.chunks.upsert(tenant_id, kb, chunks, vectors, keywords)
             INDEXED_CHUNKS.inc(len(chunks))
         if replace:
             await self.chunks.delete_document(tenant_id, kb, document_id, keep_version=version)

@@ -14,9 +14,30 @@ class Settings(ServiceSettings):
 
     grpc_port: int = Field(50063, ge=0, le=65535)
     qdrant_url: str | None = Field(None, description="A Qdrant server; unset means embedded.")
-    qdrant_path: str = Field(".parley/qdrant", description="Embedded Qdrant's folder, or :memory:")
+    qdrant_path: str = Field(
+        ".parley/qdrant", description="The embedded engine's folder, or :memory:"
+    )
     qdrant_api_key: str | None = None
-    qdrant_collection: str = "parley_chunks"
+    qdrant_collection: str = Field(
+        "parley_chunks",
+        pattern=r"^[A-Za-z0-9_-]{1,100}$",
+        description="Prefix of the collections' names, one per embedding model and dimension.",
+    )
+    search_mode: Literal["dense", "sparse", "hybrid"] = Field(
+        "hybrid", description="The mode of a search whose request names none."
+    )
+    hybrid_dense_weight: float = Field(
+        0.5, ge=0, le=1, description="The dense ranking's weight in a hybrid fusion."
+    )
+    hybrid_rrf_k: int = Field(60, ge=1, le=1000, description="Reciprocal rank fusion's k.")
+    # Tuned on real embeddings: recall@10 against exact search 0.995 or more, within a tenant
+    # holding half the points too (bench/results/2026-12-04-retrieval-search.md).
+    hnsw_m: int = Field(16, ge=4, le=128)
+    hnsw_ef_construct: int = Field(200, ge=4, le=1000)
+    hnsw_ef: int = Field(256, ge=1, le=4096, description="Candidates an HNSW search explores.")
+    index_after_points: int = Field(
+        5000, ge=100, description="Embedded: unindexed chunks that start an HNSW index build."
+    )
     embeddings_provider: Literal["local", "openai"] = "local"
     embeddings_base_url: str | None = None
     embeddings_api_key: str | None = None

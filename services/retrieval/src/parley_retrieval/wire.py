@@ -3,7 +3,15 @@
 from __future__ import annotations
 
 from parley.retrieval.v1 import retrieval_pb2 as pb
-from parley_retrieval.chunks import Hit, MetadataFilter, StoredChunk
+from parley_retrieval.chunks import Hit, MetadataFilter, SearchMode, StoredChunk
+from parley_runtime.errors import InvalidArgument
+
+_MODES = {
+    pb.SEARCH_MODE_DENSE: SearchMode.DENSE,
+    pb.SEARCH_MODE_SPARSE: SearchMode.SPARSE,
+    pb.SEARCH_MODE_HYBRID: SearchMode.HYBRID,
+}
+_PB_MODES = {mode: value for value, mode in _MODES.items()}
 
 
 def filters(request: pb.SearchRequest) -> list[MetadataFilter]:
@@ -23,7 +31,24 @@ def threshold(request: pb.SearchRequest) -> float | None:
     return request.score_threshold if request.HasField("score_threshold") else None
 
 
-def search_response(hits: list[Hit], embedding_model: str) -> pb.SearchResponse:
+def mode(request: pb.SearchRequest) -> SearchMode | None:
+    """The requested mode; None for the service's default."""
+    if request.mode == pb.SEARCH_MODE_UNSPECIFIED:
+        return None
+    if request.mode not in _MODES:
+        raise InvalidArgument(f"mode: unknown value {request.mode}", code="invalid_search_mode")
+    return _MODES[request.mode]
+
+
+def dense_weight(request: pb.SearchRequest) -> float | None:
+    return request.dense_weight if request.HasField("dense_weight") else None
+
+
+def diversity(request: pb.SearchRequest) -> float | None:
+    return request.diversity if request.HasField("diversity") else None
+
+
+def search_response(hits: list[Hit], embedding_model: str, mode: SearchMode) -> pb.SearchResponse:
     return pb.SearchResponse(
         chunks=[
             pb.ScoredChunk(
@@ -39,6 +64,7 @@ def search_response(hits: list[Hit], embedding_model: str) -> pb.SearchResponse:
             for h in hits
         ],
         embedding_model=embedding_model,
+        mode=_PB_MODES[mode],
     )
 
 

@@ -1,70 +1,94 @@
-"""Chunks as Qdrant points, in one collection shared by every tenant.
+"""Chunks on a Qdrant server (``QDRANT_URL``), through qdrant-client's Query API.
 
-Each point carries ``tenant_id`` and ``knowledge_base_id`` in its payload (indexed, the
-tenant one as Qdrant's tenant key), and every query and deletion filters on both: a tenant
-never reads or removes another's points. Point ids are deterministic (uuid5 of tenant,
-knowledge base and chunk id), so indexing the same chunk again overwrites it.
+One collection per embedding model and dimension, shared by every tenant (points as
+:mod:`~parley_retrieval.adapters.points` lays them out), with ``tenant_id`` indexed as the
+tenant key (``is_tenant``: Qdrant keeps each tenant's points together) and
+``knowledge_base_id`` and ``document_id`` as keywords. A hybrid search is one call: a dense
+and a sparse prefetch fused by weighted reciprocal rank; diversity re-ranks the candidates by
+maximal marginal relevance; keyword IDF is counted over the searched knowledge base only, so
+one tenant's documents never weigh in another's ranking.
 
-The same code runs against a Qdrant server (``QDRANT_URL``) or embedded Qdrant (a folder, or
-memory); embedded Qdrant ignores payload indexes.
+qdrant-client's local mode (``QdrantClient(location=":memory:")``) speaks the same API in
+pure Python; the tests run this adapter on it, as a stand-in for a server.
 """
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 from qdrant_client import AsyncQdrantClient, models
 
-from parley_retrieval.chunks import Hit, MetadataFilter, StoredChunk
-
-NAMESPACE = uuid.UUID("6f1c7a52-4a1f-4c43-9d4e-1d8f0c5e3b21")
-DENSE = "dense"
-
-
-def point_id(tenant_id: str, knowledge_base_id: str, chunk_id: str) -> str:
-    return str(uuid.uuid5(NAMESPACE, f"{tenant_id}\x1f{knowledge_base_id}\x1f{chunk_id}"))
+from parley_retrieval import ranking
+from parley_retrieval.adapters.points import (
+    DENSE,
+    DOCUMENT,
+    KNOWLEDGE_BASE,
+    SPARSE,
+    TENANT,
+    VERSION,
+    chunk,
+    field,
+    payload,
+    point_id,
+)
+from parley_retrieval.chunks import ChunkQuery, Hit, MetadataFilter, SearchMode, StoredChunk
+from parley_retrieval.sparse import SparseVector
 
 
 def _scope(tenant_id: str, knowledge_base_id: str) -> list[models.Condition]:
     return [
-        models.FieldCondition(key="tenant_id", match=models.MatchValue(value=tenant_id)),
-        models.FieldCondition(
-            key="knowledge_base_id", match=models.MatchValue(value=knowledge_base_id)
-        ),
+        models.FieldCondition(key=TENANT, match=models.MatchValue(value=tenant_id)),
+        models.FieldCondition(key=KNOWLEDGE_BASE, match=models.MatchValue(value=knowledge_base_id)),
     ]
 
 
+def _condition(condition: MetadataFilter) -> models.Condition:
+    """A filter on ``document_id`` or on a metadata key, matching any of its values."""
+    key, values = field(condition.key), list(condition.values)
+    if len(values) == 1:
+        return models.FieldCondition(key=key, match=models.MatchValue(value=values[0]))
+    return models.FieldCondition(key=key, match=models.MatchAny(any=values))
+
+
+def _sparse(vector: SparseVector) -> models.SparseVector:
+    return models.SparseVector(indices=list(vector.indices), values=list(vector.values))
+
+
 class QdrantChunks:
-    """:class:`~parley_retrieval.chunks.ChunkStore` on Qdrant (see the module docstring)."""
+    """:class:`~parley_retrieval.chunks.ChunkStore` on Qdrant's API (see the module
+    docstring). ``hnsw`` is (m, ef_construct) for a new collection, ``hnsw_ef`` the search's."""
 
     def __init__(
-        self, client: AsyncQdrantClient, collection: str, dimensions: int, *, server: bool
+        self,
+        client: AsyncQdrantClient,
+        collection: str,
+        dimensions: int,
+        *,
+        hnsw: tuple[int, int] = (16, 200),
+        hnsw_ef: int = 256,
     ) -> None:
         self.client = client
         self.collection = collection
         self.dimensions = dimensions
-        self.server = server
+        self.hnsw = hnsw
+        self.hnsw_ef = hnsw_ef
 
     async def ensure_collection(self) -> None:
         if await self.client.collection_exists(self.collection):
             return
+        m, ef_construct = self.hnsw
         await self.client.create_collection(
             self.collection,
             vectors_config={
                 DENSE: models.VectorParams(size=self.dimensions, distance=models.Distance.COSINE)
             },
+            sparse_vectors_config={SPARSE: models.SparseVectorParams(modifier=models.Modifier.IDF)},
+            hnsw_config=models.HnswConfigDiff(m=m, ef_construct=ef_construct),
         )
-        if not self.server:
-            return  # embedded Qdrant has no payload indexes
-        for field, tenant in (
-            ("tenant_id", True),
-            ("knowledge_base_id", False),
-            ("document_id", False),
-        ):
+        for name, tenant in ((TENANT, True), (KNOWLEDGE_BASE, False), (DOCUMENT, False)):
             await self.client.create_payload_index(
                 self.collection,
-                field,
+                name,
                 models.KeywordIndexParams(type=models.KeywordIndexType.KEYWORD, is_tenant=tenant),
             )
 
@@ -74,48 +98,80 @@ class QdrantChunks:
         knowledge_base_id: str,
         chunks: list[StoredChunk],
         vectors: list[list[float]],
+        sparse: list[SparseVector],
     ) -> None:
         points = [
             models.PointStruct(
-                id=point_id(tenant_id, knowledge_base_id, chunk.chunk_id),
-                vector={DENSE: vector},
-                payload={
-                    "tenant_id": tenant_id,
-                    "knowledge_base_id": knowledge_base_id,
-                    "document_id": chunk.document_id,
-                    "document_version": chunk.document_version,
-                    "chunk_id": chunk.chunk_id,
-                    "text": chunk.text,
-                    "title": chunk.title,
-                    "source_uri": chunk.source_uri,
-                    "position": chunk.position,
-                    "metadata": chunk.metadata,
-                },
+                id=point_id(tenant_id, knowledge_base_id, c.chunk_id),
+                vector={DENSE: vector, SPARSE: _sparse(keywords)},
+                payload=payload(tenant_id, knowledge_base_id, c),
             )
-            for chunk, vector in zip(chunks, vectors, strict=True)
+            for c, vector, keywords in zip(chunks, vectors, sparse, strict=True)
         ]
         await self.client.upsert(self.collection, points=points, wait=True)
 
-    async def search(
-        self,
-        tenant_id: str,
-        knowledge_base_id: str,
-        vector: list[float],
-        limit: int,
-        threshold: float | None,
-        filters: list[MetadataFilter],
-    ) -> list[Hit]:
-        conditions = [_condition(f) for f in filters]
-        found = await self.client.query_points(
-            self.collection,
-            query=vector,
+    async def search(self, tenant_id: str, knowledge_base_id: str, query: ChunkQuery) -> list[Hit]:
+        scope = _scope(tenant_id, knowledge_base_id)
+        where = models.Filter(must=[*scope, *(_condition(f) for f in query.filters)])
+        depth = ranking.candidates(query)
+        dense_params = models.SearchParams(hnsw_ef=max(self.hnsw_ef, depth))
+        # IDF over the searched knowledge base: another tenant's documents never count.
+        corpus = models.IdfCorpusParams(corpus=models.Filter(must=scope))
+        sparse_params = models.SearchParams(idf=corpus)
+        dense_vector = query.dense or []
+        keyword_vector = _sparse(query.sparse or SparseVector((), ()))
+        dense = models.Prefetch(
+            query=dense_vector,
             using=DENSE,
-            query_filter=models.Filter(must=[*_scope(tenant_id, knowledge_base_id), *conditions]),
-            limit=limit,
-            score_threshold=threshold,
-            with_payload=True,
+            limit=depth,
+            params=dense_params,
+            filter=where,
+            score_threshold=query.threshold,
         )
-        return [Hit(_chunk(p.payload or {}), float(p.score)) for p in found.points]
+        keywords = models.Prefetch(
+            query=keyword_vector, using=SPARSE, limit=depth, params=sparse_params, filter=where
+        )
+        weights = list(ranking.fusion_weights(query.dense_weight))
+        fusion = models.RrfQuery(rrf=models.Rrf(k=query.fusion_k, weights=weights))
+        vectors = ranking.needs_vectors(query)
+        request: dict[str, Any] = {
+            "query_filter": where,
+            "limit": depth if vectors else query.limit,
+            "with_payload": True,
+            "with_vectors": [DENSE] if vectors else False,
+        }
+        if query.diversity is not None:
+            # Maximal marginal relevance over the mode's candidates, by the dense vector.
+            stage = {
+                SearchMode.DENSE: dense,
+                SearchMode.SPARSE: keywords,
+                SearchMode.HYBRID: models.Prefetch(
+                    prefetch=[dense, keywords], query=fusion, limit=depth, filter=where
+                ),
+            }[query.mode]
+            mmr = models.Mmr(diversity=query.diversity, candidates_limit=depth)
+            request |= {
+                "prefetch": [stage],
+                "query": models.NearestQuery(nearest=dense_vector, mmr=mmr),
+                "using": DENSE,
+            }
+        elif query.mode is SearchMode.HYBRID:
+            request |= {"prefetch": [dense, keywords], "query": fusion}
+        elif query.mode is SearchMode.SPARSE:
+            request |= {"query": keyword_vector, "using": SPARSE, "search_params": sparse_params}
+        else:
+            request |= {
+                "query": dense_vector,
+                "using": DENSE,
+                "search_params": dense_params,
+                "score_threshold": query.threshold,
+            }
+        found = await self.client.query_points(self.collection, **request)
+        candidates = [
+            (chunk(p.payload or {}), float(p.score), _dense_of(p) if vectors else None)
+            for p in found.points
+        ]
+        return ranking.finish(candidates, query)
 
     async def delete_document(
         self,
@@ -127,14 +183,12 @@ class QdrantChunks:
         """Remove a document's points (all, or all but ``keep_version``); return how many."""
         must = [
             *_scope(tenant_id, knowledge_base_id),
-            models.FieldCondition(key="document_id", match=models.MatchValue(value=document_id)),
+            models.FieldCondition(key=DOCUMENT, match=models.MatchValue(value=document_id)),
         ]
         must_not: list[models.Condition] = []
         if keep_version is not None:
             must_not.append(
-                models.FieldCondition(
-                    key="document_version", match=models.MatchValue(value=keep_version)
-                )
+                models.FieldCondition(key=VERSION, match=models.MatchValue(value=keep_version))
             )
         selector = models.Filter(must=must, must_not=must_not)
         counted = await self.client.count(self.collection, count_filter=selector, exact=True)
@@ -148,43 +202,16 @@ class QdrantChunks:
         """(chunks, documents) of a knowledge base."""
         scope = models.Filter(must=_scope(tenant_id, knowledge_base_id))
         chunks = (await self.client.count(self.collection, count_filter=scope, exact=True)).count
-        documents: set[str] = set()
-        offset: Any = None
-        while True:
-            points, offset = await self.client.scroll(
-                self.collection,
-                scroll_filter=scope,
-                limit=1024,
-                offset=offset,
-                with_payload=["document_id"],
-                with_vectors=False,
-            )
-            documents.update(str((p.payload or {}).get("document_id")) for p in points)
-            if offset is None:
-                break
-        return int(chunks), len(documents)
+        documents = await self.client.facet(
+            self.collection, key=DOCUMENT, facet_filter=scope, limit=1_000_000, exact=True
+        )
+        return int(chunks), len(documents.hits)
 
     async def close(self) -> None:
         await self.client.close()
 
 
-def _chunk(payload: dict[str, Any]) -> StoredChunk:
-    return StoredChunk(
-        chunk_id=str(payload.get("chunk_id", "")),
-        document_id=str(payload.get("document_id", "")),
-        document_version=int(payload.get("document_version", 0)),
-        text=str(payload.get("text", "")),
-        title=str(payload.get("title", "")),
-        source_uri=str(payload.get("source_uri", "")),
-        position=int(payload.get("position", 0)),
-        metadata={str(k): str(v) for k, v in (payload.get("metadata") or {}).items()},
-    )
-
-
-def _condition(condition: MetadataFilter) -> models.Condition:
-    """A filter on ``document_id`` or on a metadata key, matching any of its values."""
-    key, values = condition.key, list(condition.values)
-    field = "document_id" if key == "document_id" else f"metadata.{key}"
-    if len(values) == 1:
-        return models.FieldCondition(key=field, match=models.MatchValue(value=values[0]))
-    return models.FieldCondition(key=field, match=models.MatchAny(any=values))
+def _dense_of(point: models.ScoredPoint) -> list[float] | None:
+    vector: Any = point.vector
+    found = vector.get(DENSE) if isinstance(vector, dict) else None
+    return [float(x) for x in found] if isinstance(found, list) else None

@@ -1,0 +1,293 @@
+"""The embedded engine's process: one Qdrant Edge shard, driven over its stdin and stdout.
+
+    python -m parley_retrieval.adapters.edge_worker
+
+Why a process of its own: qdrant-edge 0.9 releases the GIL while it searches and counts, but
+holds it while it writes, flushes, loads a shard and builds an HNSW index (measured: an
+upsert of 512 chunks, a flush, loading a shard of 20,000 points and an index build held it for
+0.2 s, 1 s, 1.8 s and 20 s or more). In the service's process that would stop every RPC and
+health check meanwhile; here it only delays this engine's own searches during writes, and an
+index build runs in a second worker (see :mod:`~parley_retrieval.adapters.edge`).
+
+Requests (see :mod:`~parley_retrieval.adapters.edge_protocol`) are read on the main thread
+and run on a small pool of threads, so searches run side by side; writes arrive one at a time
+(the service waits for each). Chunks are stored as :mod:`~parley_retrieval.adapters.points`
+lays them out.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import IO, Any
+
+import qdrant_edge as qe
+
+from parley_retrieval import ranking
+from parley_retrieval.adapters import edge_protocol
+from parley_retrieval.adapters.edge_protocol import ShardSettings
+from parley_retrieval.adapters.points import (
+    DENSE,
+    DOCUMENT,
+    KNOWLEDGE_BASE,
+    SPARSE,
+    TENANT,
+    VERSION,
+    chunk,
+    field,
+    payload,
+    point_id,
+)
+from parley_retrieval.chunks import ChunkQuery, Hit, MetadataFilter, SearchMode, StoredChunk
+from parley_retrieval.sparse import SparseVector
+from parley_runtime.logs import setup_logging
+
+log = logging.getLogger("parley.retrieval.engine")
+# Points per engine write: the engine holds the GIL while it writes, so searches wait at most
+# one such slice (about 15 ms on a quiet machine) instead of a whole IndexChunks call.
+WRITE_SLICE = 64
+
+
+def shard_config(settings: ShardSettings) -> qe.EdgeConfig:
+    """A new shard's configuration: the two vectors, the HNSW graph, and the size from which
+    the optimizers index a segment."""
+    threshold_kb = max(1, settings.index_after_points * settings.dimensions * 4 // 1024)
+    return qe.EdgeConfig(
+        vectors={DENSE: qe.EdgeVectorParams(size=settings.dimensions, distance=qe.Distance.Cosine)},
+        sparse_vectors={SPARSE: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)},
+        hnsw_config=qe.HnswIndexConfig(
+            m=settings.hnsw_m, ef_construct=settings.hnsw_ef_construct, full_scan_threshold=10_000
+        ),
+        optimizers=qe.EdgeOptimizersConfig(indexing_threshold=threshold_kb),
+    )
+
+
+def _match(key: str, values: list[str]) -> qe.FieldCondition:
+    if len(values) == 1:
+        return qe.FieldCondition(key, match=qe.MatchValue(values[0]))
+    return qe.FieldCondition(key, match=qe.MatchAny(values))
+
+
+def _scope(tenant_id: str, knowledge_base_id: str) -> list[Any]:
+    return [_match(TENANT, [tenant_id]), _match(KNOWLEDGE_BASE, [knowledge_base_id])]
+
+
+def _version(version: int) -> qe.FieldCondition:
+    return qe.FieldCondition(VERSION, match=qe.MatchValue(version))
+
+
+def _sparse(vector: SparseVector) -> qe.SparseVector:
+    return qe.SparseVector(list(vector.indices), list(vector.values))
+
+
+def _condition(condition: MetadataFilter) -> qe.FieldCondition:
+    return _match(field(condition.key), list(condition.values))
+
+
+class Engine:
+    """One shard and the store's operations on it (the worker's side of
+    :class:`~parley_retrieval.adapters.edge.EdgeChunks`)."""
+
+    def __init__(self, path: Path, settings: ShardSettings) -> None:
+        self.path = path
+        self.settings = settings
+        if (path / "segments").exists():
+            self.shard = qe.EdgeShard.load(str(path))
+        else:
+            self.shard = qe.EdgeShard.create(str(path), shard_config(settings))
+            for name, tenant in ((TENANT, True), (KNOWLEDGE_BASE, False), (DOCUMENT, False)):
+                index = qe.KeywordIndexParams(is_tenant=tenant)
+                self.shard.update(qe.UpdateOperation.create_field_index(name, index))
+
+    def upsert(
+        self,
+        tenant_id: str,
+        knowledge_base_id: str,
+        chunks: list[StoredChunk],
+        vectors: list[list[float]],
+        sparse: list[SparseVector],
+    ) -> None:
+        points = [
+            qe.Point(
+                point_id(tenant_id, knowledge_base_id, c.chunk_id),
+                {DENSE: vector, SPARSE: _sparse(keywords)},
+                payload(tenant_id, knowledge_base_id, c),
+            )
+            for c, vector, keywords in zip(chunks, vectors, sparse, strict=True)
+        ]
+        for start in range(0, len(points), WRITE_SLICE):
+            self.shard.update(qe.UpdateOperation.upsert_points(points[start : start + WRITE_SLICE]))
+
+    def search(self, tenant_id: str, knowledge_base_id: str, query: ChunkQuery) -> list[Hit]:
+        scope = _scope(tenant_id, knowledge_base_id)
+        where = qe.Filter(must=[*scope, *(_condition(f) for f in query.filters)])
+        depth = ranking.candidates(query)
+        dense_params = qe.SearchParams(hnsw_ef=max(self.settings.hnsw_ef, depth))
+        # IDF over the searched knowledge base: another tenant's documents never count.
+        sparse_params = qe.SearchParams(idf=qe.IdfParams(corpus=qe.Filter(must=scope)))
+        dense_vector = query.dense or []
+
+        def dense(limit: int) -> qe.Prefetch:
+            return qe.Prefetch(
+                limit,
+                query=qe.Query.Nearest(dense_vector, using=DENSE),
+                params=dense_params,
+                filter=where,
+                score_threshold=query.threshold,
+            )
+
+        def keywords(limit: int) -> qe.Prefetch:
+            vector = _sparse(query.sparse or SparseVector((), ()))
+            return qe.Prefetch(
+                limit,
+                query=qe.Query.Nearest(vector, using=SPARSE),
+                params=sparse_params,
+                filter=where,
+            )
+
+        vectors = ranking.needs_vectors(query)
+        weights = list(ranking.fusion_weights(query.dense_weight))
+        fusion: Any = qe.Fusion.Rrf(k=query.fusion_k, weights=weights)
+        keyword_vector = _sparse(query.sparse or SparseVector((), ()))
+        shown: Any = [DENSE] if vectors else False
+        request: dict[str, Any] = {
+            "limit": depth if vectors else query.limit,
+            "filter": where,
+            "with_payload": True,
+            "with_vector": shown,
+        }
+        if query.diversity is not None:
+            # Maximal marginal relevance over the mode's candidates, by the dense vector.
+            if query.mode is SearchMode.HYBRID:
+                both = [dense(depth), keywords(depth)]
+                stage = qe.Prefetch(depth, query=fusion, prefetches=both, filter=where)
+            else:
+                stage = dense(depth) if query.mode is SearchMode.DENSE else keywords(depth)
+            mmr = qe.Mmr(dense_vector, 1.0 - query.diversity, depth, using=DENSE)
+            request |= {"query": mmr, "prefetches": [stage]}
+        elif query.mode is SearchMode.HYBRID:
+            request |= {"query": fusion, "prefetches": [dense(depth), keywords(depth)]}
+        elif query.mode is SearchMode.SPARSE:
+            request |= {
+                "query": qe.Query.Nearest(keyword_vector, using=SPARSE),
+                "params": sparse_params,
+            }
+        else:
+            request |= {
+                "query": qe.Query.Nearest(dense_vector, using=DENSE),
+                "params": dense_params,
+                "score_threshold": query.threshold,
+            }
+        found = self.shard.query(qe.QueryRequest(**request))
+        candidates = [
+            (chunk(p.payload or {}), float(p.score), _dense_of(p) if vectors else None)
+            for p in found
+        ]
+        return ranking.finish(candidates, query)
+
+    def delete_document(
+        self,
+        tenant_id: str,
+        knowledge_base_id: str,
+        document_id: str,
+        keep_version: int | None = None,
+    ) -> int:
+        must = [*_scope(tenant_id, knowledge_base_id), _match(DOCUMENT, [document_id])]
+        must_not: list[Any] | None = None if keep_version is None else [_version(keep_version)]
+        selector = qe.Filter(must=must, must_not=must_not)
+        count = self.shard.count(qe.CountRequest(exact=True, filter=selector))
+        if count:
+            self.shard.update(qe.UpdateOperation.delete_points_by_filter(selector))
+        return count
+
+    def stats(self, tenant_id: str, knowledge_base_id: str) -> tuple[int, int]:
+        scope = qe.Filter(must=_scope(tenant_id, knowledge_base_id))
+        chunks = self.shard.count(qe.CountRequest(exact=True, filter=scope))
+        facet = qe.FacetRequest(DOCUMENT, limit=1_000_000, exact=True, filter=scope)
+        documents = self.shard.facet(facet)
+        return chunks, len(documents)
+
+    def unindexed(self) -> int:
+        """Dense vectors not yet in an HNSW graph (the engine counts sparse ones as indexed
+        from the start)."""
+        info = self.shard.info()
+        return max(0, 2 * info.points_count - info.indexed_vectors_count)
+
+    def build(self) -> int:
+        """Build the HNSW graphs and merge segments as the optimizers plan, then persist;
+        returns the vectors still unindexed."""
+        self.shard.optimize()
+        self.shard.flush()
+        return self.unindexed()
+
+    def close(self) -> None:
+        self.shard.flush()
+        self.shard.close()
+
+
+def _dense_of(point: qe.ScoredPoint) -> list[float] | None:
+    vector: Any = point.vector
+    found = vector.get(DENSE) if isinstance(vector, dict) else None
+    return [float(x) for x in found] if isinstance(found, list) else None
+
+
+def serve(incoming: IO[bytes], outgoing: IO[bytes], threads: int = 4) -> None:
+    """Answer requests until ``close`` or the end of ``incoming``. The first request must be
+    ``open`` (a folder and :class:`ShardSettings`)."""
+    engine: Engine | None = None
+    lock = threading.Lock()
+
+    def answer(request_id: int, error: str | None, result: Any) -> None:
+        frame = edge_protocol.encode((request_id, error, result))
+        with lock:
+            outgoing.write(frame)
+            outgoing.flush()
+
+    def run(request_id: int, method: str, args: tuple[Any, ...]) -> None:
+        try:
+            result = getattr(engine, method)(*args)
+        except Exception as error:  # reported to the service, which raises it there
+            log.exception("engine call failed", extra={"method": method})
+            answer(request_id, f"{type(error).__name__}: {error}", None)
+        else:
+            answer(request_id, None, result)
+
+    with ThreadPoolExecutor(threads, thread_name_prefix="engine") as pool:
+        while True:
+            try:
+                request_id, method, args = edge_protocol.read(incoming)
+            except EOFError:
+                break
+            if method == "open":
+                try:
+                    engine = Engine(Path(args[0]), args[1])
+                except Exception as error:
+                    answer(request_id, f"{type(error).__name__}: {error}", None)
+                    return
+                answer(request_id, None, engine.unindexed())
+            elif method == "close":
+                # ``close(False)``: a shard being replaced, whose folder goes next; unflushed.
+                pool.shutdown(wait=True)
+                if engine is not None and args[0]:
+                    engine.close()
+                answer(request_id, None, None)
+                os._exit(0)
+            else:
+                pool.submit(run, request_id, method, args)
+    if engine is not None:
+        engine.close()
+
+
+def main() -> None:
+    setup_logging("retrieval", os.environ.get("LOG_LEVEL", "INFO"))
+    if os.environ.get("PARLEY_ENGINE_NICE"):
+        os.nice(int(os.environ["PARLEY_ENGINE_NICE"]))
+    serve(sys.stdin.buffer, sys.stdout.buffer)
+
+
+if __name__ == "__main__":
+    main()

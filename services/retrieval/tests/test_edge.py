@@ -1,0 +1,133 @@
+"""The embedded engine's store on a real folder: persistence across restarts, index builds
+that switch generations while writes go on, a crashed worker started again, and the warning
+about an index of the previous embedded store."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from pathlib import Path
+
+import pytest
+
+from parley_retrieval.adapters.edge import CURRENT, EdgeChunks
+from parley_retrieval.adapters.edge_protocol import ShardSettings
+from parley_retrieval.chunks import ChunkQuery, SearchMode, StoredChunk
+from parley_retrieval.main import store
+from parley_retrieval.settings import Settings
+from parley_retrieval.sparse import SparseEncoder
+
+DIMENSIONS = 16
+SETTINGS = ShardSettings(dimensions=DIMENSIONS, index_after_points=100)
+ENCODER = SparseEncoder()
+
+
+def vector(seed: int) -> list[float]:
+    rng = random.Random(seed)
+    return [rng.gauss(0, 1) for _ in range(DIMENSIONS)]
+
+
+def chunks(document: str, count: int, start: int = 0) -> list[StoredChunk]:
+    return [
+        StoredChunk(f"{document}:{i}", document, 1, f"{document} passage {i}", "", "", i, {})
+        for i in range(start, start + count)
+    ]
+
+
+async def put(store: EdgeChunks, batch: list[StoredChunk], tenant: str = "acme") -> None:
+    texts = [c.text for c in batch]
+    await store.upsert(
+        tenant,
+        "kb",
+        batch,
+        [vector(hash(c.chunk_id) % 10_000) for c in batch],
+        ENCODER.documents(texts),
+    )
+
+
+async def nearest(store: EdgeChunks, seed: int, limit: int = 5) -> list[str]:
+    query = ChunkQuery(mode=SearchMode.DENSE, limit=limit, dense=vector(seed))
+    return [h.chunk.chunk_id for h in await store.search("acme", "kb", query)]
+
+
+async def test_chunks_outlive_a_restart(tmp_path: Path) -> None:
+    store = await EdgeChunks.open(str(tmp_path), "c", SETTINGS)
+    await put(store, chunks("leave", 20))
+    await store.delete_document("acme", "kb", "leave", keep_version=2)  # every chunk is v1
+    await put(store, chunks("travel", 10))
+    before = await nearest(store, 3)
+    await store.close()
+
+    reopened = await EdgeChunks.open(str(tmp_path), "c", SETTINGS)
+    try:
+        assert await reopened.stats("acme", "kb") == (10, 1)
+        assert await nearest(reopened, 3) == before
+        assert (tmp_path / "c" / CURRENT).read_text().strip() == "gen-000001"
+    finally:
+        await reopened.close()
+
+
+async def test_an_index_build_switches_generation_without_stopping_searches_or_writes(
+    tmp_path: Path,
+) -> None:
+    store = await EdgeChunks.open(str(tmp_path), "c", SETTINGS)
+    try:
+        await put(store, chunks("a", 150))  # over index_after_points: a build starts
+        assert store._build is not None
+        # Writes while it builds go to the live generation and are replayed into the new one.
+        await put(store, chunks("b", 30))
+        assert await store.delete_document("acme", "kb", "a", keep_version=None) == 150
+        await put(store, chunks("a", 5, start=1000))
+        searched = 0
+        while not store._build.done():
+            assert len(await nearest(store, searched)) == 5
+            searched += 1
+            await asyncio.sleep(0.01)
+        await store.wait_for_builds()
+        assert store.builds == 1
+        assert searched > 0
+        assert (tmp_path / "c" / CURRENT).read_text().strip() == "gen-000002"
+        assert sorted(p.name for p in (tmp_path / "c").glob("gen-*")) == ["gen-000002"]
+        assert await store.stats("acme", "kb") == (35, 2)
+        assert set(await nearest(store, 1, limit=50)) == {
+            c.chunk_id for c in chunks("b", 30) + chunks("a", 5, start=1000)
+        }
+    finally:
+        await store.close()
+    reopened = await EdgeChunks.open(str(tmp_path), "c", SETTINGS)
+    try:
+        assert await reopened.stats("acme", "kb") == (35, 2)
+    finally:
+        await reopened.close()
+
+
+async def test_a_stopped_engine_is_started_again(tmp_path: Path) -> None:
+    store = await EdgeChunks.open(str(tmp_path), "c", SETTINGS)
+    try:
+        await put(store, chunks("a", 10))
+        assert store._live is not None
+        store._live.process.kill()
+        await store._live.process.wait()
+        await asyncio.sleep(0.05)
+        assert not store._live.alive
+        assert len(await nearest(store, 1)) == 5  # the call starts it again from its folder
+        assert await store.ready()
+        store._live.process.kill()
+        await store._live.process.wait()
+        assert await store.ready()  # the readiness check starts it again too
+    finally:
+        await store.close()
+
+
+async def test_an_index_of_the_previous_embedded_store_is_reported(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / "meta.json").write_text('{"collections": {}}')
+    settings = Settings(qdrant_path=str(tmp_path), embeddings_provider="local")
+    with caplog.at_level(logging.WARNING, logger="parley.retrieval"):
+        opened = await store(settings)
+    try:
+        assert any("re-index" in r.getMessage() for r in caplog.records)
+    finally:
+        await opened.close()
