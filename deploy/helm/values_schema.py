@@ -17,7 +17,7 @@ from typing import Any
 
 HELM = Path(__file__).resolve().parent
 SERVICES = ("gateway", "conversation", "llm-router", "retrieval", "ingest")
-WITH_DATABASE = ("conversation", "llm-router", "ingest")
+WITH_DATABASE = ("gateway", "conversation", "llm-router", "ingest")
 
 # Set by the charts themselves (ports, peers, migration mode...) or by a value of their own.
 MANAGED_SETTINGS = (

@@ -134,7 +134,7 @@ def index_and_search(address: str) -> None:
 
 
 IMAGES = (
-    Image("gateway", 8080, size_limited=True),
+    Image("gateway", 8080, migrations=True, size_limited=True),
     Image(
         "conversation",
         50061,

@@ -27,7 +27,7 @@ HELM = REPO / "deploy" / "helm"
 SERVICES = ("gateway", "conversation", "llm-router", "retrieval", "ingest")
 CHARTS = (*SERVICES, "parley")
 GRPC_PORTS = {"conversation": 50061, "llm-router": 50062, "retrieval": 50063, "ingest": 50064}
-WITH_DATABASE = ("conversation", "llm-router", "ingest")
+WITH_DATABASE = ("gateway", "conversation", "llm-router", "ingest")
 NAMESPACE = "parley"
 # Kinds of custom resources, which kubernetes-validate has no schema for.
 CUSTOM_KINDS = {

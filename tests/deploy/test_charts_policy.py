@@ -181,7 +181,12 @@ def test_each_service_reaches_dns_and_only_its_own_stores(platform: Rendered, se
     targets = reached(platform, server(platform, service))
     ports = set().union(*targets.values())
     assert 53 in ports
-    stores = {"conversation": {5432}, "llm-router": {5432, 6379}, "ingest": {5432}}
+    stores = {
+        "gateway": {5432, 6379},
+        "conversation": {5432},
+        "llm-router": {5432, 6379},
+        "ingest": {5432},
+    }
     expected = stores.get(service, set()) | ({6333, 6334} if service == "retrieval" else set())
     store_ports = {5432, 6379, 6333, 6334}
     assert ports & store_ports == expected

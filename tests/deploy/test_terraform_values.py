@@ -311,13 +311,14 @@ def test_the_module_computes_the_values_the_samples_stand_for(evaluated: dict[st
 
 def test_the_module_builds_each_services_secret(evaluated: dict[str, Any]) -> None:
     database = "postgresql://parley:p%40ss%3Aw%2Frd%231@db.example:5432/parley?ssl=require"
+    redis = "rediss://:redis%2Btoken@redis.example:6379/0"
     assert evaluated["secrets"] == {
-        "gateway": {"AUTH_SECRET": "auth-secret"},
+        "gateway": {"AUTH_SECRET": "auth-secret", "DATABASE_URL": database, "REDIS_URL": redis},
         "conversation": {"DATABASE_URL": database},
         "ingest": {"DATABASE_URL": database},
         "llm-router": {
             "DATABASE_URL": database,
-            "REDIS_URL": "rediss://:redis%2Btoken@redis.example:6379/0",
+            "REDIS_URL": redis,
             "OPENAI_API_KEY": "openai-key",
         },
         "retrieval": {"QDRANT_API_KEY": "qdrant-key"},

@@ -10,8 +10,9 @@ gateway:
   port: 8080
   public: true
   calls: [conversation, ingest, retrieval, llm-router]
-  stores: []
-  requiredSecrets: [AUTH_SECRET]
+  # Its database holds API keys; Redis the rate-limit counters and quotas.
+  stores: [database, redis]
+  requiredSecrets: [AUTH_SECRET, DATABASE_URL]
 conversation:
   protocol: grpc
   # Readiness: health reports this name SERVING while the service's stores answer.

@@ -23,7 +23,7 @@ locals {
   embeddings_key = merge([for secret in data.aws_secretsmanager_secret_version.embeddings : { EMBEDDINGS_API_KEY = secret.secret_string }]...)
 
   secrets = {
-    gateway      = { AUTH_SECRET = aws_secretsmanager_secret_version.auth.secret_string }
+    gateway      = { AUTH_SECRET = aws_secretsmanager_secret_version.auth.secret_string, DATABASE_URL = local.database_url, REDIS_URL = local.redis_url }
     conversation = { DATABASE_URL = local.database_url }
     ingest       = { DATABASE_URL = local.database_url }
     llm-router   = merge(local.provider_keys, { DATABASE_URL = local.database_url, REDIS_URL = local.redis_url })
