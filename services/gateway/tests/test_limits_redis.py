@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import socket
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
@@ -24,6 +23,7 @@ from parley_gateway.limits.memory_store import MemoryStore
 from parley_gateway.limits.redis_store import RedisStore, connect
 from parley_gateway.limits.store import LimitStore, StoreUnavailable
 from parley_gateway.settings import DEV_SECRET
+from parley_testkit.redis import PrivateRedis
 
 ACCEPTED = conv.TurnEvent(
     accepted=conv.MessageAccepted(user_message_id="u1", assistant_message_id="a1")
@@ -31,51 +31,6 @@ ACCEPTED = conv.TurnEvent(
 DONE = conv.TurnEvent(done=conv.TurnDone(message=conv.Message(id="a1", conversation_id="c1")))
 Api = Callable[..., AbstractAsyncContextManager[tuple[httpx.AsyncClient, Any]]]
 ErrorOf = Callable[[httpx.Response, int, str], dict[str, Any]]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-class PrivateRedis:
-    """A ``redis-server`` of the test's own on a free loopback port, without persistence, that
-    the test kills and starts again on the same port."""
-
-    def __init__(self, folder: Path) -> None:
-        self.port = _free_port()
-        self.folder = folder
-        self.process: asyncio.subprocess.Process | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    async def start(self) -> None:
-        self.process = await asyncio.create_subprocess_exec(
-            "redis-server",
-            "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-            "--dir", str(self.folder),
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL,
-        )  # fmt: skip
-        for _ in range(200):
-            try:
-                _, writer = await asyncio.open_connection("127.0.0.1", self.port)
-            except OSError:
-                await asyncio.sleep(0.05)
-                continue
-            writer.close()
-            return
-        raise RuntimeError(f"redis-server did not listen on port {self.port}")
-
-    async def kill(self) -> None:
-        assert self.process is not None
-        if self.process.returncode is None:
-            self.process.kill()
-            await self.process.wait()
 
 
 @pytest.fixture
