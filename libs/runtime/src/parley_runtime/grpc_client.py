@@ -67,12 +67,12 @@ class _Propagating:
     path of each hop.
     """
 
-    __slots__ = ("_default_timeout", "_inner", "_name", "_service")
+    __slots__ = ("_default_timeout", "_inner", "_method", "_name", "_service")
 
     def __init__(self, inner: Any, method: str, default_timeout: float) -> None:
         self._inner = inner
         self._name = method.lstrip("/")
-        self._service, _, _ = self._name.partition("/")
+        self._service, _, self._method = self._name.partition("/")
         self._default_timeout = default_timeout
 
     def __call__(
@@ -99,7 +99,7 @@ class _Propagating:
             attributes={
                 "rpc.system": "grpc",
                 "rpc.service": self._service,
-                "rpc.method": self._name.partition("/")[2],
+                "rpc.method": self._method,
             },
         )
         traced = span.get_span_context().is_valid  # without tracing there is nothing to send
