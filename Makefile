@@ -4,7 +4,7 @@ UV_VERSION := 0.13.8
 TOOLS := .tools
 UV := $(shell command -v uv 2>/dev/null || echo $(TOOLS)/bin/uv)
 
-.PHONY: run test lint format proto proto-check install bench images clean
+.PHONY: run test lint format proto proto-check install system-packages bench images clean
 
 $(TOOLS)/bin/uv:
 	python3 -m venv $(TOOLS)
@@ -16,7 +16,11 @@ install: $(if $(shell command -v uv 2>/dev/null),,$(TOOLS)/bin/uv)
 run: install
 	$(UV) run parley-dev
 
-test: install proto-check
+# Chromium and Prometheus, driven by the browser and observability tests.
+system-packages:
+	scripts/system-packages.sh
+
+test: install proto-check system-packages
 	$(UV) run pytest
 
 lint: install
