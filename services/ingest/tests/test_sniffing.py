@@ -72,7 +72,7 @@ def test_a_declared_type_the_bytes_contradict_is_refused(
     [
         (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "a PNG image"),
         (b"\xff\xd8\xff\xe0\x00\x10JFIF", "a JPEG image"),
-        (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\x00" * 64, "a legacy Office file"),
+        (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\x00" * 64, "a legacy Office document"),
         (_zip("xl/workbook.xml"), "an Excel workbook"),
         (_zip("ppt/presentation.xml"), "a PowerPoint presentation"),
         (_zip("src/main.py"), "a zip archive"),

@@ -2,49 +2,33 @@
 
 The bytes decide between the families: a PDF (``%PDF-``), a Word document (a zip archive
 holding ``word/document.xml``), or UTF-8 text; anything else is refused, named when it is a
-common kind of file. Among text types, a page that starts like an HTML document is HTML; a
-declared type (or a file name) chooses between Markdown and plain text, and a text with
-Markdown headings and nothing declared is Markdown. A declared type the bytes contradict (a
-PDF sent as ``text/plain``, text sent as ``application/pdf``) is refused as
-``content_type_mismatch`` rather than guessed at: the client learns its mistake.
+common kind of file (``parley_runtime.filetypes``, shared with the gateway's screening).
+Among text types, a page that starts like an HTML document is HTML; a declared type (or a
+file name) chooses between Markdown and plain text, and a text with Markdown headings and
+nothing declared is Markdown. A declared type the bytes contradict (a PDF sent as
+``text/plain``, text sent as ``application/pdf``) is refused as ``content_type_mismatch``
+rather than guessed at: the client learns its mistake.
 """
 
 from __future__ import annotations
 
-import codecs
 import io
 import re
 import zipfile
 
 from parley_runtime.errors import InvalidArgument
+from parley_runtime.filetypes import UNDECLARED, refuse_known, unsupported
 
 TEXT, MARKDOWN, HTML = "text/plain", "text/markdown", "text/html"
 PDF = "application/pdf"
 DOCX = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
 SUPPORTED = (TEXT, MARKDOWN, HTML, PDF, DOCX)
 _NAMES = {TEXT: "text", MARKDOWN: "Markdown", HTML: "HTML", PDF: "a PDF", DOCX: "a Word document"}
-# Declared types that say nothing about the bytes.
-_UNDECLARED = ("", "application/octet-stream", "binary/octet-stream")
-# Kinds of file a knowledge base cannot take, by their first bytes.
-_OTHER_FILES: tuple[tuple[bytes, str], ...] = (
-    (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", "a legacy Office file, a .doc say (save it as .docx)"),
-    (b"{\\rtf", "an RTF document (save it as .docx or PDF)"),
-    (b"\x89PNG\r\n\x1a\n", "a PNG image"),
-    (b"\xff\xd8\xff", "a JPEG image"),
-    (b"GIF8", "a GIF image"),
-    (b"II*\x00", "a TIFF image"),
-    (b"MM\x00*", "a TIFF image"),
-    (b"\x1f\x8b", "a gzip archive"),
-    (b"7z\xbc\xaf\x27\x1c", "a 7-Zip archive"),
-    (b"Rar!\x1a\x07", "a RAR archive"),
-    (b"\x7fELF", "an executable"),
-)  # fmt: skip
 _ZIPPED = {
     "xl/workbook.xml": "an Excel workbook",
     "ppt/presentation.xml": "a PowerPoint presentation",
     "content.xml": "an OpenDocument file (save it as .docx or PDF)",
 }
-_UTF16_32 = (codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE, codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
 _HTML_START = re.compile(
     r"^\s*(?:<\?xml[^>]*>\s*)?(?:<!--.*?-->\s*)*<(?:!doctype\s+html|html|head|body)\b",
     re.IGNORECASE | re.DOTALL,
@@ -57,11 +41,7 @@ _MARKDOWN_NAMES = (".md", ".markdown", ".mdown", ".mkd")
 
 
 def _unsupported(what: str) -> InvalidArgument:
-    return InvalidArgument(
-        f"content: the file is {what}; a knowledge base takes PDF, Word (.docx), HTML, "
-        "Markdown and UTF-8 text",
-        code="unsupported_content_type",
-    )
+    return unsupported(what, "content")
 
 
 def _family(content: bytes) -> str:
@@ -80,11 +60,7 @@ def _family(content: bytes) -> str:
             if name in names:
                 raise _unsupported(what)
         raise _unsupported("a zip archive")
-    for signature, what in _OTHER_FILES:
-        if content.startswith(signature):
-            raise _unsupported(what)
-    if content.startswith(_UTF16_32):
-        raise _unsupported("UTF-16 or UTF-32 text (convert it to UTF-8)")
+    refuse_known(content, "content")
     return TEXT
 
 
@@ -93,7 +69,7 @@ def _text_type(head: str, declared: str, filename: str) -> str:
         return HTML
     if declared == MARKDOWN or filename.lower().endswith(_MARKDOWN_NAMES):
         return MARKDOWN
-    if declared in _UNDECLARED and _MARKDOWN_HEADING.search(head):
+    if declared in UNDECLARED and _MARKDOWN_HEADING.search(head):
         return MARKDOWN
     return TEXT
 
