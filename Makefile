@@ -28,7 +28,7 @@ lint: install
 	$(UV) run ruff format --check .
 	$(UV) run mypy libs/runtime/src libs/embeddings/src tools/provider-fakes/src tools/devstack/src tools/testkit/src \
 		services/gateway/src services/conversation/src services/llm-router/src \
-		services/retrieval/src services/ingest/src
+		services/retrieval/src services/ingest/src deploy/observability/src
 
 format: install
 	$(UV) run ruff check --fix .

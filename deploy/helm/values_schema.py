@@ -274,6 +274,15 @@ def umbrella_schema() -> Schema:
         service: {"type": "object", "properties": {"enabled": BOOLEAN}} for service in SERVICES
     }
     properties["global"] = ref("global")
+    properties["observability"] = obj(
+        {
+            "dashboards": obj(
+                {"enabled": BOOLEAN, "labels": STRING_MAP, "annotations": STRING_MAP}
+            ),
+            "prometheusRule": obj({"enabled": BOOLEAN, "labels": STRING_MAP}),
+            "runbookBaseUrl": string(pattern=r"^(https?://\S+)?$"),
+        }
+    )
     return document("Values of the parley umbrella chart.", properties)
 
 

@@ -32,6 +32,7 @@ NAMESPACE = "parley"
 # Kinds of custom resources, which kubernetes-validate has no schema for.
 CUSTOM_KINDS = {
     ("monitoring.coreos.com/v1", "ServiceMonitor"),
+    ("monitoring.coreos.com/v1", "PrometheusRule"),
     ("gateway.networking.k8s.io/v1", "HTTPRoute"),
 }
 

@@ -1,5 +1,8 @@
 {{- /* For the Prometheus operator; the headless Service has no metrics port, so each pod
-is scraped once. */ -}}
+is scraped once. The job label is the service's name (gateway, conversation...), whatever the
+name prefix, as the services name themselves in traces (service.name): Tempo's links from a
+span to its service's metrics match the two. Prometheus asks for OpenMetrics first, so
+latency histograms arrive with their exemplars. */ -}}
 {{- define "parley-lib.servicemonitor" -}}
 {{- if .Values.serviceMonitor.enabled }}
 apiVersion: monitoring.coreos.com/v1
@@ -10,6 +13,7 @@ metadata:
     {{- toYaml . | nindent 4 }}
     {{- end }}
 spec:
+  jobLabel: app.kubernetes.io/name
   selector:
     matchLabels:
       {{- include "parley-lib.selectorLabels" . | nindent 6 }}
