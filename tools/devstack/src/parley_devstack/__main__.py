@@ -57,7 +57,13 @@ async def _seed(base_url: str, token: str, readme: str | None) -> str:
 
 
 async def run(data_dir: Path, port: int, readme: str | None) -> int:
-    platform = Platform(data_dir=data_dir, gateway_port=port)
+    # The chat page's development sign-in: anyone who can reach this loopback port may act
+    # as any user, as anyone holding the development secret already can.
+    platform = Platform(
+        data_dir=data_dir,
+        gateway_port=port,
+        per_service_env={"gateway": {"DEV_SIGN_IN": "true"}},
+    )
     print(f"starting Parley (data in {data_dir}, logs in {data_dir / 'logs'}) ...", flush=True)
     try:
         ready = await platform.start()
@@ -83,6 +89,8 @@ async def run(data_dir: Path, port: int, readme: str | None) -> int:
     print(
         f"""
 Parley is running at {platform.gateway_url}  (answers from {model})
+
+Open the chat page: {platform.gateway_url}/  (sign in as any tenant and user)
 
   export PARLEY_TOKEN={token}
 
