@@ -16,6 +16,14 @@ process (from /proc), and of the load side (the load generator and the fake toge
 shares the other core. Each run's own added p99, against the direct run beside it, goes to
 stderr and the results file: a p99 of a few thousand requests moves by several milliseconds
 from run to run on a shared host.
+
+With ``--tracing``, two more routers run beside the first, with tracing on (every trace
+sampled, exported over OTLP to ``bench/otlp_sink.py``, which counts and drops them):
+``llm-router traced`` with every instrumentation it installs (the aiohttp client's span per
+provider call, SQLAlchemy's per ledger statement), and ``llm-router traced, no HTTP spans``
+without the aiohttp client's (``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=aiohttp-client``): the
+hand-written spans alone. They take turns with the others, so the same spell of the host falls
+on all of them.
 """
 
 from __future__ import annotations
@@ -107,6 +115,13 @@ def router_stream(stub: pb_grpc.LlmRouterStub) -> Call:
     return one
 
 
+# The traced routers of --tracing: their target name and the instrumentations left off.
+TRACED = {
+    "llm-router traced": "",
+    "llm-router traced, no HTTP spans": "aiohttp-client",
+}
+
+
 @dataclass
 class Servers:
     fake_url: str
@@ -116,6 +131,8 @@ class Servers:
     litellm_url: str | None = None
     litellm_pid: int | None = None
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    # Target name: the address and pid of a traced router (--tracing).
+    traced: dict[str, tuple[str, int]] = field(default_factory=dict)
 
     def stop(self) -> None:
         for process in self.processes:
@@ -127,34 +144,77 @@ class Servers:
                 process.kill()
 
 
-def spawn(
-    workdir: Path, with_litellm: bool, timing: tuple[float, float, int], placement: Placement
-) -> Servers:
-    """Start the fake, the router and (when installed) the LiteLLM proxy as processes."""
-    logs = workdir / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    fake_port, router_port = free_port(), free_port()
-    fake = spawn_fake(fake_port, timing, placement, (logs / "fake.log").open("wb"))
-    fake_url = f"http://127.0.0.1:{fake_port}"
+def spawn_router(
+    workdir: Path, name: str, fake_url: str, placement: Placement, **env: str
+) -> tuple[subprocess.Popen[bytes], int]:
+    """An llm-router process on the servers' CPU with the fake as its provider, and its
+    port; ``env`` adds to its environment."""
+    port = free_port()
     router_env = {
         **os.environ,
-        "GRPC_PORT": str(router_port),
+        "GRPC_PORT": str(port),
         "OPENAI_BASE_URL": f"{fake_url}/v1",
         "OPENAI_MODEL": "gpt-fake",
-        "DATABASE_URL": f"sqlite:///{workdir}/router.db",
+        "DATABASE_URL": f"sqlite:///{workdir}/{name}.db",
         "LOG_LEVEL": "WARNING",
+        **env,
     }
     router_env.pop("REDIS_URL", None)
-    router = subprocess.Popen(
+    if "OTEL_EXPORTER_OTLP_ENDPOINT" not in env:
+        router_env.pop("OTEL_EXPORTER_OTLP_ENDPOINT", None)
+    process = subprocess.Popen(
         [str(Path(sys.executable).parent / "parley-llm-router")],
         env=router_env,
-        stdout=(logs / "router.log").open("wb"),
+        stdout=(workdir / "logs" / f"{name}.log").open("wb"),
         stderr=subprocess.STDOUT,
         preexec_fn=placement.on(placement.servers),
     )
+    return process, port
+
+
+def spawn(
+    workdir: Path,
+    with_litellm: bool,
+    timing: tuple[float, float, int],
+    placement: Placement,
+    with_tracing: bool = False,
+) -> Servers:
+    """Start the fake, the router, (with ``with_tracing``) the traced routers and their
+    span sink, and (when installed) the LiteLLM proxy as processes."""
+    logs = workdir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    fake_port = free_port()
+    fake = spawn_fake(fake_port, timing, placement, (logs / "fake.log").open("wb"))
+    fake_url = f"http://127.0.0.1:{fake_port}"
+    router, router_port = spawn_router(workdir, "router", fake_url, placement)
     servers = Servers(
         fake_url, f"127.0.0.1:{router_port}", router.pid, fake.pid, processes=[fake, router]
     )
+    if with_tracing:
+        sink_port = free_port()
+        servers.processes.append(
+            subprocess.Popen(
+                [
+                    *(sys.executable, str(Path(__file__).parent / "otlp_sink.py")),
+                    *("--port", str(sink_port)),
+                ],
+                stdout=(logs / "otlp-sink.log").open("wb"),
+                stderr=subprocess.STDOUT,
+                preexec_fn=placement.on(placement.clients),
+            )
+        )
+        for index, (name, disabled) in enumerate(TRACED.items()):
+            traced, port = spawn_router(
+                workdir,
+                f"router-traced-{index}",
+                fake_url,
+                placement,
+                OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{sink_port}",
+                OTEL_TRACES_SAMPLER_RATIO="1.0",
+                OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=disabled,
+            )
+            servers.processes.append(traced)
+            servers.traced[name] = (f"127.0.0.1:{port}", traced.pid)
     if with_litellm and litellm_installed():
         port = free_port()
         proxy = spawn_litellm(workdir, fake_url, port, placement)
@@ -182,8 +242,9 @@ def spawn_floor(servers: Servers, placement: Placement, workdir: Path) -> tuple[
 
 async def wait_ready(servers: Servers) -> None:
     await wait_http(f"{servers.fake_url}/_fake/stats")
-    async with grpc.aio.insecure_channel(servers.router_address) as chan:
-        await asyncio.wait_for(chan.channel_ready(), 60)
+    for address in (servers.router_address, *(a for a, _ in servers.traced.values())):
+        async with grpc.aio.insecure_channel(address) as chan:
+            await asyncio.wait_for(chan.channel_ready(), 60)
     if servers.litellm_url:
         await wait_http(f"{servers.litellm_url}/health/liveliness", within=120)
 
@@ -196,11 +257,12 @@ async def bench(
     timing: tuple[float, float, int],
     placement: Placement,
     with_floor: bool = False,
+    with_tracing: bool = False,
 ) -> list[Level]:
     workdir = Path(tempfile.mkdtemp(prefix="parley-bench-"))
     ttft_ms, token_delay_ms, tokens = timing
     answer_seconds = (ttft_ms + token_delay_ms * (tokens - 1)) / 1000
-    servers = spawn(workdir, with_litellm, timing, placement)
+    servers = spawn(workdir, with_litellm, timing, placement, with_tracing)
     floor: tuple[str, int] | None = None
     if with_floor:
         floor = spawn_floor(servers, placement, workdir)
@@ -213,6 +275,11 @@ async def bench(
         "direct": (sse_stream(session, f"{servers.fake_url}/v1", "k", "gpt-fake"), None),
         "llm-router": (router_stream(stub), servers.router_pid),
     }
+    traced_chans = []
+    for name, (address, pid) in servers.traced.items():
+        traced_chan = channel(address, "parley.llm_router.v1.LlmRouter", default_timeout=60)
+        traced_chans.append(traced_chan)
+        targets[name] = (router_stream(pb_grpc.LlmRouterStub(traced_chan)), pid)
     floor_chan = None
     if floor is not None:
         floor_chan = grpc.aio.insecure_channel(floor[0])
@@ -285,6 +352,8 @@ async def bench(
                     )
     finally:
         await chan.close()
+        for traced_chan in traced_chans:
+            await traced_chan.close()
         if floor_chan is not None:
             await floor_chan.close()
         await session.close()
@@ -352,6 +421,12 @@ def main() -> None:
         help="also measure bench/relay_floor.py, a bare grpc.aio + aiohttp relay: the stack's "
         "own cost, without the router's work",
     )
+    parser.add_argument(
+        "--tracing",
+        action="store_true",
+        help="also measure llm-router with tracing on: every instrumentation, and without "
+        "the provider calls' HTTP spans",
+    )
     parser.add_argument("--ttft-ms", type=float, default=TTFT_MS)
     parser.add_argument("--token-delay-ms", type=float, default=TOKEN_DELAY_MS)
     parser.add_argument("--tokens", type=int, default=TOKENS)
@@ -376,6 +451,7 @@ def main() -> None:
             timing,
             placement,
             args.floor,
+            args.tracing,
         )
     )
     out = ROOT / "bench" / "results" / f"router-{time.strftime('%Y%m%d-%H%M%S')}.json"

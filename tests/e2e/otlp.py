@@ -22,10 +22,24 @@ class ReceivedSpan:
     attributes: dict[str, Any]
     # Each event's name and attributes, in order.
     events: tuple[tuple[str, dict[str, Any]], ...] = ()
+    # OTLP's span kind (1 internal, 2 server, 3 client, 4 producer, 5 consumer).
+    kind: int = 0
+    # Each link's trace id and span id.
+    links: tuple[tuple[str, str], ...] = ()
+    # When it started and ended, in nanoseconds since the epoch.
+    start_ns: int = 0
+    end_ns: int = 0
+
+
+def _value(value: Any) -> Any:
+    kind = value.WhichOneof("value")
+    if kind == "array_value":
+        return [_value(item) for item in value.array_value.values]
+    return getattr(value, kind) if kind else None
 
 
 def _attributes(values: Any) -> dict[str, Any]:
-    return {a.key: a.value.string_value or a.value.int_value for a in values}
+    return {a.key: _value(a.value) for a in values}
 
 
 @dataclass
@@ -57,6 +71,12 @@ class SpanSink(ts_grpc.TraceServiceServicer):
                             events=tuple(
                                 (event.name, _attributes(event.attributes)) for event in span.events
                             ),
+                            kind=span.kind,
+                            links=tuple(
+                                (link.trace_id.hex(), link.span_id.hex()) for link in span.links
+                            ),
+                            start_ns=span.start_time_unix_nano,
+                            end_ns=span.end_time_unix_nano,
                         )
                     )
         return ts.ExportTraceServiceResponse()

@@ -416,7 +416,10 @@ async def test_metrics_count_attempts_fallbacks_tokens_cache_and_in_flight(rig: 
         ),
         "an_ok": ("parley_llm_requests_total", {"candidate": an, "outcome": "ok"}),
         "fallbacks": ("parley_llm_fallbacks_total", {"alias": "chain"}),
-        "an_out": ("parley_llm_tokens_total", {"candidate": an, "direction": "output"}),
+        "an_out": (
+            "parley_llm_tokens_total",
+            {"candidate": an, "direction": "output", "tenant": "acme"},
+        ),
         "an_ttft": ("parley_llm_time_to_first_token_seconds_count", {"candidate": an}),
         "an_tps": ("parley_llm_output_tokens_per_second_count", {"candidate": an}),
         "misses": ("parley_llm_cache_total", {"result": "miss"}),

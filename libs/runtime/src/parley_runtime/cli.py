@@ -44,7 +44,7 @@ def service_main(
         migrate.add_argument("revision", nargs="?")
     args = parser.parse_args()
     settings = load_settings(settings_type, service)
-    setup_logging(service, settings.log_level)
+    setup_logging(service, settings.log_level, settings.log_format)
     if migrations is not None and args.command == "migrate":
         # Imported here: services without a database do not install the SQL stack.
         from parley_runtime import db
@@ -54,7 +54,12 @@ def service_main(
         url: str = getattr(settings, "database_url")  # noqa: B009
         asyncio.run(step(migrations.location, url, migrations.version_table, revision))
         return
-    setup_tracing(service, settings.otel_exporter_otlp_endpoint, settings.otel_traces_sampler_ratio)
+    setup_tracing(
+        service,
+        settings.otel_exporter_otlp_endpoint,
+        settings.otel_traces_sampler_ratio,
+        settings.otel_python_disabled_instrumentations,
+    )
 
     async def serve_built() -> None:
         wiring = await build(settings)

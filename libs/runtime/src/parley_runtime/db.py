@@ -4,22 +4,85 @@ Each service keeps its own migration history in its package and its own version 
 several services may share one PostgreSQL database without reading each other's tables.
 ``sqlite:///file.db`` and ``postgresql://...`` URLs are accepted as operators write them and
 mapped onto the async drivers (aiosqlite, asyncpg).
+
+Every engine's pool is measured (``parley_db_pool_connections{state}``,
+``parley_db_pool_limit``, summed over the process's engines and read when scraped, and
+``parley_db_pool_wait_seconds``, the time to get a connection), and while tracing, every
+statement is a span (OpenTelemetry's SQLAlchemy instrumentation).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import time
+import weakref
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import sqlalchemy.ext.asyncio
+from prometheus_client import REGISTRY, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 from sqlalchemy import event, text
-from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlalchemy.ext.asyncio import AsyncSession as AsyncSession
+from sqlalchemy.pool import AsyncAdaptedQueuePool, PoolProxiedConnection, QueuePool
+
+from parley_runtime import telemetry
 
 if TYPE_CHECKING:
     from alembic.config import Config
+
+POOL_WAIT = Histogram(
+    "parley_db_pool_wait_seconds",
+    "Time to get a connection from the pool (a new connection's setup included).",
+    buckets=(0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5),
+)
+
+
+class MeasuredPool(AsyncAdaptedQueuePool):
+    """The async engines' default pool, timing how long each checkout waits."""
+
+    def connect(self) -> PoolProxiedConnection:
+        started = time.perf_counter()
+        try:
+            return super().connect()
+        finally:
+            POOL_WAIT.observe(time.perf_counter() - started, telemetry.exemplar())
+
+
+class _PoolCollector(Collector):
+    """The connections of every engine of the process, read when scraped (nothing is
+    counted on the way)."""
+
+    def __init__(self) -> None:
+        self.engines: weakref.WeakSet[Engine] = weakref.WeakSet()
+
+    def collect(self) -> Iterator[Metric]:
+        in_use = idle = limit = 0
+        for engine in list(self.engines):
+            pool = engine.pool  # replaced when the engine is disposed
+            if isinstance(pool, QueuePool):
+                in_use += pool.checkedout()
+                idle += pool.checkedin()
+                limit += pool.size() + max(pool._max_overflow, 0)
+        connections = GaugeMetricFamily(
+            "parley_db_pool_connections",
+            "Connections of the database pools, by state (in_use, idle).",
+            labels=["state"],
+        )
+        connections.add_metric(["in_use"], in_use)
+        connections.add_metric(["idle"], idle)
+        yield connections
+        yield GaugeMetricFamily(
+            "parley_db_pool_limit", "The most connections the pools may open.", value=limit
+        )
+
+
+_POOLS = _PoolCollector()
+REGISTRY.register(_POOLS)
 
 
 def async_url(url: str) -> str:
@@ -40,12 +103,38 @@ def _make_sqlite_folder(url: str) -> None:
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
 
 
+def _in_memory(url: str) -> bool:
+    parsed = make_url(url)
+    return parsed.drivername.startswith("sqlite") and (
+        parsed.database in (None, "", ":memory:") or parsed.query.get("mode") == "memory"
+    )
+
+
+def _create_async_engine(url: str, **kwargs: Any) -> AsyncEngine:
+    """``create_async_engine`` with the measured pool (an in-memory SQLite database keeps
+    its single shared connection), traced while tracing is on, and its pool counted."""
+    if not _in_memory(url):
+        kwargs.setdefault("poolclass", MeasuredPool)
+    if telemetry.instrumented("sqlalchemy"):
+        from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
+
+        instrumentor = SQLAlchemyInstrumentor()
+        if not instrumentor.is_instrumented_by_opentelemetry:
+            # Wraps create_async_engine (looked up below, when called) and Engine.connect.
+            # Its declared range stops below SQLAlchemy 2.1, which it traces all the same
+            # (tests/e2e/test_traces.py): the check would leave it off.
+            instrumentor.instrument(enable_commenter=False, skip_dep_check=True)
+    engine = sqlalchemy.ext.asyncio.create_async_engine(url, **kwargs)
+    _POOLS.engines.add(engine.sync_engine)
+    return engine
+
+
 def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     """An engine for ``url``; SQLite gets WAL, foreign keys and a busy timeout."""
     url = async_url(url)
     _make_sqlite_folder(url)
     if url.startswith("sqlite"):
-        engine = create_async_engine(url, connect_args={"timeout": 30}, **kwargs)
+        engine = _create_async_engine(url, connect_args={"timeout": 30}, **kwargs)
 
         @event.listens_for(engine.sync_engine, "connect")
         def _sqlite_pragmas(dbapi_connection: Any, _: Any) -> None:
@@ -59,15 +148,16 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     kwargs.setdefault("pool_size", 10)
     kwargs.setdefault("max_overflow", 20)
     kwargs.setdefault("pool_pre_ping", True)
-    return create_async_engine(url, **kwargs)
+    return _create_async_engine(url, **kwargs)
 
 
 def readiness(engine: AsyncEngine) -> Callable[[], Awaitable[bool]]:
     """A readiness check (``Wiring.ready``): the database answers a trivial query."""
 
     async def answers() -> bool:
-        async with engine.connect() as conn:
-            await conn.execute(text("SELECT 1"))
+        with telemetry.untraced():
+            async with engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
         return True
 
     return answers

@@ -7,7 +7,8 @@ registered (:func:`instrument`), so that every RPC:
 
 - reads the principal, request id and trace context from the metadata into context variables
   (so logs carry them and outgoing calls propagate them) and records the caller's deadline;
-- opens one server span;
+- opens one server span, and counts the RPC in flight (``parley_grpc_server_in_flight``)
+  until it ends, however it ends;
 - turns a :class:`~parley_runtime.errors.ParleyError` into its gRPC status (stable code in the
   trailing metadata), and anything else into INTERNAL with a generic message and a logged
   stack trace.
@@ -45,7 +46,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 from parley_runtime import telemetry
 from parley_runtime.context import (
@@ -56,7 +57,7 @@ from parley_runtime.context import (
     request_id_var,
 )
 from parley_runtime.errors import ParleyError, trailing_metadata
-from parley_runtime.metrics import RPC_DURATION, RPC_HANDLED, serve_metrics
+from parley_runtime.metrics import RPC_DURATION, RPC_HANDLED, RPC_IN_FLIGHT, serve_metrics
 from parley_runtime.settings import ServiceSettings
 
 GC_YOUNG_THRESHOLD = 10_000
@@ -97,7 +98,7 @@ class _Scope:
     that ends with it: what is set here is seen by this call alone, and needs no reset.
     """
 
-    __slots__ = ("_span", "context", "method", "started")
+    __slots__ = ("_in_flight", "_span", "context", "method", "started")
 
     def __init__(self, method: str, context: grpc.aio.ServicerContext) -> None:
         metadata = {
@@ -108,6 +109,8 @@ class _Scope:
         self.method = method
         self.context = context
         self.started = time.perf_counter()
+        self._in_flight: Gauge | None = _in_flight(method)
+        self._in_flight.inc()
         principal_var.set(Principal.from_metadata(metadata))
         # A uuid4's 32 hex digits, without building a UUID object on every call.
         request_id_var.set(metadata.get(REQUEST_ID_KEY) or os.urandom(16).hex())
@@ -124,8 +127,15 @@ class _Scope:
             otel_context.attach(trace.set_span_in_context(span))
 
     def finish(self, code: grpc.StatusCode) -> None:
+        """Count, time and end the RPC, once (what follows is a no-op)."""
+        in_flight = self._in_flight
+        if in_flight is None:
+            return
+        self._in_flight = None
+        in_flight.dec()
         _handled(self.method, code.name).inc()
-        _duration(self.method).observe(time.perf_counter() - self.started)
+        elapsed = time.perf_counter() - self.started
+        _duration(self.method).observe(elapsed, telemetry.exemplar(self._span))
         self._span.set_attribute("rpc.grpc.status_code", code.value[0])
         if code not in (grpc.StatusCode.OK, grpc.StatusCode.CANCELLED):
             self._span.set_status(trace.StatusCode.ERROR, code.name)
@@ -168,6 +178,11 @@ def _duration(method: str) -> Histogram:
     return RPC_DURATION.labels(method)
 
 
+@functools.cache
+def _in_flight(method: str) -> Gauge:
+    return RPC_IN_FLIGHT.labels(method)
+
+
 def _wrap_unary(method: str, behaviour: Callable[..., Awaitable[Any]]) -> Callable[..., Any]:
     async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
         scope = _Scope(method, context)
@@ -189,6 +204,9 @@ def _wrap_stream(method: str, behaviour: Callable[..., AsyncIterator[Any]]) -> C
                 yield response
         except _ENDINGS as error:
             await scope.end(error)
+        except GeneratorExit:  # closed where it waited to send: the call is gone
+            scope.finish(grpc.StatusCode.CANCELLED)
+            raise
         scope.finish(grpc.StatusCode.OK)
 
     return handle
@@ -208,6 +226,9 @@ def instrument(method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHan
     span, metrics and error mapping around it (see the module docstring)."""
     if method.startswith(_PLUMBING):
         return handler
+    # Exported from the start, at zero: a method not called yet is a series all the same.
+    _in_flight(method)
+    _duration(method)
     for kind, make, wrap in _KINDS:
         behaviour = getattr(handler, kind)
         if behaviour:

@@ -1,4 +1,5 @@
-"""JSON logs with the request id and trace id of the request being served."""
+"""Logs with the request id, trace id and span id of the request being served: JSON lines
+for a log store (the default), or text lines for a terminal (``LOG_FORMAT=text``)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,22 @@ from parley_runtime.context import principal_var, request_id_var
 _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
 
 
+def _ids() -> dict[str, str]:
+    """The request's ids: request id, tenant, and the current span's trace and span ids."""
+    ids: dict[str, str] = {}
+    request_id = request_id_var.get()
+    if request_id:
+        ids["request_id"] = request_id
+    principal = principal_var.get()
+    if principal is not None:
+        ids["tenant_id"] = principal.tenant_id
+    span_context = trace.get_current_span().get_span_context()
+    if span_context.is_valid:
+        ids["trace_id"] = format(span_context.trace_id, "032x")
+        ids["span_id"] = format(span_context.span_id, "016x")
+    return ids
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, service, logger, message, ids, extras."""
 
@@ -31,16 +48,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        request_id = request_id_var.get()
-        if request_id:
-            entry["request_id"] = request_id
-        principal = principal_var.get()
-        if principal is not None:
-            entry["tenant_id"] = principal.tenant_id
-        span_context = trace.get_current_span().get_span_context()
-        if span_context.is_valid:
-            entry["trace_id"] = format(span_context.trace_id, "032x")
-            entry["span_id"] = format(span_context.span_id, "016x")
+        entry.update(_ids())
         for key, value in record.__dict__.items():
             if key not in _STANDARD and not key.startswith("_"):
                 entry[key] = value
@@ -49,10 +57,28 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
-def setup_logging(service: str, level: str = "INFO") -> None:
-    """Send every logger's records to stderr as JSON lines."""
+class TextFormatter(logging.Formatter):
+    """One line: time, level, logger, message, then the ids and extras as ``key=value``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        at = datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds")
+        fields = _ids()
+        for key, value in record.__dict__.items():
+            if key not in _STANDARD and not key.startswith("_"):
+                fields[key] = str(value)
+        line = f"{at} {record.levelname:<7} {record.name}: {record.getMessage()}"
+        if fields:
+            line += " " + " ".join(f"{key}={value}" for key, value in fields.items())
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
+def setup_logging(service: str, level: str = "INFO", log_format: str = "json") -> None:
+    """Send every logger's records to stderr, as JSON lines or (``text``) plain lines."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter(service))
+    formatter = TextFormatter() if log_format == "text" else JsonFormatter(service)
+    handler.setFormatter(formatter)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -23,10 +23,18 @@ class ProcessSettings(BaseSettings):
         0, ge=0, le=65535, description="Prometheus /metrics port; 0 disables the endpoint."
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["json", "text"] = Field(
+        "json", description="JSON lines (for a log store), or text lines for a terminal."
+    )
     otel_exporter_otlp_endpoint: str | None = Field(
         None, description="OTLP/gRPC endpoint for traces; unset disables tracing."
     )
     otel_traces_sampler_ratio: float = Field(1.0, ge=0.0, le=1.0)
+    otel_python_disabled_instrumentations: str = Field(
+        "",
+        description="Library instrumentations left off while tracing, comma-separated: "
+        "fastapi, sqlalchemy, redis, aiohttp-client.",
+    )
     shutdown_grace_seconds: float = Field(
         10.0, gt=0, description="How long in-flight calls may drain after SIGTERM."
     )

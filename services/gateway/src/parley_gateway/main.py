@@ -48,10 +48,13 @@ class _Server(uvicorn.Server):
 
 
 def serve(settings: Settings) -> None:
-    setup_logging("gateway", settings.log_level)
+    setup_logging("gateway", settings.log_level, settings.log_format)
     install_log_redaction()
     setup_tracing(
-        "gateway", settings.otel_exporter_otlp_endpoint, settings.otel_traces_sampler_ratio
+        "gateway",
+        settings.otel_exporter_otlp_endpoint,
+        settings.otel_traces_sampler_ratio,
+        settings.otel_python_disabled_instrumentations,
     )
     if settings.auth_mode == "dev" and settings.auth_secret == DEV_SECRET:
         log.warning("AUTH_SECRET is the development default; set it before exposing the API")
@@ -85,7 +88,7 @@ def main() -> None:
     if args.command == "migrate":
         from parley_runtime import db
 
-        setup_logging("gateway", settings.log_level)
+        setup_logging("gateway", settings.log_level, settings.log_format)
         step = db.upgrade if args.direction == "upgrade" else db.downgrade
         revision = args.revision or ("head" if args.direction == "upgrade" else "base")
         asyncio.run(step(MIGRATIONS, settings.database_url, VERSION_TABLE, revision))

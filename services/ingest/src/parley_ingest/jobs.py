@@ -29,6 +29,11 @@ CPU-bound parsing and chunking run in a worker thread, off the event loop.
 
 The worker serves no caller: a job acts for its uploader, whose tenant and user its row
 carries, and passes that principal explicitly to every indexing call.
+
+Each attempt is a trace of its own, linked to the upload's (the job keeps the upload's
+``traceparent``): the span ``ingest job`` and, under it, the database and the indexing calls.
+The worker samples the queue's depth every :data:`QUEUE_SAMPLE_SECONDS`; a job's lag (upload
+to first start) and each attempt's duration are histograms.
 """
 
 from __future__ import annotations
@@ -37,23 +42,38 @@ import asyncio
 import contextvars
 import logging
 import random
+import time
 from collections import defaultdict
 from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from opentelemetry import trace
 
 from parley_ingest.adapters.store import IngestStore, Work
 from parley_ingest.chunking import TextChunk, chunk_text
 from parley_ingest.index import ChunkIndex
-from parley_ingest.metrics import JOB_RETRIES, JOBS_FINISHED
+from parley_ingest.metrics import (
+    JOB_DURATION,
+    JOB_LAG,
+    JOB_RETRIES,
+    JOBS_FINISHED,
+    QUEUE_DEPTH,
+)
 from parley_ingest.parsers import UnreadableDocument
 from parley_ingest.parsing import parse
 from parley_ingest.settings import Settings
+from parley_runtime import telemetry
 from parley_runtime.context import Principal
 from parley_runtime.errors import ParleyError
+from parley_runtime.timestamps import utcnow
 
 log = logging.getLogger("parley.ingest.jobs")
 
 BATCH = 512  # retrieval's IndexChunks takes at most this many chunks per call
 MAX_RETRY_SECONDS = 300.0  # the longest wait between two attempts
+QUEUE_SAMPLE_SECONDS = 5.0
+
+_tracer = trace.get_tracer("parley.ingest")
 
 
 @dataclass
@@ -65,6 +85,7 @@ class _Attempt:
     who: Principal
     stage: str = "parsing"
     indexed: bool = False
+    outcome: str = "failed"  # succeeded, failed, retried
 
 
 class JobRunner:
@@ -115,6 +136,11 @@ class JobRunner:
         self._tasks.append(
             asyncio.create_task(self._sweep(), name="ingest-sweep", context=contextvars.Context())
         )
+        self._tasks.append(
+            asyncio.create_task(
+                self._sample_queue(), name="ingest-queue-depth", context=contextvars.Context()
+            )
+        )
 
     def submit(self, job_id: str) -> None:
         """Queue a job (already stored as QUEUED); a job queued here already is left alone."""
@@ -153,14 +179,44 @@ class JobRunner:
 
     async def process(self, job_id: str) -> None:
         """Run one job to its end, if it is still to be done and no one else has it."""
-        work = await self.store.claim(job_id)
+        with telemetry.untraced():  # most claims take nothing: the job's span says what ran
+            work = await self.store.claim(job_id)
         if work is None:
             return  # done already, deleted, not due, or its document's other job is running
+        started = time.perf_counter()
         self._running.add(job_id)
         self._notify(job_id)
-        heartbeat = asyncio.create_task(self._heartbeat(job_id))
         # Act as the uploader, so retrieval files the chunks under the uploader's tenant.
         attempt = _Attempt(work, Principal(work.job.tenant_id, work.job.user_id))
+        with telemetry.span(
+            _tracer,
+            "ingest job",
+            {
+                "parley.job.id": job_id,
+                "parley.document.id": work.document.id,
+                "parley.job.attempt": work.job.attempts,
+            },
+            trace.SpanKind.CONSUMER,
+            telemetry.links(work.job.traceparent),
+        ) as span:
+            if work.job.attempts == 1:
+                lag = (utcnow() - _aware(work.job.created_at)).total_seconds()
+                JOB_LAG.observe(max(lag, 0.0), telemetry.exemplar(span))
+            await self._attempt(attempt)
+            span.set_attribute("parley.job.outcome", attempt.outcome)
+            JOB_DURATION.labels(attempt.outcome).observe(
+                time.perf_counter() - started, telemetry.exemplar(span)
+            )
+        # Its document's next job (a newer version, queued meanwhile) may run now.
+        with telemetry.untraced():
+            queued = await self.store.queued_of(work.document.id)
+        for next_id in queued:
+            self.submit(next_id)
+
+    async def _attempt(self, attempt: _Attempt) -> None:
+        """Run the claimed job to its end, a retry or a failure (see the module docstring)."""
+        work, job_id = attempt.work, attempt.work.job.id
+        heartbeat = asyncio.create_task(self._heartbeat(job_id))
         limit = self.settings.job_max_attempts
         try:
             if work.job.attempts > limit:  # the last attempt's worker died mid-job
@@ -186,9 +242,6 @@ class JobRunner:
         finally:
             heartbeat.cancel()
             self._running.discard(job_id)
-        # Its document's next job (a newer version, queued meanwhile) may run now.
-        for next_id in await self.store.queued_of(work.document.id):
-            self.submit(next_id)
 
     async def _retry_later(self, attempt: _Attempt, error: ParleyError) -> None:
         job, document = attempt.work.job, attempt.work.document
@@ -197,6 +250,7 @@ class JobRunner:
         message += f"{self.settings.job_max_attempts}, retrying in {delay:.1f} s"
         await self.store.retry_later(job.id, document.id, delay, error=message, code=error.code)
         JOB_RETRIES.inc()
+        attempt.outcome = "retried"
         log.warning("ingest job will be retried", extra={"job_id": job.id, "error": message})
         self._notify(job.id)
         # Here, when it is due; any replica's sweep takes it up if this one is gone by then.
@@ -290,6 +344,7 @@ class JobRunner:
             job_id, attempt.work.document.id, chunks=chunks, error=error, code=code
         )
         JOBS_FINISHED.labels("failed" if error else "succeeded").inc()
+        attempt.outcome = "failed" if error else "succeeded"
         if error:
             log.warning("ingest job failed", extra={"job_id": job_id, "error": error})
         self._notify(job_id)
@@ -313,11 +368,22 @@ class JobRunner:
             except Exception:
                 log.warning("renewing a job's lease failed", extra={"job_id": job_id})
 
+    async def _sample_queue(self) -> None:
+        while True:
+            try:
+                with telemetry.untraced():
+                    QUEUE_DEPTH.set(await self.store.queued())
+            except Exception:
+                log.warning("counting the queued jobs failed", exc_info=True)
+            await asyncio.sleep(QUEUE_SAMPLE_SECONDS)
+
     async def _sweep(self) -> None:
         while True:
             await asyncio.sleep(self.sweep_seconds)
             try:
-                for job_id in await self.store.unfinished():
+                with telemetry.untraced():
+                    unfinished = await self.store.unfinished()
+                for job_id in unfinished:
                     self.submit(job_id)
             except Exception:
                 log.exception("looking for unfinished jobs failed")
@@ -334,3 +400,8 @@ class JobRunner:
             finally:
                 self._scheduled.discard(job_id)
                 self.queue.task_done()
+
+
+def _aware(at: datetime) -> datetime:
+    """A stored time as UTC (SQLite gives it back without its zone)."""
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)

@@ -98,6 +98,8 @@ class JobRow(Base):
     lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     # The replica working on a running job: its next process takes the job back at start.
     worker: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    # The W3C trace context of the upload that queued the job: its runs link to that trace.
+    traceparent: Mapped[str | None] = mapped_column(String(64), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 

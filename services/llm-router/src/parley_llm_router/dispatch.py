@@ -16,6 +16,11 @@ For a request the dispatcher
    timeouts apply, and a failure ends the stream with :class:`Failed` and partial usage;
 5. completes usage (counted when the provider reported none), prices it, records it in the
    ledger and stores cacheable answers.
+
+Each attempt is a span with OpenTelemetry's GenAI attributes (``gen_ai.*``: provider, request
+and response model, token usage, finish reasons) and a ``first_token`` event; each retry and
+each fallback is an event (``retry``, ``fallback``: the candidate and the reason) on the span
+of the request (llm-router's ``StreamChat`` or ``Chat``).
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ from parley_llm_router.metrics import (
     REQUESTS,
     RETRIES,
     CandidateMeters,
+    TenantMeters,
 )
 from parley_llm_router.providers.base import Timeouts
 from parley_llm_router.providers.failures import (
@@ -60,11 +66,15 @@ from parley_llm_router.providers.failures import (
 from parley_llm_router.resilience import Bulkhead, RetryPolicy, Saturated, Watchdog
 from parley_llm_router.routing import Candidate, LatencyTracker, Route, order
 from parley_llm_router.tokens import TokenCounter
+from parley_runtime import telemetry
 from parley_runtime.context import Principal, remaining_seconds
 from parley_runtime.errors import ParleyError, Unavailable
 
 log = logging.getLogger("parley.llm_router")
 _tracer = trace.get_tracer("parley.llm_router")
+
+# Tenants whose tokens and cost have their series looked up; beyond, looked up per answer.
+MAX_TENANT_METERS = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,11 +117,21 @@ class Dispatcher:
     latency: LatencyTracker = field(default_factory=LatencyTracker)
     bulkheads: dict[tuple[str, int], Bulkhead] = field(default_factory=dict)
     meters: dict[str, CandidateMeters] = field(default_factory=dict)
+    tenant_meters: dict[tuple[str, str], TenantMeters] = field(default_factory=dict)
 
     def _meters(self, candidate: Candidate) -> CandidateMeters:
         meters = self.meters.get(candidate.label)
         if meters is None:
             meters = self.meters[candidate.label] = CandidateMeters.of(candidate.label)
+        return meters
+
+    def _tenant_meters(self, candidate: Candidate, tenant: str) -> TenantMeters:
+        key = (candidate.label, tenant)
+        meters = self.tenant_meters.get(key)
+        if meters is None:
+            meters = TenantMeters.of(candidate.label, tenant)
+            if len(self.tenant_meters) < MAX_TENANT_METERS:
+                self.tenant_meters[key] = meters
         return meters
 
     def _bulkhead(self, candidate: Candidate) -> Bulkhead:
@@ -146,9 +166,19 @@ class Dispatcher:
                 return
 
         failures: list[ProviderFailure] = []
-        for index, candidate in enumerate(order(route, self.latency.averages)):
-            if index:
+        tried: Candidate | None = None
+        for candidate in order(route, self.latency.averages):
+            if tried is not None:
                 FALLBACKS.labels(route.alias).inc()
+                trace.get_current_span().add_event(
+                    "fallback",
+                    {
+                        "parley.candidate": candidate.label,
+                        "parley.previous_candidate": tried.label,
+                        "error.type": failures[-1].kind.value if failures else "unknown",
+                    },
+                )
+            tried = candidate
             bulkhead = self._bulkhead(candidate)
             try:
                 await bulkhead.acquire(candidate.queue_timeout)
@@ -248,7 +278,10 @@ class Dispatcher:
                     else:
                         outcome.failure = None  # an earlier attempt's failure no longer counts
                         ttft = time.perf_counter() - started
-                        self._meters(candidate).time_to_first_token.observe(ttft)
+                        span.add_event("first_token")
+                        self._meters(candidate).time_to_first_token.observe(
+                            ttft, telemetry.exemplar(span)
+                        )
                         self.latency.observe(candidate.label, ttft)
                         await self._health(candidate, ok=True)
                         async for event in self._relay(
@@ -287,6 +320,14 @@ class Dispatcher:
             if wait is None:
                 return
             RETRIES.labels(candidate.label).inc()
+            trace.get_current_span().add_event(
+                "retry",
+                {
+                    "parley.candidate": candidate.label,
+                    "parley.attempt": attempt + 1,
+                    "error.type": failure.kind.value,
+                },
+            )
             await asyncio.sleep(wait)
             if (await self.breakers.admit(candidate.label)) == Admission.REJECT:
                 return
@@ -318,7 +359,7 @@ class Dispatcher:
                 if isinstance(event, Finish):
                     usage = _complete_usage(event.usage, counter, request, "".join(text))
                     usage.cost_usd = candidate.cost(usage.input_tokens, usage.output_tokens)
-                    self._observe(candidate, usage, time.perf_counter() - first_at, span)
+                    self._observe(candidate, principal, usage, time.perf_counter() - first_at, span)
                     span.set_attribute("gen_ai.response.finish_reasons", [event.reason.value])
                     self._record(
                         principal,
@@ -380,13 +421,19 @@ class Dispatcher:
         self._meters(candidate).breaker.set(BREAKER_VALUE[state])
 
     def _observe(
-        self, candidate: Candidate, usage: Usage, streaming: float, span: trace.Span
+        self,
+        candidate: Candidate,
+        principal: Principal,
+        usage: Usage,
+        streaming: float,
+        span: trace.Span,
     ) -> None:
         meters = self._meters(candidate)
         meters.ok.inc()
-        meters.tokens_in.inc(usage.input_tokens)
-        meters.tokens_out.inc(usage.output_tokens)
-        meters.cost.inc(usage.cost_usd)
+        used = self._tenant_meters(candidate, principal.tenant_id)
+        used.tokens_in.inc(usage.input_tokens)
+        used.tokens_out.inc(usage.output_tokens)
+        used.cost.inc(usage.cost_usd)
         if streaming > 0 and usage.output_tokens > 1:
             meters.tokens_per_second.observe(usage.output_tokens / streaming)
         span.set_attribute("gen_ai.response.model", candidate.model)
@@ -452,8 +499,9 @@ def _complete_usage(
     """The provider's usage, or a count where it reported none."""
     if usage.input_tokens or usage.output_tokens:
         return Usage(usage.input_tokens, usage.output_tokens, usage.cost_usd, usage.estimated)
-    input_tokens, _ = counter.count_messages(request.messages, request.tools)
-    output_tokens, _ = counter.count_text(output)
+    with telemetry.span(_tracer, "count tokens", {"parley.messages": len(request.messages)}):
+        input_tokens, _ = counter.count_messages(request.messages, request.tools)
+        output_tokens, _ = counter.count_text(output)
     return Usage(input_tokens, output_tokens, 0.0, estimated=True)
 
 

@@ -19,7 +19,7 @@ from parley_llm_router.config import RoutesConfig, from_environment, load
 from parley_llm_router.dispatch import Dispatcher
 from parley_llm_router.reload import EngineHolder
 from parley_llm_router.settings import Settings
-from parley_runtime import db
+from parley_runtime import db, telemetry
 from parley_runtime.cli import Migrations, service_main
 from parley_runtime.grpc_server import Registration, Wiring
 
@@ -65,8 +65,22 @@ def _shared_state(settings: Settings) -> tuple[Breakers, ResponseCache]:
     return LocalBreakers(policy), LocalCache(settings.cache_ttl_seconds)
 
 
+def instrument() -> None:
+    """The spans of the providers' HTTP calls (every provider runs on aiohttp, the SDKs'
+    clients included) and of Redis, while tracing (``parley_runtime.telemetry``)."""
+    if telemetry.instrumented("aiohttp-client"):
+        from opentelemetry.instrumentation.aiohttp_client import AioHttpClientInstrumentor
+
+        AioHttpClientInstrumentor().instrument()
+    if telemetry.instrumented("redis"):
+        from opentelemetry.instrumentation.redis import RedisInstrumentor
+
+        RedisInstrumentor().instrument()
+
+
 async def build(settings: Settings, env: dict[str, str] | None = None) -> Wiring:
     """Routes, providers, breakers, cache and ledger wired into the servicer."""
+    instrument()
     if settings.db_auto_migrate:
         await db.upgrade(MIGRATIONS, settings.database_url, VERSION_TABLE)
     environment = {

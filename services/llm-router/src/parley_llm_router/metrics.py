@@ -1,7 +1,9 @@
 """Every Prometheus series of llm-router (the runtime adds the per-RPC ones).
 
-Candidates are labelled ``provider/model``. :class:`CandidateMeters` holds one candidate's
-labelled children, looked up once rather than on every request.
+Candidates are labelled ``provider/model``; tokens and cost also by tenant (an operator's
+list, bounded, never a user). :class:`CandidateMeters` holds one candidate's labelled
+children and :class:`TenantMeters` one candidate's for one tenant, looked up once rather than
+on every request.
 """
 
 from __future__ import annotations
@@ -32,9 +34,15 @@ TOKENS_PER_SECOND = Histogram(
     buckets=(5, 10, 20, 40, 80, 160, 320, 640),
 )
 TOKENS = Counter(
-    "parley_llm_tokens_total", "Tokens by candidate and direction.", ["candidate", "direction"]
+    "parley_llm_tokens_total",
+    "Tokens by candidate, direction (input, output) and tenant.",
+    ["candidate", "direction", "tenant"],
 )
-COST = Counter("parley_llm_cost_usd_total", "Cost in US dollars by candidate.", ["candidate"])
+COST = Counter(
+    "parley_llm_cost_usd_total",
+    "Cost in US dollars by candidate and tenant.",
+    ["candidate", "tenant"],
+)
 CACHE = Counter("parley_llm_cache_total", "Response cache lookups by result.", ["result"])
 IN_FLIGHT = Gauge("parley_llm_in_flight", "Calls in flight per candidate.", ["candidate"])
 BREAKER = Gauge(
@@ -53,9 +61,6 @@ class CandidateMeters:
     ok: Counter
     in_flight: Gauge
     time_to_first_token: Histogram
-    tokens_in: Counter
-    tokens_out: Counter
-    cost: Counter
     tokens_per_second: Histogram
     breaker: Gauge
 
@@ -65,9 +70,23 @@ class CandidateMeters:
             ok=REQUESTS.labels(label, "ok"),
             in_flight=IN_FLIGHT.labels(label),
             time_to_first_token=TIME_TO_FIRST_TOKEN.labels(label),
-            tokens_in=TOKENS.labels(label, "input"),
-            tokens_out=TOKENS.labels(label, "output"),
-            cost=COST.labels(label),
             tokens_per_second=TOKENS_PER_SECOND.labels(label),
             breaker=BREAKER.labels(label),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class TenantMeters:
+    """What one tenant's answers from one candidate used: tokens and cost."""
+
+    tokens_in: Counter
+    tokens_out: Counter
+    cost: Counter
+
+    @classmethod
+    def of(cls, label: str, tenant: str) -> TenantMeters:
+        return cls(
+            tokens_in=TOKENS.labels(label, "input", tenant),
+            tokens_out=TOKENS.labels(label, "output", tenant),
+            cost=COST.labels(label, tenant),
         )

@@ -2,6 +2,9 @@
 
 Every call takes the tenant as its first argument; the servicer takes it from the caller's
 principal, so nothing in a request can name another tenant.
+
+While tracing, a search in the store and an embedding of documents are spans of their own (a
+query's embedding is one in :mod:`.query_embeddings`).
 """
 
 from __future__ import annotations
@@ -10,6 +13,8 @@ import asyncio
 import math
 import time
 from dataclasses import dataclass
+
+from opentelemetry import trace
 
 from parley_embeddings import Embedder
 from parley_retrieval.chunks import (
@@ -20,10 +25,11 @@ from parley_retrieval.chunks import (
     SearchMode,
     StoredChunk,
 )
-from parley_retrieval.metrics import INDEXED_CHUNKS, SEARCH_SECONDS
+from parley_retrieval.metrics import EMBED_DOCUMENTS, INDEXED_CHUNKS, SEARCH_SECONDS, SEARCHES
 from parley_retrieval.query_embeddings import QueryEmbeddings
 from parley_retrieval.rerank import NoReranking, Reranker
 from parley_retrieval.sparse import SparseEncoder
+from parley_runtime import telemetry
 from parley_runtime.errors import InvalidArgument
 
 MAX_TOP_K = 50
@@ -31,6 +37,8 @@ DEFAULT_TOP_K = 5
 MAX_CHUNKS_PER_CALL = 512
 MAX_CHUNK_CHARS = 20_000
 MAX_QUERY_CHARS = 4_000
+
+_tracer = trace.get_tracer("parley.retrieval")
 
 
 def _kb(knowledge_base_id: str) -> str:
@@ -144,6 +152,7 @@ class Retrieval:
         if mode is SearchMode.HYBRID and not keywords:
             mode = SearchMode.DENSE  # nothing but stop words: the embedding alone ranks
         if mode is SearchMode.SPARSE and not keywords:
+            SEARCHES.labels(mode.value, "empty").inc()
             return [], mode
         needs_embedding = (
             mode is not SearchMode.SPARSE or threshold is not None or diversity is not None
@@ -160,9 +169,24 @@ class Retrieval:
             fusion_k=self.defaults.fusion_k,
             diversity=diversity,
         )
-        hits = await self.chunks.search(tenant_id, kb, request)
+        with telemetry.span(
+            _tracer,
+            "search chunks",
+            {
+                "db.system.name": "qdrant",
+                "db.operation.name": "search",
+                "parley.search.mode": mode.value,
+                "parley.search.limit": request.limit,
+            },
+            trace.SpanKind.CLIENT,
+        ) as span:
+            hits = await self.chunks.search(tenant_id, kb, request)
+            span.set_attribute("parley.search.hits", len(hits))
         hits = await self.reranker.rerank(query, hits, limit)
-        SEARCH_SECONDS.labels(mode.value).observe(time.perf_counter() - started)
+        SEARCH_SECONDS.labels(mode.value).observe(
+            time.perf_counter() - started, telemetry.exemplar()
+        )
+        SEARCHES.labels(mode.value, "hits" if hits else "empty").inc()
         return hits, mode
 
     async def index(
@@ -183,13 +207,22 @@ class Retrieval:
         if chunks:
             texts = [c.text for c in chunks]
             vectors, keywords = await asyncio.gather(
-                self.embedder.embed(texts), asyncio.to_thread(self.sparse.documents, texts)
+                self._embed_documents(texts), asyncio.to_thread(self.sparse.documents, texts)
             )
             await self.chunks.upsert(tenant_id, kb, chunks, vectors, keywords)
             INDEXED_CHUNKS.inc(len(chunks))
         if replace:
             await self.chunks.delete_document(tenant_id, kb, document_id, keep_version=version)
         return len(chunks)
+
+    async def _embed_documents(self, texts: list[str]) -> list[list[float]]:
+        with telemetry.span(
+            _tracer, "embed documents", {"parley.embedding.batch_size": len(texts)}
+        ):
+            started = time.perf_counter()
+            vectors = await self.embedder.embed(texts)
+            EMBED_DOCUMENTS.observe(time.perf_counter() - started, telemetry.exemplar())
+        return vectors
 
     async def delete(self, tenant_id: str, knowledge_base_id: str, document_id: str) -> int:
         """Remove every chunk of the tenant's document; return how many."""

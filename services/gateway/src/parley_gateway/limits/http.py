@@ -11,6 +11,7 @@ request), takes one request of its class, and records the standing on ``request.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -25,6 +26,7 @@ from parley_gateway.limits.policy import ROUTE_CLASSES, RouteClass, load_policy
 from parley_gateway.limits.redis_store import RedisStore, connect
 from parley_gateway.limits.store import LimitStore
 from parley_gateway.settings import Settings
+from parley_gateway.turns import RECEIVED_AT, TurnMeter
 from parley_runtime.context import Principal
 
 ROUTE_CLASS_KEY = "x-parley-route-class"
@@ -98,12 +100,16 @@ RATE_LIMITED = Depends(rate_limit)
 async def admit_turn(connection: HTTPConnection, principal: Principal) -> TurnLease:
     """Let a turn start (a stream slot, the token quotas), or :class:`LimitReached`
     (``too_many_streams``, ``quota_exceeded``) with its headers. Hand the turn's call to
-    :meth:`TurnLease.watch`, which ends the lease with the call."""
+    :meth:`TurnLease.watch`, which ends the lease with the call; the turn is timed from
+    its request's arrival (a WebSocket turn's, from now: see ``parley_gateway.turns``)."""
     try:
-        return await limiter_of(connection).admit_turn(principal)
+        lease = await limiter_of(connection).admit_turn(principal)
     except LimitReached as refused:
         setattr(connection.state, STANDING, refused.standing)
         raise
+    received = connection.scope.get("state", {}).get(RECEIVED_AT)
+    lease.meter = TurnMeter(received if received is not None else time.perf_counter())
+    return lease
 
 
 class RateLimitHeaders:

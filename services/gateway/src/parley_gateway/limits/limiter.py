@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
+import grpc
 from prometheus_client import Counter
 
 from parley.common.v1.common_pb2 import Usage
@@ -41,6 +42,7 @@ from parley_gateway.limits.policy import (
     Tier,
 )
 from parley_gateway.limits.store import LimitStore, StoreUnavailable
+from parley_gateway.turns import TurnMeter
 from parley_runtime.context import Principal
 from parley_runtime.errors import ResourceExhausted, Unavailable
 
@@ -173,10 +175,10 @@ class TurnLease:
     nobody read the call at all (gRPC then holds it open until its deadline), the lease ends
     :data:`UNREAD_GRACE_SECONDS` after the call is done.
     A unary call is not watched: ``try: reply = await call; lease.use(reply.usage) finally:
-    lease.end()``.
+    lease.end()``. A watched call is timed by the lease's ``meter`` when it has one.
     """
 
-    __slots__ = ("_ended", "_limiter", "counters", "slot", "slot_keys", "tokens")
+    __slots__ = ("_ended", "_limiter", "counters", "meter", "slot", "slot_keys", "tokens")
 
     def __init__(
         self,
@@ -191,6 +193,7 @@ class TurnLease:
         self.counters = counters
         self.tokens = 0
         self._ended = False
+        self.meter: TurnMeter | None = None
 
     def watch(self, call: Any, usage_of: UsageOf = turn_usage) -> Any:
         """``call``, a streamed gRPC call of the turn (conversation's ``SendMessage`` by
@@ -200,7 +203,7 @@ class TurnLease:
         # The safety net of a call nobody reads to its end; a grace, so that a reader finishing
         # its last events (the usage) always ends the lease first.
         call.add_done_callback(lambda _: loop.call_later(UNREAD_GRACE_SECONDS, self.end))
-        return WatchedCall(call, self, usage_of)
+        return WatchedCall(call, self, usage_of, self.meter)
 
     def use(self, usage: Usage) -> None:
         """The turn's usage as reported (the last report counts: each is the whole turn's)."""
@@ -218,12 +221,15 @@ class WatchedCall:
     """A streamed call whose usage its lease reads on the way, and whose end (read to the
     end, failed, cancelled) ends the lease; every other attribute is the call's own."""
 
-    __slots__ = ("_call", "_events", "_lease", "_usage_of")
+    __slots__ = ("_call", "_events", "_lease", "_meter", "_usage_of")
 
-    def __init__(self, call: Any, lease: TurnLease, usage_of: UsageOf) -> None:
+    def __init__(
+        self, call: Any, lease: TurnLease, usage_of: UsageOf, meter: TurnMeter | None = None
+    ) -> None:
         self._call = call
         self._lease = lease
         self._usage_of = usage_of
+        self._meter = meter
         self._events = call.__aiter__()
 
     def __aiter__(self) -> WatchedCall:
@@ -232,17 +238,27 @@ class WatchedCall:
     async def __anext__(self) -> Any:
         try:
             event = await self._events.__anext__()
-        except BaseException:  # the end of the stream, its failure or its cancellation
+        except BaseException as error:  # the end of the stream, its failure or cancellation
             self._lease.end()
+            if self._meter is not None:
+                cancelled = isinstance(error, asyncio.CancelledError) or (
+                    isinstance(error, grpc.aio.AioRpcError)
+                    and error.code() == grpc.StatusCode.CANCELLED
+                )
+                self._meter.end("cancelled" if cancelled else "failed")
             raise
         usage = self._usage_of(event)
         if usage is not None:
             self._lease.use(usage)
+        if self._meter is not None:
+            self._meter.seen(event)
         return event
 
     def cancel(self) -> bool:
         cancelled: bool = self._call.cancel()
         self._lease.end()
+        if self._meter is not None:
+            self._meter.end("cancelled")
         return cancelled
 
     def __getattr__(self, name: str) -> Any:

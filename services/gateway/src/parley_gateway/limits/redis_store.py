@@ -14,6 +14,7 @@ one request share a cluster slot:
 
 When Redis does not answer, the hot path does not wait on it again for a second: calls then
 fail at once with :class:`StoreUnavailable` (``LIMITS_ON_REDIS_ERROR`` decides what follows).
+Every failed call is counted in ``parley_redis_errors_total{component="limits"}``.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from redis.exceptions import RedisError
 
 from parley_gateway.limits.gcra import Meter, Tally
 from parley_gateway.limits.store import Refusal, StoreUnavailable
+from parley_runtime.metrics import REDIS_ERRORS
 
 T = TypeVar("T")
 
@@ -142,6 +144,7 @@ class RedisStore:
         self._admit = redis.register_script(_ADMIT)
         self._open = redis.register_script(_OPEN)
         self._quiet_until = 0.0
+        self._errors = REDIS_ERRORS.labels("limits")  # exported from the start, at zero
 
     async def _hot(self, step: Callable[[], Awaitable[T]]) -> T:
         """``step``, unless Redis failed less than a second ago; a failure starts that second."""
@@ -150,6 +153,7 @@ class RedisStore:
         try:
             return await step()
         except RedisError as error:
+            self._errors.inc()
             self._quiet_until = time.monotonic() + COOL_OFF_SECONDS
             raise StoreUnavailable(type(error).__name__) from error
 
@@ -157,6 +161,7 @@ class RedisStore:
         try:
             return await step()
         except RedisError as error:
+            self._errors.inc()
             raise StoreUnavailable(type(error).__name__) from error
 
     async def take(self, keys: Sequence[str], meters: Sequence[Meter]) -> tuple[bool, list[Tally]]:

@@ -14,12 +14,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, delete, or_, select, update
+from sqlalchemy import ColumnElement, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlalchemy.orm import aliased
 
 from parley_ingest.tables import DocumentContentRow, DocumentRow, JobRow
+from parley_runtime import telemetry
 from parley_runtime.context import Principal
 from parley_runtime.errors import NotFound, Unavailable
 from parley_runtime.ids import new_id
@@ -515,6 +516,12 @@ class IngestStore:
             )
             return list(rows.all())
 
+    async def queued(self) -> int:
+        """How many jobs wait in the queue, due or not (every replica's)."""
+        async with self.sessions() as session:
+            count = await session.scalar(select(func.count()).where(JobRow.state == QUEUED))
+            return int(count or 0)
+
     async def queued_of(self, document_id: str) -> list[str]:
         """The document's jobs that are queued and due, oldest first: the next to run once
         its running job ends."""
@@ -553,6 +560,8 @@ def _new_job(
         error="",
         error_code="",
         attempts=0,
+        # Made while serving the upload: its runs link to the upload's trace.
+        traceparent=telemetry.traceparent(),
         created_at=at,
         updated_at=at,
     )

@@ -13,7 +13,8 @@ Keys, per candidate, share a hash tag (one cluster slot) and expire when idle:
 
 Redis being unreachable must not take the router down with it: breakers then fail open
 (admit everything, report CLOSED) and the cache misses and skips writes, each with a warning
-at most every 30 seconds.
+at most every 30 seconds; every such failure is counted in
+``parley_redis_errors_total{component="breaker"|"cache"}``.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from redis.exceptions import RedisError
 
 from parley_llm_router.breaker import Admission, BreakerPolicy, BreakerState
 from parley_llm_router.cache import CachedAnswer
+from parley_runtime.metrics import REDIS_ERRORS
 
 log = logging.getLogger("parley.llm_router.redis")
 
@@ -112,13 +114,15 @@ return state
 
 
 class _Warnings:
-    """One warning per ``every`` seconds at most, however often Redis fails."""
+    """A component's Redis failures: each counted, one warning per ``every`` seconds at most."""
 
-    def __init__(self, every: float = 30.0) -> None:
+    def __init__(self, component: str, every: float = 30.0) -> None:
+        self.errors = REDIS_ERRORS.labels(component)  # exported from the start, at zero
         self.every = every
         self.last = 0.0
 
     def warn(self, message: str, error: Exception) -> None:
+        self.errors.inc()
         now = time.monotonic()
         if now - self.last >= self.every:
             self.last = now
@@ -141,7 +145,7 @@ class RedisBreakers:
         self._admit = redis.register_script(_ADMIT)
         self._record = redis.register_script(_RECORD)
         self._state = redis.register_script(_STATE)
-        self._warnings = _Warnings()
+        self._warnings = _Warnings("breaker")
         # Idle keys expire: well past any cooldown, window or probe timeout.
         self.ttl = int(
             max(self.policy.cooldown_seconds, self.policy.window_seconds,
@@ -199,7 +203,7 @@ class RedisCache:
         self.redis = redis
         self.ttl = max(1, int(ttl_seconds))
         self.prefix = prefix
-        self._warnings = _Warnings()
+        self._warnings = _Warnings("cache")
 
     async def get(self, key: str) -> CachedAnswer | None:
         try:

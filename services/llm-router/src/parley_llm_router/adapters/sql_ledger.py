@@ -22,6 +22,7 @@ from sqlalchemy import delete, func, insert, select
 
 from parley_llm_router.ledger import UsageEntry, UsageTotal
 from parley_llm_router.tables import UsageRecord
+from parley_runtime import telemetry
 from parley_runtime.db import create_engine, sessions
 
 log = logging.getLogger("parley.llm_router.ledger")
@@ -120,7 +121,8 @@ class SqlLedger:
                 pass
             self._wake.clear()
             try:
-                await self.flush()
+                with telemetry.untraced():  # of no request: a trace each would be noise
+                    await self.flush()
             except Exception:
                 log.exception("writing usage entries failed; retrying on the next flush")
 
