@@ -10,10 +10,11 @@ import pytest
 from parley.common.v1 import common_pb2
 from parley.llm_router.v1 import llm_router_pb2 as pb
 from parley_llm_router import wire
+from parley_llm_router.config import parse
 from parley_llm_router.dispatch import Failed, RouterEvent, Started
 from parley_llm_router.messages import Finish, FinishReason, TextDelta, ToolCallDelta, Usage
 from parley_llm_router.providers.failures import FailureKind
-from parley_llm_router.routing import Candidate
+from parley_llm_router.routing import Candidate, RouteTable
 from parley_runtime.errors import ParleyError
 
 START = Started(Candidate("oa", "gpt"))
@@ -73,3 +74,24 @@ async def test_chat_reports_a_broken_answer_as_the_error_of_its_kind() -> None:
         await wire.chat_response(broken)
     assert raised.value.status == grpc.StatusCode.UNAVAILABLE
     assert raised.value.code == "provider_stream_broken"
+
+
+def test_an_alias_is_local_when_its_providers_are_all_the_local_type_whatever_their_names() -> None:
+    routes = RouteTable.from_config(
+        parse(
+            """
+default_model: mixed
+providers:
+  here: {type: local}
+  vllm: {type: openai_compatible, base_url: "http://127.0.0.1:9/v1"}
+models:
+  housekeeping: {candidates: [{provider: here, model: extractive-v1}]}
+  mixed:
+    candidates:
+      - {provider: here, model: extractive-v1}
+      - {provider: vllm, model: llama}
+"""
+        )
+    )
+    local = {m.alias: m.local for m in wire.models(routes).models}
+    assert local == {"housekeeping": True, "mixed": False}

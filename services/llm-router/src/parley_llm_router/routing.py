@@ -12,7 +12,7 @@ import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from parley_llm_router.config import CandidateConfig, RoutesConfig, Strategy
+from parley_llm_router.config import CandidateConfig, ProviderType, RoutesConfig, Strategy
 from parley_llm_router.providers.base import Timeouts
 from parley_runtime.errors import InvalidArgument
 
@@ -32,6 +32,8 @@ class Candidate:
     context_window: int = 128_000
     max_output_tokens: int = 16_384
     max_attempts: int = 2
+    # Whether the provider is the offline local one (whatever the routes name it).
+    local: bool = False
     label: str = field(init=False, repr=False)  # "provider/model", read several times a call
 
     def __post_init__(self) -> None:
@@ -42,10 +44,11 @@ class Candidate:
         return (input_tokens * self.price_input + output_tokens * self.price_output) / 1e6
 
     @classmethod
-    def from_config(cls, config: CandidateConfig) -> Candidate:
+    def from_config(cls, config: CandidateConfig, local: bool = False) -> Candidate:
         t = config.timeouts
         return cls(
             provider=config.provider,
+            local=local,
             model=config.model,
             weight=config.weight,
             max_concurrency=config.max_concurrency,
@@ -99,7 +102,12 @@ class RouteTable:
             routes={
                 alias: Route(
                     alias,
-                    tuple(Candidate.from_config(c) for c in model.candidates),
+                    tuple(
+                        Candidate.from_config(
+                            c, config.providers[c.provider].type is ProviderType.LOCAL
+                        )
+                        for c in model.candidates
+                    ),
                     model.strategy,
                 )
                 for alias, model in config.models.items()

@@ -206,7 +206,7 @@ def models(routes: RouteTable) -> pb.ListModelsResponse:
                 candidates=[c.label for c in route.candidates],
                 context_window=route.context_window,
                 max_output_tokens=route.max_output_tokens,
-                local=all(c.provider == "local" for c in route.candidates),
+                local=all(c.local for c in route.candidates),
             )
             for route in sorted(routes.routes.values(), key=lambda r: r.alias)
         ],
