@@ -271,3 +271,45 @@ async def test_anthropic_overloaded_and_missing_max_tokens(an: AnthropicFake) ->
         )
     assert response.status_code == 400
     assert response.json()["error"]["type"] == "invalid_request_error"
+
+
+PARALLEL = Behaviour(
+    tool_calls=[
+        {"name": "lookup", "arguments": {"q": "leave policy for contractors"}},
+        {"name": "lookup", "arguments": {"q": "holidays"}},
+    ]
+)
+
+
+async def test_openai_parallel_tool_calls_accumulate_in_the_sdk(oa: OpenAIFake) -> None:
+    oa.push(PARALLEL)
+    async with openai_client(oa).chat.completions.stream(
+        model="m",
+        messages=[{"role": "user", "content": "hi"}],
+        tools=TOOLS,  # type: ignore[arg-type]
+    ) as stream:
+        completion = await stream.get_final_completion()
+    choice = completion.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    calls = choice.message.tool_calls or []
+    assert [(c.function.name, c.function.arguments) for c in calls] == [
+        ("lookup", '{"q": "leave policy for contractors"}'),
+        ("lookup", '{"q": "holidays"}'),
+    ]
+    assert len({c.id for c in calls}) == 2
+
+
+async def test_anthropic_parallel_tool_use_accumulates_in_the_sdk(an: AnthropicFake) -> None:
+    an.push(PARALLEL)
+    async with anthropic_client(an).messages.stream(
+        model="claude",
+        max_tokens=100,
+        messages=[{"role": "user", "content": "hi"}],
+        tools=[{"name": "lookup", "input_schema": {"type": "object"}}],
+    ) as stream:
+        message = await stream.get_final_message()
+    assert message.stop_reason == "tool_use"
+    assert [(b.type, getattr(b, "input", None)) for b in message.content] == [
+        ("tool_use", {"q": "leave policy for contractors"}),
+        ("tool_use", {"q": "holidays"}),
+    ]

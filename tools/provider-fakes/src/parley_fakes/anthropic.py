@@ -56,13 +56,12 @@ def _event(name: str, data: dict[str, Any]) -> bytes:
     return f"event: {name}\ndata: {json.dumps(data)}\n\n".encode()
 
 
-def _tool_pieces(behaviour: Behaviour) -> list[str]:
-    arguments = json.dumps(behaviour.tool_arguments)
-    return [arguments[i : i + 8] for i in range(0, len(arguments), 8)] or [""]
-
-
 def _wants_tool(behaviour: Behaviour, body: dict[str, Any]) -> bool:
-    return behaviour.tool_name is not None and bool(body.get("tools"))
+    return bool(behaviour.calls()) and bool(body.get("tools"))
+
+
+def _tool_block(name: str) -> dict[str, Any]:
+    return {"type": "tool_use", "id": f"toolu_{uuid.uuid4().hex[:8]}", "name": name, "input": {}}
 
 
 async def stream(
@@ -70,7 +69,10 @@ async def stream(
 ) -> AsyncIterator[bytes]:
     model = str(body.get("model", "fake"))
     tool = _wants_tool(behaviour, body)
-    pieces = _tool_pieces(behaviour) if tool else behaviour.answer_tokens()
+    # One content block per tool call, each its arguments' pieces; else one text block.
+    calls = behaviour.call_pieces() if tool else []
+    names = [name for name, _ in behaviour.calls()]
+    pieces = [piece for _, piece in calls] if tool else behaviour.answer_tokens()
     limit = int(body.get("max_tokens", 4096))
     stop = "tool_use" if tool else "end_turn"
     if not tool and len(pieces) > limit:
@@ -91,35 +93,39 @@ async def stream(
             },
         },
     )
-    block: dict[str, Any] = (
-        {
-            "type": "tool_use",
-            "id": f"toolu_{uuid.uuid4().hex[:8]}",
-            "name": behaviour.tool_name,
-            "input": {},
-        }
-        if tool
-        else {"type": "text", "text": ""}
-    )
+    block = _tool_block(names[0]) if tool else {"type": "text", "text": ""}
     yield _event(
         "content_block_start", {"type": "content_block_start", "index": 0, "content_block": block}
     )
     yield _event("ping", {"type": "ping"})
+    current = 0
     try:
-        async for _, piece in paced_tokens(behaviour, record, pieces):
+        async for index, piece in paced_tokens(behaviour, record, pieces):
+            if tool and calls[index][0] != current:
+                yield _event("content_block_stop", {"type": "content_block_stop", "index": current})
+                current = calls[index][0]
+                yield _event(
+                    "content_block_start",
+                    {
+                        "type": "content_block_start",
+                        "index": current,
+                        "content_block": _tool_block(names[current]),
+                    },
+                )
             delta = (
                 {"type": "input_json_delta", "partial_json": piece}
                 if tool
                 else {"type": "text_delta", "text": piece}
             )
             yield _event(
-                "content_block_delta", {"type": "content_block_delta", "index": 0, "delta": delta}
+                "content_block_delta",
+                {"type": "content_block_delta", "index": current, "delta": delta},
             )
     except ErrorMidStream:
         error = {"type": "overloaded_error", "message": "Overloaded"}
         yield _event("error", {"type": "error", "error": error})
         return
-    yield _event("content_block_stop", {"type": "content_block_stop", "index": 0})
+    yield _event("content_block_stop", {"type": "content_block_stop", "index": current})
     yield _event(
         "message_delta",
         {
@@ -133,18 +139,11 @@ async def stream(
 
 async def complete(behaviour: Behaviour, body: dict[str, Any], record: RecordedRequest) -> Response:
     tool = _wants_tool(behaviour, body)
-    pieces = _tool_pieces(behaviour) if tool else behaviour.answer_tokens()
+    pieces = [p for _, p in behaviour.call_pieces()] if tool else behaviour.answer_tokens()
     async for _ in paced_tokens(behaviour, record, pieces):
         pass
     content: list[dict[str, Any]] = (
-        [
-            {
-                "type": "tool_use",
-                "id": f"toolu_{uuid.uuid4().hex[:8]}",
-                "name": behaviour.tool_name,
-                "input": behaviour.tool_arguments,
-            }
-        ]
+        [_tool_block(name) | {"input": arguments} for name, arguments in behaviour.calls()]
         if tool
         else [{"type": "text", "text": "".join(pieces)}]
     )

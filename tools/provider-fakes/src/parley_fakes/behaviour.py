@@ -6,6 +6,7 @@ by the next requests before the default applies again.
 
 from __future__ import annotations
 
+import json
 from collections import deque
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
@@ -27,7 +28,9 @@ class Behaviour:
     connection open; ``error_after_tokens`` sends the protocol's in-stream error event after
     that many tokens (an ``overloaded_error`` event from Anthropic, a ``data: {"error": ...}``
     chunk from OpenAI) and ends the body; ``tool_name`` answers a tool call (when the request
-    offers tools); ``end_delay_ms`` holds the end of the HTTP body back that long after the
+    offers tools) with ``tool_arguments``, and ``tool_calls`` (``{"name": ..., "arguments":
+    {...}}`` each) answers several calls at once, as a model calling tools in parallel;
+    ``end_delay_ms`` holds the end of the HTTP body back that long after the
     stream's last event (``[DONE]``), as a distant server's last packet may be.
     """
 
@@ -43,6 +46,7 @@ class Behaviour:
     error_after_tokens: int | None = None
     tool_name: str | None = None
     tool_arguments: dict[str, Any] = field(default_factory=dict)
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
     report_usage: bool = True
     end_delay_ms: float = 0.0
 
@@ -52,6 +56,22 @@ class Behaviour:
             words = self.text.split(" ")
             return [w + (" " if i < len(words) - 1 else "") for i, w in enumerate(words)]
         return [WORDS[i % len(WORDS)] + " " for i in range(self.tokens)]
+
+    def calls(self) -> list[tuple[str, dict[str, Any]]]:
+        """The tool calls to answer with (name, arguments), when the request offers tools."""
+        if self.tool_calls:
+            return [(str(c["name"]), dict(c.get("arguments") or {})) for c in self.tool_calls]
+        if self.tool_name is not None:
+            return [(self.tool_name, self.tool_arguments)]
+        return []
+
+    def call_pieces(self) -> list[tuple[int, str]]:
+        """(call index, piece) of each call's arguments, 8 characters at a time, in order."""
+        pieces: list[tuple[int, str]] = []
+        for index, (_, arguments) in enumerate(self.calls()):
+            text = json.dumps(arguments)
+            pieces += [(index, text[i : i + 8]) for i in range(0, len(text), 8)] or [(index, "")]
+        return pieces
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -62,13 +62,8 @@ def _chunk(cid: str, model: str, delta: dict[str, Any], finish: str | None = Non
     return b"data: " + json.dumps(payload).encode() + b"\n\n"
 
 
-def _tool_pieces(behaviour: Behaviour) -> list[str]:
-    arguments = json.dumps(behaviour.tool_arguments)
-    return [arguments[i : i + 8] for i in range(0, len(arguments), 8)] or [""]
-
-
 def wants_tool(behaviour: Behaviour, body: dict[str, Any]) -> bool:
-    return behaviour.tool_name is not None and bool(body.get("tools"))
+    return bool(behaviour.calls()) and bool(body.get("tools"))
 
 
 async def stream(
@@ -77,15 +72,18 @@ async def stream(
     cid = f"chatcmpl-{uuid.uuid4().hex[:12]}"
     model = str(body.get("model", "fake"))
     tool = wants_tool(behaviour, body)
-    pieces = _tool_pieces(behaviour) if tool else behaviour.answer_tokens()
+    calls = behaviour.call_pieces() if tool else []
+    names = [name for name, _ in behaviour.calls()]
+    pieces = [piece for _, piece in calls] if tool else behaviour.answer_tokens()
     first = True
     try:
         async for index, piece in paced_tokens(behaviour, record, pieces):
             if tool:
-                call: dict[str, Any] = {"index": 0, "function": {"arguments": piece}}
-                if index == 0:
+                number = calls[index][0]
+                call: dict[str, Any] = {"index": number, "function": {"arguments": piece}}
+                if index == 0 or calls[index - 1][0] != number:
                     call |= {"id": f"call_{uuid.uuid4().hex[:8]}", "type": "function"}
-                    call["function"]["name"] = behaviour.tool_name
+                    call["function"]["name"] = names[number]
                 delta: dict[str, Any] = {"tool_calls": [call]}
             else:
                 delta = {"content": piece}
@@ -121,7 +119,7 @@ async def stream(
 
 async def complete(behaviour: Behaviour, body: dict[str, Any], record: RecordedRequest) -> Response:
     tool = wants_tool(behaviour, body)
-    pieces = _tool_pieces(behaviour) if tool else behaviour.answer_tokens()
+    pieces = [p for _, p in behaviour.call_pieces()] if tool else behaviour.answer_tokens()
     async for _ in paced_tokens(behaviour, record, pieces):
         pass
     message: dict[str, Any] = {"role": "assistant", "content": None if tool else "".join(pieces)}
@@ -130,8 +128,9 @@ async def complete(behaviour: Behaviour, body: dict[str, Any], record: RecordedR
             {
                 "id": f"call_{uuid.uuid4().hex[:8]}",
                 "type": "function",
-                "function": {"name": behaviour.tool_name, "arguments": "".join(pieces)},
+                "function": {"name": name, "arguments": json.dumps(arguments)},
             }
+            for name, arguments in behaviour.calls()
         ]
     record.end("complete")
     result: dict[str, Any] = {
