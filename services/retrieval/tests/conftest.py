@@ -40,13 +40,17 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 async def retrieval_address(local_embedder: Embedder, backend: str) -> AsyncIterator[str]:
-    store = None
+    store = memories = None
     if backend == "qdrant-api":
-        store = QdrantChunks(AsyncQdrantClient(location=":memory:"), "test", 384)
+        client = AsyncQdrantClient(location=":memory:")
+        store = QdrantChunks(client, "test", 384)
+        memories = QdrantChunks(client, "test-memories", 384)
         with warnings.catch_warnings():  # local mode says payload indexes do nothing there
             warnings.simplefilter("ignore", UserWarning)
             await store.ensure_collection()
-    wiring = await build(Settings(grpc_port=0, qdrant_path=":memory:"), local_embedder, store)
+            await memories.ensure_collection()
+    settings = Settings(grpc_port=0, qdrant_path=":memory:")
+    wiring = await build(settings, local_embedder, store, memories)
     try:
         async with grpc_server(wiring.registrations) as address:
             yield address

@@ -1,5 +1,6 @@
-"""The Retrieval gRPC servicer: reads the caller's tenant, translates through ``wire``, and
-delegates to :class:`~parley_retrieval.search.Retrieval`."""
+"""The Retrieval gRPC servicer: reads the caller's tenant (and, for memories, user),
+translates through ``wire``, and delegates to :class:`~parley_retrieval.search.Retrieval` and
+:class:`~parley_retrieval.memories.MemoryIndex`."""
 
 from __future__ import annotations
 
@@ -8,15 +9,17 @@ import grpc
 from parley.retrieval.v1 import retrieval_pb2 as pb
 from parley.retrieval.v1 import retrieval_pb2_grpc as pb_grpc
 from parley_retrieval import wire
+from parley_retrieval.memories import MemoryIndex
 from parley_retrieval.search import Retrieval
 from parley_runtime.context import current_principal
 
 
 class RetrievalServicer(pb_grpc.RetrievalServicer):
-    """Search and indexing for the caller's tenant."""
+    """Search and indexing for the caller's tenant; memories for the caller's user."""
 
-    def __init__(self, retrieval: Retrieval) -> None:
+    def __init__(self, retrieval: Retrieval, memories: MemoryIndex) -> None:
         self.retrieval = retrieval
+        self.memories = memories
 
     async def Search(
         self, request: pb.SearchRequest, context: grpc.aio.ServicerContext
@@ -76,3 +79,40 @@ class RetrievalServicer(pb_grpc.RetrievalServicer):
             embedding_model=self.retrieval.embedder.model,
             dimensions=self.retrieval.embedder.dimensions,
         )
+
+    async def IndexMemories(
+        self, request: pb.IndexMemoriesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.IndexMemoriesResponse:
+        """Embed and store memories of the caller's user."""
+        who = current_principal()
+        indexed = await self.memories.index(who.tenant_id, who.user_id, wire.memory_texts(request))
+        return pb.IndexMemoriesResponse(
+            indexed=indexed, embedding_model=self.memories.embedder.model
+        )
+
+    async def SearchMemories(
+        self, request: pb.SearchMemoriesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SearchMemoriesResponse:
+        """The caller's user's memories most similar to the query."""
+        who = current_principal()
+        found = await self.memories.search(
+            who.tenant_id,
+            who.user_id,
+            request.query,
+            request.top_k,
+            request.score_threshold if request.HasField("score_threshold") else None,
+        )
+        return wire.memories_response(found, self.memories.embedder.model)
+
+    async def DeleteMemories(
+        self, request: pb.DeleteMemoriesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.DeleteMemoriesResponse:
+        """Remove the caller's user's memories named, or all of them."""
+        who = current_principal()
+        if request.all:
+            deleted = await self.memories.delete_all(who.tenant_id, who.user_id)
+        else:
+            deleted = await self.memories.delete(
+                who.tenant_id, who.user_id, list(request.memory_ids)
+            )
+        return pb.DeleteMemoriesResponse(deleted=deleted)

@@ -104,6 +104,10 @@ class ChunkStore(Protocol):
         """Remove a document's chunks (all, or all but ``keep_version``); return how many."""
         ...
 
+    async def delete_scope(self, tenant_id: str, knowledge_base_id: str) -> int:
+        """Remove every chunk of a knowledge base; return how many."""
+        ...
+
     async def stats(self, tenant_id: str, knowledge_base_id: str) -> tuple[int, int]:
         """(chunks, documents) of a knowledge base."""
         ...

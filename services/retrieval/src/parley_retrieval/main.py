@@ -1,4 +1,5 @@
-"""retrieval's entry point: the embedder, the vector store, then gRPC."""
+"""retrieval's entry point: the embedder, the vector stores (knowledge bases' chunks, users'
+memories), then gRPC."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from parley_retrieval.adapters.edge_protocol import ShardSettings
 from parley_retrieval.adapters.points import collection_name
 from parley_retrieval.api import RetrievalServicer
 from parley_retrieval.chunks import ChunkStore, SearchMode
+from parley_retrieval.memories import MemoryIndex
 from parley_retrieval.search import Retrieval, SearchDefaults
 from parley_retrieval.settings import Settings
 from parley_runtime.cli import service_main
@@ -45,10 +47,11 @@ def _model_and_dimensions(settings: Settings) -> tuple[str, int]:
     return LocalEmbedder.model, LocalEmbedder.dimensions
 
 
-async def store(settings: Settings) -> EdgeChunks | QdrantChunks:
-    """The Qdrant server's collection for the model, or the embedded engine's."""
+async def store(settings: Settings, prefix: str | None = None) -> EdgeChunks | QdrantChunks:
+    """The Qdrant server's collection for the model, or the embedded engine's; ``prefix``
+    names it (the knowledge bases' collection when None)."""
     model, dimensions = _model_and_dimensions(settings)
-    collection = collection_name(settings.qdrant_collection, model, dimensions)
+    collection = collection_name(prefix or settings.qdrant_collection, model, dimensions)
     if settings.qdrant_url:
         # Imported only for a server: qdrant-client's import is a second of the start.
         from qdrant_client import AsyncQdrantClient
@@ -88,14 +91,19 @@ async def build(
     settings: Settings,
     shared_embedder: Embedder | None = None,
     chunks: ChunkStore | None = None,
+    memories: ChunkStore | None = None,
 ) -> Wiring:
-    """The embedder (or one given, for tests), the store (or one given), and the servicer."""
-    # Loading the model and opening the store (a worker process loading its shard) are both
+    """The embedder (or one given, for tests), the stores of chunks and of memories (or
+    those given), and the servicer."""
+    # Loading the model and opening the stores (worker processes loading their shards) are
     # slow and independent: they overlap.
     given = shared_embedder
     model_task = asyncio.to_thread(embedder, settings) if given is None else _given(given)
     store_task = store(settings) if chunks is None else _given(chunks)
-    model, opened = await asyncio.gather(model_task, store_task)
+    memory_task = (
+        store(settings, settings.memory_collection) if memories is None else _given(memories)
+    )
+    model, opened, remembered = await asyncio.gather(model_task, store_task, memory_task)
     retrieval = Retrieval(
         model,
         opened,
@@ -105,13 +113,23 @@ async def build(
             fusion_k=settings.hybrid_rrf_k,
         ),
     )
-    servicer = RetrievalServicer(retrieval)
+    index = MemoryIndex(model, remembered, queries=retrieval.queries, sparse=retrieval.sparse)
+    servicer = RetrievalServicer(retrieval, index)
+
+    async def close() -> None:
+        await asyncio.gather(opened.close(), remembered.close())
+
+    engines = [s for s in (opened, remembered) if isinstance(s, EdgeChunks)]
+
+    async def ready() -> bool:
+        return all(await asyncio.gather(*(e.ready() for e in engines)))
+
     return Wiring(
         registrations=[
             Registration(SERVICE, lambda s: pb_grpc.add_RetrievalServicer_to_server(servicer, s))
         ],
-        close=opened.close,
-        ready=opened.ready if isinstance(opened, EdgeChunks) else None,
+        close=close,
+        ready=ready if engines else None,
     )
 
 

@@ -23,6 +23,12 @@ class Settings(ServiceSettings):
         pattern=r"^[A-Za-z0-9_-]{1,100}$",
         description="Prefix of the collections' names, one per embedding model and dimension.",
     )
+    memory_collection: str = Field(
+        "parley_memories",
+        pattern=r"^[A-Za-z0-9_-]{1,100}$",
+        description="Prefix of the names of users' memory collections, apart from knowledge "
+        "bases, one per embedding model and dimension.",
+    )
     search_mode: Literal["dense", "sparse", "hybrid"] = Field(
         "hybrid", description="The mode of a search whose request names none."
     )
@@ -49,4 +55,10 @@ class Settings(ServiceSettings):
     def _remote_needs_url(self) -> Settings:
         if self.embeddings_provider == "openai" and not self.embeddings_base_url:
             raise ValueError("EMBEDDINGS_BASE_URL is required when EMBEDDINGS_PROVIDER=openai")
+        return self
+
+    @model_validator(mode="after")
+    def _memories_apart(self) -> Settings:
+        if self.memory_collection == self.qdrant_collection:
+            raise ValueError("MEMORY_COLLECTION must differ from QDRANT_COLLECTION")
         return self

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from parley.retrieval.v1 import retrieval_pb2 as pb
 from parley_retrieval.chunks import Hit, MetadataFilter, SearchMode, StoredChunk
+from parley_retrieval.memories import FoundMemory, MemoryText
 from parley_runtime.errors import InvalidArgument
 
 _MODES = {
@@ -83,3 +84,16 @@ def stored_chunks(request: pb.IndexChunksRequest) -> list[StoredChunk]:
         )
         for c in request.chunks
     ]
+
+
+def memory_texts(request: pb.IndexMemoriesRequest) -> list[MemoryText]:
+    return [MemoryText(m.memory_id, m.text) for m in request.memories]
+
+
+def memories_response(found: list[FoundMemory], embedding_model: str) -> pb.SearchMemoriesResponse:
+    return pb.SearchMemoriesResponse(
+        memories=[
+            pb.ScoredMemory(memory_id=m.memory_id, text=m.text, score=m.score) for m in found
+        ],
+        embedding_model=embedding_model,
+    )

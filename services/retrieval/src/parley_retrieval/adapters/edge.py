@@ -235,6 +235,10 @@ class EdgeChunks:
         )
         return deleted
 
+    async def delete_scope(self, tenant_id: str, knowledge_base_id: str) -> int:
+        deleted: int = await self._write("delete_scope", tenant_id, knowledge_base_id)
+        return deleted
+
     async def stats(self, tenant_id: str, knowledge_base_id: str) -> tuple[int, int]:
         chunks, documents = await self._call("stats", tenant_id, knowledge_base_id)
         return int(chunks), int(documents)

@@ -204,6 +204,13 @@ class Engine:
             self.shard.update(qe.UpdateOperation.delete_points_by_filter(selector))
         return count
 
+    def delete_scope(self, tenant_id: str, knowledge_base_id: str) -> int:
+        selector = qe.Filter(must=_scope(tenant_id, knowledge_base_id))
+        count = self.shard.count(qe.CountRequest(exact=True, filter=selector))
+        if count:
+            self.shard.update(qe.UpdateOperation.delete_points_by_filter(selector))
+        return count
+
     def stats(self, tenant_id: str, knowledge_base_id: str) -> tuple[int, int]:
         scope = qe.Filter(must=_scope(tenant_id, knowledge_base_id))
         chunks = self.shard.count(qe.CountRequest(exact=True, filter=scope))

@@ -198,6 +198,16 @@ class QdrantChunks:
             )
         return int(counted.count)
 
+    async def delete_scope(self, tenant_id: str, knowledge_base_id: str) -> int:
+        """Remove every point of a knowledge base; return how many."""
+        selector = models.Filter(must=_scope(tenant_id, knowledge_base_id))
+        counted = await self.client.count(self.collection, count_filter=selector, exact=True)
+        if counted.count:
+            await self.client.delete(
+                self.collection, points_selector=models.FilterSelector(filter=selector), wait=True
+            )
+        return int(counted.count)
+
     async def stats(self, tenant_id: str, knowledge_base_id: str) -> tuple[int, int]:
         """(chunks, documents) of a knowledge base."""
         scope = models.Filter(must=_scope(tenant_id, knowledge_base_id))

@@ -54,6 +54,21 @@ class RetrievalStub:
                 request_serializer=parley_dot_retrieval_dot_v1_dot_retrieval__pb2.GetCollectionStatsRequest.SerializeToString,
                 response_deserializer=parley_dot_retrieval_dot_v1_dot_retrieval__pb2.CollectionStats.FromString,
                 _registered_method=True)
+        self.IndexMemories = channel.unary_unary(
+                '/parley.retrieval.v1.Retrieval/IndexMemories',
+                request_serializer=parley_dot_retrieval_dot_v1_dot_retrieval__pb2.IndexMemoriesRequest.SerializeToString,
+                response_deserializer=parley_dot_retrieval_dot_v1_dot_retrieval__pb2.IndexMemoriesResponse.FromString,
+                _registered_method=True)
+        self.SearchMemories = channel.unary_unary(
+                '/parley.retrieval.v1.Retrieval/SearchMemories',
+                request_serializer=parley_dot_retrieval_dot_v1_dot_retrieval__pb2.SearchMemoriesRequest.SerializeToString,
+                response_deserializer=parley_dot_retrieval_dot_v1_dot_retrieval__pb2.SearchMemoriesResponse.FromString,
+                _registered_method=True)
+        self.DeleteMemories = channel.unary_unary(
+                '/parley.retrieval.v1.Retrieval/DeleteMemories',
+                request_serializer=parley_dot_retrieval_dot_v1_dot_retrieval__pb2.DeleteMemoriesRequest.SerializeToString,
+                response_deserializer=parley_dot_retrieval_dot_v1_dot_retrieval__pb2.DeleteMemoriesResponse.FromString,
+                _registered_method=True)
 
 
 class RetrievalServicer:
@@ -88,6 +103,32 @@ class RetrievalServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def IndexMemories(self, request, context):
+        """The long-term memories of users, in a collection of their own apart from knowledge
+        bases. Every call acts on the memories of the caller's user in the caller's tenant (both
+        from the principal): no request field can name another user's.
+
+        IndexMemories embeds and stores memories; a memory id stored before is overwritten (its
+        new text replaces the old).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SearchMemories(self, request, context):
+        """SearchMemories finds the memories most similar to a query, most similar first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteMemories(self, request, context):
+        """DeleteMemories removes the memories named, or all of the user's.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RetrievalServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -110,6 +151,21 @@ def add_RetrievalServicer_to_server(servicer, server):
                     servicer.GetCollectionStats,
                     request_deserializer=parley_dot_retrieval_dot_v1_dot_retrieval__pb2.GetCollectionStatsRequest.FromString,
                     response_serializer=parley_dot_retrieval_dot_v1_dot_retrieval__pb2.CollectionStats.SerializeToString,
+            ),
+            'IndexMemories': grpc.unary_unary_rpc_method_handler(
+                    servicer.IndexMemories,
+                    request_deserializer=parley_dot_retrieval_dot_v1_dot_retrieval__pb2.IndexMemoriesRequest.FromString,
+                    response_serializer=parley_dot_retrieval_dot_v1_dot_retrieval__pb2.IndexMemoriesResponse.SerializeToString,
+            ),
+            'SearchMemories': grpc.unary_unary_rpc_method_handler(
+                    servicer.SearchMemories,
+                    request_deserializer=parley_dot_retrieval_dot_v1_dot_retrieval__pb2.SearchMemoriesRequest.FromString,
+                    response_serializer=parley_dot_retrieval_dot_v1_dot_retrieval__pb2.SearchMemoriesResponse.SerializeToString,
+            ),
+            'DeleteMemories': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteMemories,
+                    request_deserializer=parley_dot_retrieval_dot_v1_dot_retrieval__pb2.DeleteMemoriesRequest.FromString,
+                    response_serializer=parley_dot_retrieval_dot_v1_dot_retrieval__pb2.DeleteMemoriesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -220,6 +276,87 @@ class Retrieval:
             '/parley.retrieval.v1.Retrieval/GetCollectionStats',
             parley_dot_retrieval_dot_v1_dot_retrieval__pb2.GetCollectionStatsRequest.SerializeToString,
             parley_dot_retrieval_dot_v1_dot_retrieval__pb2.CollectionStats.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def IndexMemories(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/parley.retrieval.v1.Retrieval/IndexMemories',
+            parley_dot_retrieval_dot_v1_dot_retrieval__pb2.IndexMemoriesRequest.SerializeToString,
+            parley_dot_retrieval_dot_v1_dot_retrieval__pb2.IndexMemoriesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SearchMemories(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/parley.retrieval.v1.Retrieval/SearchMemories',
+            parley_dot_retrieval_dot_v1_dot_retrieval__pb2.SearchMemoriesRequest.SerializeToString,
+            parley_dot_retrieval_dot_v1_dot_retrieval__pb2.SearchMemoriesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteMemories(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/parley.retrieval.v1.Retrieval/DeleteMemories',
+            parley_dot_retrieval_dot_v1_dot_retrieval__pb2.DeleteMemoriesRequest.SerializeToString,
+            parley_dot_retrieval_dot_v1_dot_retrieval__pb2.DeleteMemoriesResponse.FromString,
             options,
             channel_credentials,
             insecure,

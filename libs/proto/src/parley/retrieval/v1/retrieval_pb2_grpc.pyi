@@ -45,6 +45,18 @@ class RetrievalStub:
     """DeleteDocument removes every chunk of a document."""
     GetCollectionStats: _grpc.UnaryUnaryMultiCallable[_retrieval_pb2.GetCollectionStatsRequest, _retrieval_pb2.CollectionStats]
     """GetCollectionStats counts what a knowledge base holds."""
+    IndexMemories: _grpc.UnaryUnaryMultiCallable[_retrieval_pb2.IndexMemoriesRequest, _retrieval_pb2.IndexMemoriesResponse]
+    """The long-term memories of users, in a collection of their own apart from knowledge
+    bases. Every call acts on the memories of the caller's user in the caller's tenant (both
+    from the principal): no request field can name another user's.
+
+    IndexMemories embeds and stores memories; a memory id stored before is overwritten (its
+    new text replaces the old).
+    """
+    SearchMemories: _grpc.UnaryUnaryMultiCallable[_retrieval_pb2.SearchMemoriesRequest, _retrieval_pb2.SearchMemoriesResponse]
+    """SearchMemories finds the memories most similar to a query, most similar first."""
+    DeleteMemories: _grpc.UnaryUnaryMultiCallable[_retrieval_pb2.DeleteMemoriesRequest, _retrieval_pb2.DeleteMemoriesResponse]
+    """DeleteMemories removes the memories named, or all of the user's."""
 
 @_typing.type_check_only
 class RetrievalAsyncStub(RetrievalStub):
@@ -59,6 +71,18 @@ class RetrievalAsyncStub(RetrievalStub):
     """DeleteDocument removes every chunk of a document."""
     GetCollectionStats: _aio.UnaryUnaryMultiCallable[_retrieval_pb2.GetCollectionStatsRequest, _retrieval_pb2.CollectionStats]  # type: ignore[assignment]
     """GetCollectionStats counts what a knowledge base holds."""
+    IndexMemories: _aio.UnaryUnaryMultiCallable[_retrieval_pb2.IndexMemoriesRequest, _retrieval_pb2.IndexMemoriesResponse]  # type: ignore[assignment]
+    """The long-term memories of users, in a collection of their own apart from knowledge
+    bases. Every call acts on the memories of the caller's user in the caller's tenant (both
+    from the principal): no request field can name another user's.
+
+    IndexMemories embeds and stores memories; a memory id stored before is overwritten (its
+    new text replaces the old).
+    """
+    SearchMemories: _aio.UnaryUnaryMultiCallable[_retrieval_pb2.SearchMemoriesRequest, _retrieval_pb2.SearchMemoriesResponse]  # type: ignore[assignment]
+    """SearchMemories finds the memories most similar to a query, most similar first."""
+    DeleteMemories: _aio.UnaryUnaryMultiCallable[_retrieval_pb2.DeleteMemoriesRequest, _retrieval_pb2.DeleteMemoriesResponse]  # type: ignore[assignment]
+    """DeleteMemories removes the memories named, or all of the user's."""
 
 class RetrievalServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -94,5 +118,35 @@ class RetrievalServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_retrieval_pb2.CollectionStats, _abc.Awaitable[_retrieval_pb2.CollectionStats]]:
         """GetCollectionStats counts what a knowledge base holds."""
+
+    @_abc_1.abstractmethod
+    def IndexMemories(
+        self,
+        request: _retrieval_pb2.IndexMemoriesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_retrieval_pb2.IndexMemoriesResponse, _abc.Awaitable[_retrieval_pb2.IndexMemoriesResponse]]:
+        """The long-term memories of users, in a collection of their own apart from knowledge
+        bases. Every call acts on the memories of the caller's user in the caller's tenant (both
+        from the principal): no request field can name another user's.
+
+        IndexMemories embeds and stores memories; a memory id stored before is overwritten (its
+        new text replaces the old).
+        """
+
+    @_abc_1.abstractmethod
+    def SearchMemories(
+        self,
+        request: _retrieval_pb2.SearchMemoriesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_retrieval_pb2.SearchMemoriesResponse, _abc.Awaitable[_retrieval_pb2.SearchMemoriesResponse]]:
+        """SearchMemories finds the memories most similar to a query, most similar first."""
+
+    @_abc_1.abstractmethod
+    def DeleteMemories(
+        self,
+        request: _retrieval_pb2.DeleteMemoriesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_retrieval_pb2.DeleteMemoriesResponse, _abc.Awaitable[_retrieval_pb2.DeleteMemoriesResponse]]:
+        """DeleteMemories removes the memories named, or all of the user's."""
 
 def add_RetrievalServicer_to_server(servicer: RetrievalServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
