@@ -50,7 +50,11 @@ default_model: default
 providers:
   primary: {{type: openai_compatible, base_url: "{primary}/v1"}}
   backup: {{type: openai_compatible, base_url: "{backup}/v1"}}
+  here: {{type: local}}
 models:
+  # Parley's own calls around a turn (titles, summaries, follow-up rewrites, memory): the
+  # scripted behaviours of the fakes belong to the turns.
+  housekeeping: {{candidates: [{{provider: here, model: extractive-v1}}]}}
   default:
     candidates:
       - provider: primary
@@ -59,6 +63,11 @@ models:
         timeouts: {{connect: 1, first_token: {first_token}, between_tokens: 5, total: 60}}
       - {{provider: backup, model: fake-backup, max_attempts: 1}}
 """
+
+
+HOUSEKEEPING = {
+    f"{work}_MODEL": "housekeeping" for work in ("TITLE", "SUMMARY", "REWRITE", "MEMORY")
+}
 
 
 def _unavailable(reason: str) -> None:
@@ -132,6 +141,10 @@ async def running(
                         "conversation": {
                             "DATABASE_URL": database_url,
                             "RETRIEVAL_TIMEOUT_SECONDS": "2",
+                            **HOUSEKEEPING,
+                            # A turn that offers tools is never answered from the cache,
+                            # which the Redis test below counts on.
+                            "TOOLS": "",
                         },
                         "ingest": {
                             "DATABASE_URL": database_url,

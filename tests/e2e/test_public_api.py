@@ -61,8 +61,13 @@ async def running(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Run
         platform = Platform(
             data_dir=Path(data),
             env={"OPENAI_BASE_URL": f"{fake.base_url}/v1", "LOCAL_TOKEN_DELAY_MS": "0"},
-            # This module's requests are not what is tested for limits.
-            per_service_env={"gateway": {"LIMITS_DEFAULT_TIER": "unlimited"}},
+            # This module's requests are not what is tested for limits; nor is the work
+            # after a turn (titles, memory: tests/e2e/test_memory.py), whose model calls would
+            # count in the usage asserted here.
+            per_service_env={
+                "gateway": {"LIMITS_DEFAULT_TIER": "unlimited"},
+                "conversation": {"BACKGROUND_CONCURRENCY": "0"},
+            },
         )
         await platform.start()
         found = Running(platform, fake, [])
@@ -138,6 +143,7 @@ async def test_a_users_data_from_upload_to_erasure(running: Running) -> None:
         "messages": 3,
         "feedback": 1,
         "documents": 1,
+        "memories": 0,
         "usage_rows": 1,
     }
     assert [m["role"] for m in conversations[0]["messages"]] == ["user", "assistant", "assistant"]

@@ -2,13 +2,14 @@
 
 ``FakeRouter`` lists ``aliases`` (``ListModels``, counted; it can hang instead), plays a
 scripted ``StreamChat`` (events, then an end, a refusal or a hang) and keeps the requests it
-received; ``FakeRetrieval`` answers every search with the same chunks.
+received; ``FakeRetrieval`` answers every search with the same chunks, and keeps memories
+per caller (found by no search).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 
 import grpc
@@ -18,7 +19,7 @@ from parley.llm_router.v1 import llm_router_pb2 as llm
 from parley.llm_router.v1 import llm_router_pb2_grpc as llm_grpc
 from parley.retrieval.v1 import retrieval_pb2 as ret
 from parley.retrieval.v1 import retrieval_pb2_grpc as ret_grpc
-from parley_runtime.context import ACCEPTED
+from parley_runtime.context import ACCEPTED, Principal
 from parley_runtime.errors import ParleyError
 
 
@@ -35,6 +36,26 @@ def finish(input_tokens: int = 12, output_tokens: int = 3) -> llm.ChatEvent:
             ),
         )
     )
+
+
+def tool_calls(*calls: tuple[str, str, str]) -> list[llm.ChatEvent]:
+    """A stream that asks for tools, (id, name, arguments JSON) each, and finishes."""
+    events = [
+        llm.ChatEvent(
+            tool_call_delta=llm.ToolCallDelta(index=i, id=call_id, name=name, arguments_delta=a)
+        )
+        for i, (call_id, name, a) in enumerate(calls)
+    ]
+    events[0] = started(events[0])
+    return [
+        *events,
+        llm.ChatEvent(
+            finish=llm.ChatFinish(
+                finish_reason=common_pb2.FINISH_REASON_TOOL_CALLS,
+                usage=common_pb2.Usage(input_tokens=10, output_tokens=5, cost_usd=0.001),
+            )
+        ),
+    ]
 
 
 def started(first: llm.ChatEvent) -> llm.ChatEvent:
@@ -61,6 +82,12 @@ LEAVE_CHUNK = ret.ScoredChunk(
 )
 
 
+def prompt_tokens(messages: Iterable[llm.ChatMessage]) -> int:
+    """What llm-router counts for a request to a provider without a tokenizer: four
+    characters a token, four tokens of framing a message."""
+    return sum(4 + -(-len("".join(p.text for p in m.content)) // 4) for m in messages)
+
+
 @dataclass
 class Script:
     """What the next StreamChat plays once it takes the call (unless ``refused``): ``events``,
@@ -77,15 +104,28 @@ ALIASES = ("default", "fast", "slow")
 
 
 class FakeRouter(llm_grpc.LlmRouterServicer):
-    """An llm-router that serves ``aliases`` and whose streams follow ``script``."""
+    """An llm-router that serves ``aliases`` and whose streams follow ``script``, or the
+    scripts queued in ``scripts``, one per call, while there are some."""
 
     def __init__(self) -> None:
         self.script = Script(answer_events("Hello", " there", "."))
+        self.scripts: list[Script] = []
         self.requests: list[llm.ChatRequest] = []
         self.cancelled = asyncio.Event()
         self.aliases: list[str] = list(ALIASES)
         self.listings = 0
         self.list_hangs = False
+        # ListModels' limits of every alias; a local alias is the offline provider.
+        self.context_window = 128_000
+        self.max_output_tokens = 16_384
+        self.local_aliases: set[str] = set()
+        # Chat: what answers a one-shot request (nothing by default: a title, a standalone
+        # query or facts are then left as they were), the requests received, and how long
+        # each takes.
+        self.chat_answer: Callable[[llm.ChatRequest], str] = lambda r: ""
+        self.chats: list[llm.ChatRequest] = []
+        self.chat_delay = 0.0
+        self.counted: list[llm.CountTokensRequest] = []
 
     async def ListModels(
         self, request: llm.ListModelsRequest, context: grpc.aio.ServicerContext
@@ -94,23 +134,54 @@ class FakeRouter(llm_grpc.LlmRouterServicer):
         if self.list_hangs:
             await asyncio.Event().wait()
         return llm.ListModelsResponse(
-            models=[llm.ModelInfo(alias=a, candidates=[f"fake/{a}"]) for a in self.aliases],
+            models=[
+                llm.ModelInfo(
+                    alias=a,
+                    candidates=[f"fake/{a}"],
+                    context_window=self.context_window,
+                    max_output_tokens=self.max_output_tokens,
+                    local=a in self.local_aliases,
+                )
+                for a in self.aliases
+            ],
             default_model=self.aliases[0] if self.aliases else "",
         )
+
+    async def Chat(
+        self, request: llm.ChatRequest, context: grpc.aio.ServicerContext
+    ) -> llm.ChatResponse:
+        self.chats.append(request)
+        if self.chat_delay:
+            await asyncio.sleep(self.chat_delay)
+        text = self.chat_answer(request)
+        return llm.ChatResponse(
+            message=llm.ChatMessage(role=llm.ROLE_ASSISTANT, content=[llm.ContentPart(text=text)]),
+            finish_reason=common_pb2.FINISH_REASON_STOP,
+            provider="fake",
+            model="scripted-1",
+        )
+
+    async def CountTokens(
+        self, request: llm.CountTokensRequest, context: grpc.aio.ServicerContext
+    ) -> llm.CountTokensResponse:
+        """llm-router's count for providers without a tokenizer (``prompt_tokens``)."""
+        self.counted.append(request)
+        return llm.CountTokensResponse(input_tokens=prompt_tokens(request.messages))
 
     async def StreamChat(
         self, request: llm.ChatRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[llm.ChatEvent]:
         self.requests.append(request)
-        if self.script.refused is not None:
-            raise self.script.refused
+        script = self.scripts.pop(0) if self.scripts else self.script
+        if script.refused is not None:
+            raise script.refused
         await context.send_initial_metadata((ACCEPTED,))
         try:
-            for event in self.script.events:
+            for event in script.events:
                 yield event
-            if self.script.then is not None:
-                raise self.script.then
-            if self.script.hang:
+            if script.then is not None:
+                raise script.then
+            if script.hang:
                 await asyncio.Event().wait()
         except asyncio.CancelledError:
             self.cancelled.set()
@@ -118,17 +189,47 @@ class FakeRouter(llm_grpc.LlmRouterServicer):
 
 
 class FakeRetrieval(ret_grpc.RetrievalServicer):
-    """A retrieval that finds ``chunks`` for every question."""
+    """A retrieval that finds ``chunks`` for every question (``by_query``'s for its queries)."""
 
     def __init__(self) -> None:
         self.chunks: list[ret.ScoredChunk] = []
+        self.by_query: dict[str, list[ret.ScoredChunk]] = {}
         self.requests: list[ret.SearchRequest] = []
+        self.memories: dict[tuple[str, str], dict[str, str]] = {}
 
     async def Search(
         self, request: ret.SearchRequest, context: grpc.aio.ServicerContext
     ) -> ret.SearchResponse:
         self.requests.append(request)
-        return ret.SearchResponse(chunks=self.chunks)
+        return ret.SearchResponse(chunks=self.by_query.get(request.query, self.chunks))
+
+    # Users' memories: kept per (tenant, user) of the caller's metadata, found by none.
+
+    def _memories(self, context: grpc.aio.ServicerContext) -> dict[str, str]:
+        who = Principal.from_metadata(dict(context.invocation_metadata() or ()))  # type: ignore[arg-type]
+        assert who is not None, "a memory call names its principal"
+        return self.memories.setdefault((who.tenant_id, who.user_id), {})
+
+    async def IndexMemories(
+        self, request: ret.IndexMemoriesRequest, context: grpc.aio.ServicerContext
+    ) -> ret.IndexMemoriesResponse:
+        self._memories(context).update({m.memory_id: m.text for m in request.memories})
+        return ret.IndexMemoriesResponse(indexed=len(request.memories))
+
+    async def SearchMemories(
+        self, request: ret.SearchMemoriesRequest, context: grpc.aio.ServicerContext
+    ) -> ret.SearchMemoriesResponse:
+        self._memories(context)
+        return ret.SearchMemoriesResponse()
+
+    async def DeleteMemories(
+        self, request: ret.DeleteMemoriesRequest, context: grpc.aio.ServicerContext
+    ) -> ret.DeleteMemoriesResponse:
+        kept = self._memories(context)
+        named = list(kept) if request.all else [i for i in request.memory_ids if i in kept]
+        for memory_id in named:
+            del kept[memory_id]
+        return ret.DeleteMemoriesResponse(deleted=len(named))
 
 
 @dataclass

@@ -12,7 +12,7 @@ from sqlalchemy.exc import OperationalError
 
 from parley_conversation.adapters.llm_router import LlmRouter
 from parley_conversation.adapters.retrieval import Retrieval
-from parley_conversation.adapters.store import ConversationStore
+from parley_conversation.adapters.store import ConversationStore, Then
 from parley_conversation.conversations import (
     INTERRUPTED,
     AnswerState,
@@ -205,11 +205,13 @@ class FlakyStore(ConversationStore):
 
     failures = 1
 
-    async def _finish_answer(self, message_id: str, outcome: Outcome) -> Message:
+    async def _finish_answer(
+        self, message_id: str, outcome: Outcome, then: Then | None = None
+    ) -> Message:
         if self.failures:
             self.failures -= 1
             raise OperationalError("UPDATE messages", {}, ConnectionError("connection reset"))
-        return await super()._finish_answer(message_id, outcome)
+        return await super()._finish_answer(message_id, outcome, then)
 
 
 async def test_an_answers_end_survives_a_brief_database_failure(database: str) -> None:

@@ -34,6 +34,7 @@ CITATION = common_pb2.Citation(
     source_uri="leave.md",
     snippet="Employees have 25 days of leave a year.",
     score=0.876543,
+    page=3,
 )
 PUBLIC_CITATION = {
     "marker": "1",
@@ -43,6 +44,7 @@ PUBLIC_CITATION = {
     "source_uri": "leave.md",
     "snippet": "Employees have 25 days of leave a year.",
     "score": 0.8765,
+    "page": 3,
 }
 FINISH_REASONS = [
     (common_pb2.FINISH_REASON_STOP, "stop"),

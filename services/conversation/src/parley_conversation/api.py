@@ -15,6 +15,7 @@ from parley.conversation.v1 import conversation_pb2_grpc as pb_grpc
 from parley_conversation import wire
 from parley_conversation.adapters.llm_router import LlmRouter
 from parley_conversation.adapters.store import ConversationStore
+from parley_conversation.memory import Memories
 from parley_conversation.settings import Settings
 from parley_conversation.turn import TurnRunner
 from parley_runtime.context import current_principal
@@ -24,7 +25,13 @@ from parley_runtime.timestamps import aware
 
 MAX_TITLE = 200
 MAX_COMMENT = 2000
-UPDATABLE = {"title", "settings.model", "settings.knowledge_base_id", "settings.temperature"}
+UPDATABLE = {
+    "title",
+    "settings.model",
+    "settings.knowledge_base_id",
+    "settings.temperature",
+    "settings.memory_enabled",
+}
 
 
 def _check_settings(settings: pb.ConversationSettings) -> None:
@@ -44,12 +51,19 @@ class ConversationServicer(pb_grpc.ConversationServiceServicer):
     """Conversations and turns of the calling principal's user."""
 
     def __init__(
-        self, store: ConversationStore, turns: TurnRunner, router: LlmRouter, settings: Settings
+        self,
+        store: ConversationStore,
+        turns: TurnRunner,
+        router: LlmRouter,
+        settings: Settings,
+        *,
+        memories: Memories,
     ) -> None:
         self.store = store
         self.turns = turns
         self.router = router
         self.settings = settings
+        self.memories = memories
 
     async def CreateConversation(
         self, request: pb.CreateConversationRequest, context: grpc.aio.ServicerContext
@@ -68,6 +82,7 @@ class ConversationServicer(pb_grpc.ConversationServiceServicer):
             s.model,
             s.knowledge_base_id,
             s.temperature if s.HasField("temperature") else None,
+            memory_enabled=s.memory_enabled if s.HasField("memory_enabled") else True,
         )
         return wire.conversation(created)
 
@@ -126,6 +141,8 @@ class ConversationServicer(pb_grpc.ConversationServiceServicer):
             changes["knowledge_base_id"] = s.knowledge_base_id
         if "settings.temperature" in paths:
             changes["temperature"] = s.temperature if s.HasField("temperature") else None
+        if "settings.memory_enabled" in paths:
+            changes["memory_enabled"] = s.memory_enabled if s.HasField("memory_enabled") else True
         updated = await self.store.update(who, request.conversation_id, changes)
         return wire.conversation(updated)
 
@@ -241,11 +258,50 @@ class ConversationServicer(pb_grpc.ConversationServiceServicer):
     async def DeleteUserData(
         self, request: pb.DeleteUserDataRequest, context: grpc.aio.ServicerContext
     ) -> pb.DeleteUserDataResponse:
-        """Delete everything of the caller's user."""
+        """Delete everything of the caller's user, memories (and their index entries)
+        first: when retrieval cannot answer, nothing is deleted and the call can be made
+        again."""
         who = current_principal()
+        memories = await self.memories.delete_all(who)
         conversations, messages, feedback = await self.store.delete_user(who)
         return pb.DeleteUserDataResponse(
             conversations_deleted=conversations,
             messages_deleted=messages,
             feedback_deleted=feedback,
+            memories_deleted=memories,
         )
+
+    async def ListMemories(
+        self, request: pb.ListMemoriesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListMemoriesResponse:
+        """The facts remembered about the caller's user, newest first."""
+        who = current_principal()
+        size = page_size(request.page_size, 20, 100)
+        after = None
+        if request.page_token:
+            at, memory_id = decode_cursor(request.page_token, 2)
+            after = (aware(datetime.fromisoformat(at)), str(memory_id))
+        found = await self.memories.page(who, size + 1, after)
+        token = ""
+        if len(found) > size:
+            found = found[:size]
+            token = encode_cursor(aware(found[-1].created_at).isoformat(), found[-1].id)
+        return pb.ListMemoriesResponse(
+            memories=[wire.memory(m) for m in found], next_page_token=token
+        )
+
+    async def UpdateMemory(
+        self, request: pb.UpdateMemoryRequest, context: grpc.aio.ServicerContext
+    ) -> pb.Memory:
+        """Replace the text of one of the caller's memories (re-indexed)."""
+        who = current_principal()
+        updated = await self.memories.update(who, request.memory_id, request.content)
+        return wire.memory(updated)
+
+    async def DeleteMemory(
+        self, request: pb.DeleteMemoryRequest, context: grpc.aio.ServicerContext
+    ) -> pb.DeleteMemoryResponse:
+        """Forget one of the caller's memories, its index entry with it."""
+        who = current_principal()
+        await self.memories.delete(who, request.memory_id)
+        return pb.DeleteMemoryResponse()

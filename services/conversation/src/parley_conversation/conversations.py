@@ -12,7 +12,8 @@ from __future__ import annotations
 import enum
 import hashlib
 import json
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 
 # Citations show a shortened passage; the model saw the whole of it.
@@ -122,6 +123,21 @@ class Citation:
 
 
 @dataclass(frozen=True, slots=True)
+class ToolActivity:
+    """A tool call the model made while answering, and how it went: its result as given to
+    the model (empty while it runs), or the error code of a call that failed. ``step``
+    numbers the answer's tool steps from 1; calls of one step ran together."""
+
+    call_id: str
+    name: str
+    arguments_json: str
+    step: int
+    result: str = ""
+    is_error: bool = False
+    error_code: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class Conversation:
     """A conversation of one user, with the settings its turns use."""
 
@@ -133,6 +149,11 @@ class Conversation:
     message_count: int
     created_at: datetime
     updated_at: datetime
+    # The title was taken from the first message; a title written after the first answer
+    # may replace it (``titles.py``).
+    title_auto: bool = False
+    # Turns recall the user's memories and add to them (``memory.py``).
+    memory_enabled: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +173,9 @@ class Message:
     error_code: str = ""
     citations: tuple[Citation, ...] = ()
     idempotency_key: str | None = None
+    tool_activity: tuple[ToolActivity, ...] = ()
+    # Answers: the query their passages were searched with (a follow-up made standalone).
+    search_query: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,12 +202,24 @@ class TurnStart:
 
 
 @dataclass(frozen=True, slots=True)
+class Summary:
+    """A conversation's rolling summary: what its messages ``first_seq`` to ``last_seq`` said
+    (``messages`` of them, the superseded left out)."""
+
+    content: str
+    first_seq: int
+    last_seq: int
+    messages: int
+
+
+@dataclass(frozen=True, slots=True)
 class Opening:
-    """What a new turn starts from: the conversation and the role and text of its recent
-    messages, oldest first."""
+    """What a new turn starts from: the conversation, its rolling summary (None before the
+    first), and the role and text of its recent messages after the summary, oldest first."""
 
     conversation: Conversation
     history: list[tuple[Role, str]]
+    summary: Summary | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,17 +233,35 @@ class Outcome:
     usage: Usage = Usage()
     error_code: str = ""
     citations: tuple[Citation, ...] = ()
+    tool_activity: tuple[ToolActivity, ...] = ()
+    search_query: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ModelLimits:
+    """What an alias's models take: the smallest context window and the largest answer
+    among its candidates (tokens), and whether it is only the offline local provider."""
+
+    context_window: int
+    max_output_tokens: int
+    local: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class ModelAliases:
-    """The model aliases llm-router serves; an empty alias means its default."""
+    """The model aliases llm-router serves, with their limits; an empty alias means its
+    default."""
 
     names: frozenset[str]
     default: str
+    limits: Mapping[str, ModelLimits] = field(default_factory=dict)
 
     def knows(self, alias: str) -> bool:
         return not alias or alias in self.names
+
+    def limits_of(self, alias: str) -> ModelLimits | None:
+        """The limits of ``alias`` (empty: the default's); None for an alias not listed."""
+        return self.limits.get(alias or self.default)
 
 
 def request_fingerprint(content: str, model: str) -> str:

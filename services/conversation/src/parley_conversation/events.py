@@ -1,9 +1,11 @@
 """What streams during a turn: from the model (through llm-router) and to the caller.
 
-``TextDelta`` and ``ToolCall`` travel both ways unchanged. A model stream is ``ModelStarted``
-(who answers), then text and tool calls, then one ``ModelFinished`` or ``ModelFailed``; it may
-also just stop. A turn streams ``Accepted``, ``CitationsFound`` (when passages were cited),
-text and tool calls, ``UsageReport``, then exactly one ``Done`` or ``TurnFailed``.
+``TextDelta`` travels both ways unchanged. A model stream is ``ModelStarted`` (who answers),
+then text and the pieces of its tool calls (``ToolCallDelta``), then one ``ModelFinished`` or
+``ModelFailed``; it may also just stop. A turn streams ``Accepted``, ``CitationsFound`` (when
+passages were cited), text, and for each tool step a ``ToolCall`` per call the model made
+(whole, as it runs) and a ``ToolResult`` per call as it ends (``CitationsFound`` again when a
+tool found passages), then ``UsageReport`` and exactly one ``Done`` or ``TurnFailed``.
 """
 
 from __future__ import annotations
@@ -30,12 +32,35 @@ class TextDelta:
 
 
 @dataclass(frozen=True, slots=True)
+class ToolCallDelta:
+    """A piece of a tool call the model makes: pieces of one call share ``index``; the first
+    carries its id and name, the ``arguments_delta`` pieces concatenate to its JSON text."""
+
+    index: int
+    call_id: str
+    name: str
+    arguments_delta: str
+
+
+@dataclass(frozen=True, slots=True)
 class ToolCall:
-    """A piece of a tool call the model makes; pieces of one call share ``call_id``."""
+    """A tool call the model made, whole, as Parley runs it."""
 
     call_id: str
     name: str
     arguments_json: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolResult:
+    """How a tool call ended: its result as the model gets it, or why it failed
+    (``error_code``, with ``is_error``)."""
+
+    call_id: str
+    name: str
+    result: str
+    is_error: bool = False
+    error_code: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +86,7 @@ class ModelFailed:
     usage: Usage
 
 
-ModelEvent = TextDelta | ToolCall | ModelStarted | ModelFinished | ModelFailed
+ModelEvent = TextDelta | ToolCallDelta | ModelStarted | ModelFinished | ModelFailed
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +107,7 @@ class CitationsFound:
 
 @dataclass(frozen=True, slots=True)
 class UsageReport:
-    """Tokens and cost of the turn's model call."""
+    """Tokens and cost of the turn's model calls (one per tool step, and the answer)."""
 
     usage: Usage
 
@@ -102,4 +127,6 @@ class TurnFailed:
     assistant_message_id: str
 
 
-TurnEvent = Accepted | CitationsFound | TextDelta | ToolCall | UsageReport | Done | TurnFailed
+TurnEvent = (
+    Accepted | CitationsFound | TextDelta | ToolCall | ToolResult | UsageReport | Done | TurnFailed
+)

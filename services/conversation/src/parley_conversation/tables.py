@@ -1,5 +1,6 @@
-"""conversation's tables: conversations, messages, feedback (the store maps them to the types
-of ``conversations.py``; the migrations create them)."""
+"""conversation's tables: conversations, messages, feedback, rolling summaries, background
+tasks and users' memories (the stores map them to the types of ``conversations.py`` and
+``memory.py``; the migrations create them)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     false,
+    true,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -41,6 +43,15 @@ class ConversationRow(Base):
     message_count: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # The title was taken from the first message (the client gave none): a title written
+    # after the first answer may replace it.
+    title_auto: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # The answer being written, until when at the latest: a send meanwhile is refused
+    # (conversation_busy), so two turns never interleave.
+    active_answer_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    active_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # Turns recall the user's memories and add to them (memory.py) unless turned off.
+    memory_enabled: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
 
     __table_args__ = (
         Index("ix_conversations_owner_updated", "tenant_id", "user_id", "updated_at", "id"),
@@ -88,6 +99,9 @@ class MessageRow(Base):
     lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     # Answers in progress: a client asked to stop it; the writer sees it on its next save.
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # Answers: the query their passages were searched with (a follow-up rewritten to stand
+    # alone); empty without a knowledge base.
+    search_query: Mapped[str] = mapped_column(Text, default="", server_default="")
 
     __table_args__ = (
         UniqueConstraint("conversation_id", "seq", name="uq_messages_conversation_seq"),
@@ -112,3 +126,74 @@ class FeedbackRow(Base):
     rating: Mapped[str] = mapped_column(String(8))
     comment: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class SummaryRow(Base):
+    """A conversation's rolling summary: what its messages ``first_seq`` to ``last_seq`` said
+    (``messages`` of them), written through llm-router's ``model``."""
+
+    __tablename__ = "conversation_summaries"
+
+    conversation_id: Mapped[str] = mapped_column(
+        String(40), ForeignKey("conversations.id", ondelete="CASCADE"), primary_key=True
+    )
+    tenant_id: Mapped[str] = mapped_column(String(128))
+    user_id: Mapped[str] = mapped_column(String(128))
+    content: Mapped[str] = mapped_column(Text)
+    first_seq: Mapped[int] = mapped_column(Integer)
+    last_seq: Mapped[int] = mapped_column(Integer)
+    messages: Mapped[int] = mapped_column(Integer)
+    model: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class TaskRow(Base):
+    """Work run after a turn (``background.py``): pending until due (``run_after``), running
+    under a replica's lease, then deleted when done or kept ``failed`` with its last error.
+    ``dedup_key`` keeps one unfinished task per subject (NULL once it has ended)."""
+
+    __tablename__ = "background_tasks"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    tenant_id: Mapped[str] = mapped_column(String(128))
+    user_id: Mapped[str] = mapped_column(String(128))
+    conversation_id: Mapped[str] = mapped_column(String(40))
+    message_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    dedup_key: Mapped[str | None] = mapped_column(String(120), nullable=True)
+    state: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    run_after: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    owner: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    last_error: Mapped[str] = mapped_column(String(500), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        UniqueConstraint("dedup_key", name="uq_background_tasks_dedup"),
+        Index("ix_background_tasks_due", "state", "run_after"),
+        Index("ix_background_tasks_conversation", "conversation_id"),
+    )
+
+
+class MemoryRow(Base):
+    """A fact Parley keeps about a tenant's user (memory.py), with the message and
+    conversation it was taken from; retrieval's memory collection indexes it by ``id``."""
+
+    __tablename__ = "memories"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(128))
+    user_id: Mapped[str] = mapped_column(String(128))
+    content: Mapped[str] = mapped_column(Text)
+    # No foreign key: a memory outlives the conversation it came from.
+    conversation_id: Mapped[str] = mapped_column(String(40))
+    source_message_id: Mapped[str] = mapped_column(String(40))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        Index("ix_memories_owner_created", "tenant_id", "user_id", "created_at", "id"),
+    )

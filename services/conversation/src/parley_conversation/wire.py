@@ -3,10 +3,13 @@ own (conversation), llm-router's and retrieval's. The only module that knows bot
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
+
 from parley.common.v1 import common_pb2
 from parley.conversation.v1 import conversation_pb2 as pb
 from parley.llm_router.v1 import llm_router_pb2 as llm
 from parley.retrieval.v1 import retrieval_pb2 as ret
+from parley_conversation.context import DEFAULT_LIMITS
 from parley_conversation.conversations import (
     Citation,
     Conversation,
@@ -14,10 +17,12 @@ from parley_conversation.conversations import (
     FinishReason,
     Message,
     ModelAliases,
+    ModelLimits,
     Passage,
     Rating,
     Role,
     Status,
+    ToolActivity,
     Usage,
 )
 from parley_conversation.events import (
@@ -31,10 +36,19 @@ from parley_conversation.events import (
     ModelStarted,
     TextDelta,
     ToolCall,
+    ToolCallDelta,
+    ToolResult,
     TurnEvent,
     UsageReport,
 )
-from parley_conversation.prompt import Prompt
+from parley_conversation.memory import Memory
+from parley_conversation.prompt import (
+    Prompt,
+    ToolExchange,
+    tool_call_arguments,
+    tool_result_text,
+)
+from parley_conversation.tools import ToolSpec
 from parley_runtime.timestamps import to_timestamp
 
 _ROLE = {Role.USER: pb.MESSAGE_ROLE_USER, Role.ASSISTANT: pb.MESSAGE_ROLE_ASSISTANT}
@@ -66,7 +80,11 @@ _ROUTER_ROLE = {
 
 
 def conversation(item: Conversation) -> pb.Conversation:
-    settings = pb.ConversationSettings(model=item.model, knowledge_base_id=item.knowledge_base_id)
+    settings = pb.ConversationSettings(
+        model=item.model,
+        knowledge_base_id=item.knowledge_base_id,
+        memory_enabled=item.memory_enabled,
+    )
     if item.temperature is not None:
         settings.temperature = item.temperature
     return pb.Conversation(
@@ -76,6 +94,17 @@ def conversation(item: Conversation) -> pb.Conversation:
         create_time=to_timestamp(item.created_at),
         update_time=to_timestamp(item.updated_at),
         message_count=item.message_count,
+    )
+
+
+def memory(item: Memory) -> pb.Memory:
+    return pb.Memory(
+        id=item.id,
+        content=item.content,
+        source_message_id=item.source_message_id,
+        conversation_id=item.conversation_id,
+        create_time=to_timestamp(item.created_at),
+        update_time=to_timestamp(item.updated_at or item.created_at),
     )
 
 
@@ -117,11 +146,25 @@ def message(item: Message) -> pb.Message:
         error_code=item.error_code,
         create_time=to_timestamp(item.created_at),
         idempotency_key=item.idempotency_key or "",
+        search_query=item.search_query,
         citations=[citation(c) for c in item.citations],
+        tool_activity=[tool_activity(t) for t in item.tool_activity],
     )
     if item.role == Role.ASSISTANT:
         out.usage.CopyFrom(usage(item.usage))
     return out
+
+
+def tool_activity(item: ToolActivity) -> pb.ToolActivity:
+    return pb.ToolActivity(
+        call_id=item.call_id,
+        name=item.name,
+        arguments_json=item.arguments_json,
+        result=item.result,
+        is_error=item.is_error,
+        error_code=item.error_code,
+        step=item.step,
+    )
 
 
 def feedback(item: Feedback) -> pb.Feedback:
@@ -146,6 +189,16 @@ def turn_event(event: TurnEvent) -> pb.TurnEvent:
         return pb.TurnEvent(
             tool_call=pb.ToolCallEvent(
                 call_id=event.call_id, name=event.name, arguments_json=event.arguments_json
+            )
+        )
+    if isinstance(event, ToolResult):
+        return pb.TurnEvent(
+            tool_result=pb.ToolResultEvent(
+                call_id=event.call_id,
+                name=event.name,
+                result=event.result,
+                is_error=event.is_error,
+                error_code=event.error_code,
             )
         )
     if isinstance(event, Accepted):
@@ -180,23 +233,97 @@ def turn_event(event: TurnEvent) -> pb.TurnEvent:
 # llm-router
 
 
-def chat_request(prompt: Prompt, model: str, temperature: float | None) -> llm.ChatRequest:
+def chat_messages(messages: Iterable[tuple[Role, str]]) -> list[llm.ChatMessage]:
+    return [
+        llm.ChatMessage(role=_ROUTER_ROLE[role], content=[llm.ContentPart(text=text)])
+        for role, text in messages
+    ]
+
+
+def chat_request(
+    prompt: Prompt, model: str, temperature: float | None, max_tokens: int | None = None
+) -> llm.ChatRequest:
     """The router request of a turn: the prompt's messages (the documents block among them),
-    the model alias and the conversation's temperature."""
-    request = llm.ChatRequest(
-        model=model,
-        messages=[
-            llm.ChatMessage(role=_ROUTER_ROLE[role], content=[llm.ContentPart(text=text)])
-            for role, text in prompt.messages
-        ],
+    the model alias, the conversation's temperature and the answer's reservation."""
+    request = llm.ChatRequest(model=model, messages=chat_messages(prompt.messages))
+    if temperature is not None:
+        request.temperature = temperature
+    if max_tokens is not None:
+        request.max_tokens = max_tokens
+    return request
+
+
+def add_tools(
+    request: llm.ChatRequest, tools: Iterable[ToolSpec], steps: Iterable[ToolExchange]
+) -> llm.ChatRequest:
+    """``request`` with the tools the model may call, and after its messages the tool steps
+    so far: per step, the assistant's message with its calls, then one tool message per call
+    with its delimited result (``prompt.tool_result_text``)."""
+    request.tools.extend(
+        llm.Tool(name=t.name, description=t.description, parameters_json=t.parameters_json)
+        for t in tools
     )
+    for step in steps:
+        said = llm.ChatMessage(
+            role=llm.ROLE_ASSISTANT,
+            tool_calls=[
+                llm.ToolCall(id=c.call_id, name=c.name, arguments_json=tool_call_arguments(c))
+                for c in step.calls
+            ],
+        )
+        if step.text:
+            said.content.add(text=step.text)
+        request.messages.append(said)
+        request.messages.extend(
+            llm.ChatMessage(
+                role=llm.ROLE_TOOL,
+                tool_call_id=c.call_id,
+                name=c.name,
+                content=[llm.ContentPart(text=tool_result_text(c))],
+            )
+            for c in step.calls
+        )
+    return request
+
+
+def completion_request(
+    messages: Iterable[tuple[Role, str]],
+    model: str,
+    max_tokens: int | None = None,
+    temperature: float | None = None,
+) -> llm.ChatRequest:
+    """A one-shot request for Parley's own use (a summary, a title, a standalone query, the
+    facts of a turn to remember)."""
+    request = llm.ChatRequest(model=model, messages=chat_messages(messages))
+    if max_tokens is not None:
+        request.max_tokens = max_tokens
     if temperature is not None:
         request.temperature = temperature
     return request
 
 
+def count_tokens_request(prompt: Prompt, model: str) -> llm.CountTokensRequest:
+    return llm.CountTokensRequest(model=model, messages=chat_messages(prompt.messages))
+
+
+def answer_text(response: llm.ChatResponse) -> str:
+    """The text of a one-shot answer."""
+    return "".join(part.text for part in response.message.content if part.HasField("text"))
+
+
 def model_aliases(found: llm.ListModelsResponse) -> ModelAliases:
-    return ModelAliases(frozenset(m.alias for m in found.models), found.default_model)
+    return ModelAliases(
+        frozenset(m.alias for m in found.models),
+        found.default_model,
+        {
+            m.alias: ModelLimits(
+                context_window=m.context_window or DEFAULT_LIMITS.context_window,
+                max_output_tokens=m.max_output_tokens or DEFAULT_LIMITS.max_output_tokens,
+                local=m.local,
+            )
+            for m in found.models
+        },
+    )
 
 
 def _usage_of(item: common_pb2.Usage, estimated: bool | None = None) -> Usage:
@@ -222,7 +349,7 @@ def model_event(event: llm.ChatEvent) -> ModelEvent | None:
         return TextDelta(event.text_delta)
     if kind == "tool_call_delta":
         d = event.tool_call_delta
-        return ToolCall(d.id, d.name, d.arguments_delta)
+        return ToolCallDelta(d.index, d.id, d.name, d.arguments_delta)
     if kind == "finish":
         reason = _FINISH_REASON_OF.get(event.finish.finish_reason, FinishReason.STOP)
         return ModelFinished(reason, _usage_of(event.finish.usage))
@@ -258,3 +385,18 @@ def passage(chunk: ret.ScoredChunk) -> Passage:
 def _page(value: str) -> int:
     """The page ingest put in a chunk's metadata (a PDF's), or 0."""
     return int(value) if value.isascii() and value.isdigit() else 0
+
+
+def index_memories_request(memories: Sequence[Memory]) -> ret.IndexMemoriesRequest:
+    return ret.IndexMemoriesRequest(
+        memories=[ret.MemoryEntry(memory_id=m.id, text=m.content) for m in memories]
+    )
+
+
+def search_memories_request(
+    query: str, top_k: int, min_score: float | None
+) -> ret.SearchMemoriesRequest:
+    request = ret.SearchMemoriesRequest(query=query, top_k=top_k)
+    if min_score is not None:
+        request.score_threshold = min_score
+    return request

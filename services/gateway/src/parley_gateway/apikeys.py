@@ -178,6 +178,20 @@ class ApiKeyStore:
             )
         return await self.get(tenant_id, key_id)
 
+    async def revoke_user(self, tenant_id: str, user_id: str) -> list[str]:
+        """Revoke every key of the tenant that acts as ``user_id``; the prefixes of those
+        revoked now (keys revoked before keep their time)."""
+        live = and_(
+            _TABLE.c.tenant_id == tenant_id,
+            _TABLE.c.user_id == user_id,
+            _TABLE.c.revoked_at.is_(None),
+        )
+        async with self.engine.begin() as conn:
+            prefixes = list((await conn.execute(select(_TABLE.c.prefix).where(live))).scalars())
+            if prefixes:
+                await conn.execute(update(_TABLE).where(live).values(revoked_at=utcnow()))
+        return prefixes
+
     async def find(self, prefix: str) -> tuple[ApiKey, str] | None:
         """The key with ``prefix`` (without ``pk_``) and its hash, whatever its tenant."""
         async with self.engine.connect() as conn:

@@ -14,13 +14,17 @@ from parley_gateway.guardrails import Guardrails
 from parley_gateway.identity import Identity
 from parley_gateway.limits.http import RateLimitHeaders, build_limiter
 from parley_gateway.middleware import RequestContextMiddleware
+from parley_gateway.page import Page
 from parley_gateway.routes import (
     conversations,
     documents,
     limits,
+    memories,
     messages,
     openai,
+    page,
     search,
+    session,
     system,
     uploads,
     usage,
@@ -29,6 +33,7 @@ from parley_gateway.routes import (
 )
 from parley_gateway.routes import keys as api_keys
 from parley_gateway.settings import Settings
+from parley_runtime import telemetry
 
 
 def create_app(settings: Settings, peers: Peers | None = None) -> FastAPI:
@@ -55,6 +60,7 @@ def create_app(settings: Settings, peers: Peers | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.guardrails = Guardrails.from_settings(settings)
     app.state.limiter = build_limiter(settings)
+    app.state.page = Page.load(dev_sign_in=settings.dev_sign_in)
     errors.install(app)
     app.include_router(system.router)
     app.include_router(conversations.router)
@@ -62,10 +68,10 @@ def create_app(settings: Settings, peers: Peers | None = None) -> FastAPI:
     app.include_router(api_keys.router)
     app.include_router(openai.router)
     app.include_router(limits.router)
-    for part in (messages, uploads, search, usage, users, ws):
+    for part in (messages, memories, uploads, search, usage, users, ws, session, page):
         app.include_router(part.router)
     app.add_middleware(RateLimitHeaders)
-    app.add_middleware(RequestContextMiddleware)
+    app.add_middleware(RequestContextMiddleware, server_span=not _instrument(app))
     # Outside the request context, so the last-resort 500 gets CORS and security headers.
     app.add_middleware(
         CorsMiddleware,
@@ -79,3 +85,21 @@ def create_app(settings: Settings, peers: Peers | None = None) -> FastAPI:
         docs_paths=tuple(path for path in docs if path),
     )
     return app
+
+
+def _instrument(app: FastAPI) -> bool:
+    """While tracing, OpenTelemetry's instrumentations of FastAPI (the server span of every
+    request but the probes', named by its route; none per body chunk) and Redis (the limits'
+    calls). Returns whether FastAPI's is installed."""
+    if telemetry.instrumented("redis"):
+        from opentelemetry.instrumentation.redis import RedisInstrumentor
+
+        RedisInstrumentor().instrument()
+    if not telemetry.instrumented("fastapi"):
+        return False
+    from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+
+    FastAPIInstrumentor.instrument_app(
+        app, excluded_urls="/healthz,/readyz", exclude_spans=["receive", "send"]
+    )
+    return True

@@ -64,7 +64,8 @@ def error_response(error: ParleyError) -> JSONResponse:
     (:attr:`ParleyError.retryable`, the one rule every hop follows)."""
     status = status_for(error)
     headers = {}
-    if error.retryable and status != 413:
+    # A conflict that passes (a conversation answering another message) says when to retry.
+    if (error.retryable or error.retry_after is not None) and status != 413:
         headers["Retry-After"] = str(max(1, round(error.retry_after or 1)))
     return JSONResponse(envelope(error.code, error.message), status_code=status, headers=headers)
 

@@ -27,6 +27,11 @@ class Settings(ProcessSettings):
     parley_env: Literal["development", "production"] = "development"
     auth_secret: str = Field(DEV_SECRET, description="HMAC key of the bearer tokens (HS256).")
     auth_issuer: str = "parley"
+    dev_sign_in: bool = Field(
+        False,
+        description="The chat page's development sign-in (any tenant and user, no password); "
+        "make run turns it on; refused in production and with OIDC.",
+    )
     # Identity (auth.py, oidc.py, apikeys.py).
     auth_mode: Literal["dev", "oidc"] = Field(
         "dev", description="dev: HS256 tokens under AUTH_SECRET; oidc: the issuer's RS256/ES256."
@@ -128,6 +133,12 @@ class Settings(ProcessSettings):
             and (self.auth_secret == DEV_SECRET or len(self.auth_secret) < 32)
         ):
             raise ValueError("AUTH_SECRET must be set to 32 or more characters in production")
+        return self
+
+    @model_validator(mode="after")
+    def _dev_sign_in_in_development_only(self) -> Settings:
+        if self.dev_sign_in and (self.parley_env == "production" or self.auth_mode != "dev"):
+            raise ValueError("DEV_SIGN_IN needs PARLEY_ENV=development and AUTH_MODE=dev")
         return self
 
     @model_validator(mode="after")

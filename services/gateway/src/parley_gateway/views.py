@@ -73,6 +73,7 @@ def citation(value: common_pb2.Citation) -> dict[str, Any]:
         "source_uri": value.source_uri,
         "snippet": value.snippet,
         "score": round(value.score, 4),
+        "page": value.page or None,
     }
 
 
@@ -85,8 +86,22 @@ def conversation(value: conv.Conversation) -> dict[str, Any]:
             "model": settings.model or None,
             "knowledge_base_id": settings.knowledge_base_id or None,
             "temperature": settings.temperature if settings.HasField("temperature") else None,
+            "memory_enabled": (
+                settings.memory_enabled if settings.HasField("memory_enabled") else True
+            ),
         },
         "message_count": value.message_count,
+        "created_at": timestamp(value.create_time),
+        "updated_at": timestamp(value.update_time),
+    }
+
+
+def memory(value: conv.Memory) -> dict[str, Any]:
+    return {
+        "id": value.id,
+        "content": value.content,
+        "source_message_id": value.source_message_id or None,
+        "conversation_id": value.conversation_id or None,
         "created_at": timestamp(value.create_time),
         "updated_at": timestamp(value.update_time),
     }
@@ -108,8 +123,23 @@ def message(value: conv.Message) -> dict[str, Any]:
             "finish_reason": _FINISH_REASON.get(value.finish_reason, "unknown") or None,
             "citations": [citation(c) for c in value.citations],
             "error_code": value.error_code or None,
+            "tool_activity": [tool_activity(t) for t in value.tool_activity],
+            # The query its passages were searched with (a follow-up made standalone).
+            "search_query": value.search_query or None,
         }
     return out
+
+
+def tool_activity(value: conv.ToolActivity) -> dict[str, Any]:
+    return {
+        "call_id": value.call_id,
+        "name": value.name,
+        "arguments": value.arguments_json,
+        "result": value.result,
+        "is_error": value.is_error,
+        "error_code": value.error_code or None,
+        "step": value.step,
+    }
 
 
 def turn_event(event: conv.TurnEvent, request_id: str | None) -> tuple[str, dict[str, Any]]:
@@ -132,7 +162,13 @@ def turn_event(event: conv.TurnEvent, request_id: str | None) -> tuple[str, dict
         return "tool_call", {"call_id": t.call_id, "name": t.name, "arguments": t.arguments_json}
     if kind == "tool_result":
         r = event.tool_result
-        return "tool_result", {"call_id": r.call_id, "result": r.result, "is_error": r.is_error}
+        return "tool_result", {
+            "call_id": r.call_id,
+            "name": r.name,
+            "result": r.result,
+            "is_error": r.is_error,
+            "error_code": r.error_code or None,
+        }
     if kind == "usage":
         return "usage", usage(event.usage.usage)
     if kind == "done":

@@ -79,7 +79,17 @@ async def _served(stack: AsyncExitStack, wiring: Wiring) -> str:
 
 
 @pytest.fixture
-async def stack(tmp_path: Path, local_embedder: Any, serve_gateway: Serve) -> AsyncIterator[Stack]:
+def background_concurrency() -> int:
+    """Background tasks conversation runs at once: none by default, as the work after a turn
+    (titles, memory) calls the same fake provider, whose scripted answers belong to the
+    turns here. A module that tests that work overrides this fixture."""
+    return 0
+
+
+@pytest.fixture
+async def stack(
+    tmp_path: Path, local_embedder: Any, serve_gateway: Serve, background_concurrency: int
+) -> AsyncIterator[Stack]:
     async with AsyncExitStack() as running:
         provider = running.enter_context(OpenAIFake(tokens=12, token_delay_ms=1))
         retrieval = await running.enter_async_context(retrieval_service(local_embedder))
@@ -116,6 +126,7 @@ async def stack(tmp_path: Path, local_embedder: Any, serve_gateway: Serve) -> As
                     retrieval_addr=retrieval,
                     replica_id="conversation-a",
                     turn_flush_seconds=0.1,
+                    background_concurrency=background_concurrency,
                 )
             ),
         )

@@ -55,6 +55,7 @@ def _archive(response: httpx.Response) -> dict[str, Any]:
             "conversations.json",
             "documents.json",
             "manifest.json",
+            "memories.json",
             "usage.json",
         ]
         return {name: json.loads(archive.read(name)) for name in archive.namelist()}
@@ -87,6 +88,7 @@ async def test_a_user_exports_then_deletes_everything_parley_keeps_of_them(
         "messages": 2,
         "feedback": 1,
         "documents": 1,
+        "memories": 0,
         "usage_rows": 1,
     }
     [conversation] = exported["conversations.json"]
@@ -113,9 +115,11 @@ async def test_a_user_exports_then_deletes_everything_parley_keeps_of_them(
         "conversations": 1,
         "messages": 2,
         "feedback": 1,
+        "memories": 0,
         "documents": 1,
         "ingest_jobs": 1,
         "usage_records": 1,
+        "api_keys_revoked": 0,
     }
     assert counts["chunks"] >= 2  # the two sections of the leave policy
 
@@ -143,7 +147,13 @@ async def test_an_admin_exports_and_deletes_a_user_of_their_tenant_only(
 ) -> None:
     bob = stack.as_user(user="bob")
     await _turn(bob, "Hello from bob")
-    admin = stack.as_user(user="root", scopes=("admin",))
+    admin = stack.as_user(user="root", scopes=("admin", "read"))
+    made = await admin.post(
+        "/v1/admin/api-keys", json={"name": "bob's sync", "scopes": ["read"], "user_id": "bob"}
+    )
+    assert made.status_code == 201, made.text
+    bobs_key = {"Authorization": f"Bearer {made.json()['key']}"}
+    assert (await stack.client.get("/v1/conversations", headers=bobs_key)).status_code == 200
     exported = _archive(await admin.get("/v1/admin/users/bob/export"))
     assert exported["manifest.json"]["user_id"] == "bob"
     assert exported["manifest.json"]["counts"]["conversations"] == 1
@@ -157,7 +167,10 @@ async def test_an_admin_exports_and_deletes_a_user_of_their_tenant_only(
     deleted = await admin.delete("/v1/admin/users/bob/data")
     assert deleted.status_code == 200, deleted.text
     assert (deleted.json()["user_id"], deleted.json()["deleted"]["conversations"]) == ("bob", 1)
+    assert deleted.json()["deleted"]["api_keys_revoked"] == 1
     assert (await bob.get("/v1/conversations")).json()["conversations"] == []
+    # The keys that acted as bob act no more.
+    error_of(await stack.client.get("/v1/conversations", headers=bobs_key), 401, "api_key_revoked")
 
     for path in ("/v1/admin/users/bob/export", "/v1/admin/users/bob/data"):
         method = stack.client.get if path.endswith("export") else stack.client.delete

@@ -1,22 +1,25 @@
-"""llm-router, as conversation calls it: the model aliases it serves (checked before a turn
-or a conversation's settings are stored) and one streamed model call per answer."""
+"""llm-router, as conversation calls it: the model aliases it serves and their limits (checked
+before a turn or a conversation's settings are stored), one streamed model call per answer,
+unstreamed answers for Parley's own use (summaries, titles, standalone queries, memories),
+and exact token counts of a prompt near its budget."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Sequence
 
 import grpc
 
 from parley.llm_router.v1 import llm_router_pb2 as llm
 from parley.llm_router.v1 import llm_router_pb2_grpc as llm_grpc
 from parley_conversation import wire
-from parley_conversation.conversations import ModelAliases
+from parley_conversation.conversations import ModelAliases, ModelLimits, Role
 from parley_conversation.events import ModelEvent
-from parley_conversation.prompt import Prompt
-from parley_runtime.context import ACCEPTED
+from parley_conversation.prompt import Prompt, ToolExchange
+from parley_conversation.tools import ToolSpec
+from parley_runtime.context import ACCEPTED, Principal
 from parley_runtime.errors import InvalidArgument, Unavailable, from_rpc_error
 from parley_runtime.grpc_client import channel
 
@@ -151,12 +154,59 @@ class LlmRouter:
             ) from error
         return wire.model_aliases(found)
 
+    async def limits(self, alias: str) -> ModelLimits | None:
+        """The limits of ``alias`` (empty: the default), from the list ``check_model`` keeps;
+        None when llm-router lists no such alias."""
+        return (await self._known(fresh=False)).limits_of(alias)
+
     def stream_chat(
-        self, prompt: Prompt, model: str, temperature: float | None, timeout: float
+        self,
+        prompt: Prompt,
+        model: str,
+        temperature: float | None,
+        timeout: float,
+        max_tokens: int | None = None,
+        *,
+        tools: Sequence[ToolSpec] = (),
+        steps: Sequence[ToolExchange] = (),
     ) -> ModelStream:
-        """Start the model call for ``prompt`` now; its answer streams from the result."""
-        call = self._stub.StreamChat(wire.chat_request(prompt, model, temperature), timeout=timeout)
-        return ModelStream(call)
+        """Start the model call for ``prompt`` now; its answer streams from the result.
+        ``tools`` are offered to the model; ``steps`` are the tool steps of the answer so
+        far, which follow the prompt's messages."""
+        request = wire.chat_request(prompt, model, temperature, max_tokens)
+        if tools or steps:
+            wire.add_tools(request, tools, steps)
+        return ModelStream(self._stub.StreamChat(request, timeout=timeout))
+
+    async def count_tokens(self, prompt: Prompt, model: str, timeout: float) -> int:
+        """The input tokens of ``prompt`` with the tokenizer of ``model``'s first candidate;
+        raises the ``ParleyError`` of a call that failed."""
+        request = wire.count_tokens_request(prompt, model)
+        try:
+            counted = await self._stub.CountTokens(request, timeout=timeout)
+        except grpc.RpcError as error:
+            raise from_rpc_error(error) from error
+        return int(counted.input_tokens)
+
+    async def complete(
+        self,
+        who: Principal,
+        messages: Sequence[tuple[Role, str]],
+        model: str,
+        *,
+        timeout: float,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+    ) -> str:
+        """The text of one unstreamed answer to ``messages``, asked for ``who`` (named on the
+        call: background work runs outside the request that caused it). Raises the
+        ``ParleyError`` llm-router sent."""
+        request = wire.completion_request(messages, model, max_tokens, temperature)
+        try:
+            found = await self._stub.Chat(request, timeout=timeout, metadata=who.to_metadata())
+        except grpc.RpcError as error:
+            raise from_rpc_error(error) from error
+        return wire.answer_text(found)
 
     async def close(self) -> None:
         await self._channel.close()

@@ -16,13 +16,26 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Row, Table, and_, bindparam, case, delete, func, insert, select, update
+from sqlalchemy import (
+    Row,
+    Table,
+    and_,
+    bindparam,
+    case,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    true,
+    update,
+)
 from sqlalchemy.exc import DBAPIError, IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
 from parley_conversation.conversations import (
     CANCELLED,
@@ -38,35 +51,63 @@ from parley_conversation.conversations import (
     Rating,
     Role,
     Status,
+    Summary,
+    ToolActivity,
     TurnStart,
     Usage,
 )
-from parley_conversation.tables import ConversationRow, FeedbackRow, MessageRow
+from parley_conversation.tables import (
+    ConversationRow,
+    FeedbackRow,
+    MessageRow,
+    SummaryRow,
+    TaskRow,
+)
 from parley_runtime.context import Principal
 from parley_runtime.errors import FailedPrecondition, InvalidArgument, NotFound
 from parley_runtime.ids import new_id
-from parley_runtime.timestamps import utcnow
+from parley_runtime.timestamps import aware, utcnow
 
 log = logging.getLogger("parley.conversation.store")
+
+# More to write in the transaction that stores an answer's end.
+Then = Callable[[AsyncConnection], Awaitable[None]]
 
 TITLE_FROM_MESSAGE_CHARS = 60
 # Pauses between tries of an answer's final write (a database failover, a cut connection).
 END_RETRY_PAUSES = (0.1, 0.4, 1.0)
+# How long a client is told to wait before sending again to a conversation that answers.
+BUSY_RETRY_SECONDS = 2.0
+
+
+def busy() -> FailedPrecondition:
+    """The refusal of a send while the conversation answers another message."""
+    return FailedPrecondition(
+        "the conversation is answering another message; send this one once that answer has ended",
+        code="conversation_busy",
+        retry_after=BUSY_RETRY_SECONDS,
+    )
+
 
 # A turn's own reads and writes are SQLAlchemy Core statements on the tables (no ORM session
 # or objects): every streamed turn makes them, and the ORM's unit of work cost more than the
 # queries. Statements are built once; their parameters are bound per call.
 CONVERSATIONS = cast(Table, ConversationRow.__table__)
 MESSAGES = cast(Table, MessageRow.__table__)
-_c, _m = CONVERSATIONS.c, MESSAGES.c
+SUMMARIES = cast(Table, SummaryRow.__table__)
+_c, _m, _s = CONVERSATIONS.c, MESSAGES.c, SUMMARIES.c
 _KEY_USER = MESSAGES.alias("key_user")
-# The caller's conversation and, when ``key`` began a turn in it, that turn's user message:
-# one round trip for a send's first read.
+# The caller's conversation, its rolling summary and, when ``key`` began a turn in it, that
+# turn's user message: one round trip for a send's first read.
 _OWNED_WITH_KEY = (
     select(
         CONVERSATIONS,
         _KEY_USER.c.id.label("key_message_id"),
         _KEY_USER.c.request_fingerprint.label("key_fingerprint"),
+        _s.content.label("summary_content"),
+        _s.first_seq.label("summary_first_seq"),
+        _s.last_seq.label("summary_last_seq"),
+        _s.messages.label("summary_messages"),
     )
     .select_from(
         CONVERSATIONS.outerjoin(
@@ -75,10 +116,25 @@ _OWNED_WITH_KEY = (
                 _KEY_USER.c.conversation_id == _c.id,
                 _KEY_USER.c.idempotency_key == bindparam("key"),
             ),
-        )
+        ).outerjoin(SUMMARIES, _s.conversation_id == _c.id)
     )
     .where(_c.id == bindparam("cid"), _c.tenant_id == bindparam("tenant"))
     .where(_c.user_id == bindparam("user"))
+)
+_OWNED = select(_c.id).where(
+    _c.id == bindparam("cid"), _c.tenant_id == bindparam("tenant"), _c.user_id == bindparam("user")
+)
+_SUMMARY = select(_s.content, _s.first_seq, _s.last_seq, _s.messages).where(
+    _s.conversation_id == bindparam("cid")
+)
+# A conversation answers one message at a time: a turn takes it while no answer is being
+# written (or the one that was has outlived any turn), in the statement that counts its
+# messages, so two sends never interleave, whichever replicas they reach.
+_FREE = or_(_c.active_answer_id.is_(None), _c.active_until < bindparam("now"))
+_RELEASE = (
+    update(CONVERSATIONS)
+    .where(_c.id == bindparam("cid"), _c.active_answer_id == bindparam("answer_id"))
+    .values(active_answer_id=None, active_until=None)
 )
 _MESSAGE_BY_ID = select(MESSAGES).where(_m.id == bindparam("id"))
 _LAST_REPLY = (
@@ -89,11 +145,25 @@ _LAST_REPLY = (
 _COUNT_TURN = (
     update(CONVERSATIONS)
     .where(_c.id == bindparam("cid"), _c.tenant_id == bindparam("tenant"))
-    .where(_c.user_id == bindparam("user"))
+    .where(_c.user_id == bindparam("user"), _FREE)
     .values(
         message_count=_c.message_count + 2,
         updated_at=bindparam("now"),
         title=case((_c.title == "", bindparam("new_title")), else_=_c.title),
+        title_auto=case((_c.title == "", true()), else_=_c.title_auto),
+        active_answer_id=bindparam("answer_id"),
+        active_until=bindparam("busy_until"),
+    )
+    .returning(*CONVERSATIONS.c)
+)
+_TAKE_FOR_REGENERATION = (
+    update(CONVERSATIONS)
+    .where(_c.id == bindparam("cid"), _c.tenant_id == bindparam("tenant"))
+    .where(_c.user_id == bindparam("user"), _FREE)
+    .values(
+        updated_at=bindparam("now"),
+        active_answer_id=bindparam("answer_id"),
+        active_until=bindparam("busy_until"),
     )
     .returning(*CONVERSATIONS.c)
 )
@@ -102,6 +172,7 @@ _INSERT_MESSAGE = insert(MESSAGES)
 _RECENT = (
     select(_m.role, _m.status, _m.content)
     .where(_m.conversation_id == bindparam("cid"), _m.superseded.is_(False))
+    .where(_m.seq > bindparam("after_seq"))
     .order_by(_m.seq.desc())
     .limit(bindparam("limit"))
 )
@@ -132,6 +203,17 @@ def _conversation(row: ConversationRow | Row[Any]) -> Conversation:
         message_count=row.message_count,
         created_at=row.created_at,
         updated_at=row.updated_at,
+        memory_enabled=row.memory_enabled,
+        title_auto=row.title_auto,
+    )
+
+
+def _summary_of(row: Row[Any]) -> Summary | None:
+    """The summary columns of ``_OWNED_WITH_KEY``, or None before the first."""
+    if row.summary_content is None:
+        return None
+    return Summary(
+        row.summary_content, row.summary_first_seq, row.summary_last_seq, row.summary_messages
     )
 
 
@@ -161,6 +243,30 @@ def _citation(data: dict[str, Any]) -> Citation:
     )
 
 
+def _tool_activity_json(activity: ToolActivity) -> dict[str, Any]:
+    return {
+        "call_id": activity.call_id,
+        "name": activity.name,
+        "arguments_json": activity.arguments_json,
+        "step": activity.step,
+        "result": activity.result,
+        "is_error": activity.is_error,
+        "error_code": activity.error_code,
+    }
+
+
+def _tool_activity(data: dict[str, Any]) -> ToolActivity:
+    return ToolActivity(
+        call_id=str(data.get("call_id", "")),
+        name=str(data.get("name", "")),
+        arguments_json=str(data.get("arguments_json", "")),
+        step=int(data.get("step", 0)),
+        result=str(data.get("result", "")),
+        is_error=bool(data.get("is_error", False)),
+        error_code=str(data.get("error_code", "")),
+    )
+
+
 def _message(row: MessageRow | Row[Any]) -> Message:
     return Message(
         id=row.id,
@@ -176,6 +282,8 @@ def _message(row: MessageRow | Row[Any]) -> Message:
         error_code=row.error_code,
         citations=tuple(_citation(c) for c in row.citations or ()),
         idempotency_key=row.idempotency_key,
+        tool_activity=tuple(_tool_activity(t) for t in row.tool_activity or ()),
+        search_query=row.search_query or "",
     )
 
 
@@ -226,6 +334,7 @@ def _message_values(who: Principal, message: Message, **extra: Any) -> dict[str,
         "owner": None,
         "lease_until": None,
         "cancel_requested": False,
+        "search_query": "",
         **extra,
     }
 
@@ -254,19 +363,29 @@ def _new_message(
         superseded=False,
         created_at=at,
         cancel_requested=False,
+        search_query="",
     )
 
 
 class ConversationStore:
     """The repository of the conversation service (see the module docstring)."""
 
-    def __init__(self, engine: AsyncEngine, owner: str = "", lease_seconds: float = 30.0) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        owner: str = "",
+        lease_seconds: float = 30.0,
+        turn_seconds: float = 330.0,
+    ) -> None:
         self.engine = engine
         self.sessions = async_sessionmaker(engine, expire_on_commit=False)
         # The replica this store writes answers for, and how long an answer in progress may
         # go without news before another replica may close it.
         self.owner = owner
         self.lease = timedelta(seconds=lease_seconds)
+        # The longest a turn may hold its conversation (its model call's deadline and a
+        # lease): past it, a conversation whose answer was never released takes turns again.
+        self.turn_hold = timedelta(seconds=turn_seconds)
 
     def _open_answer(
         self, who: Principal, cid: str, seq: int, reply_to: str, at: datetime
@@ -284,7 +403,13 @@ class ConversationStore:
         return row
 
     async def create(
-        self, who: Principal, title: str, model: str, kb: str, temperature: float | None
+        self,
+        who: Principal,
+        title: str,
+        model: str,
+        kb: str,
+        temperature: float | None,
+        memory_enabled: bool = True,
     ) -> Conversation:
         now = utcnow()
         row = ConversationRow(
@@ -298,6 +423,7 @@ class ConversationStore:
             message_count=0,
             created_at=now,
             updated_at=now,
+            memory_enabled=memory_enabled,
         )
         async with self.sessions.begin() as session:
             session.add(row)
@@ -334,6 +460,8 @@ class ConversationStore:
             row = await self._owned(session, who, cid)
             for name, value in changes.items():
                 setattr(row, name, value)
+            if "title" in changes:
+                row.title_auto = False  # the client's title stays
             row.updated_at = utcnow()
         return _conversation(row)
 
@@ -341,6 +469,8 @@ class ConversationStore:
         async with self.sessions.begin() as session:
             row = await self._owned(session, who, cid)
             await session.execute(delete(MessageRow).where(MessageRow.conversation_id == cid))
+            await session.execute(delete(SummaryRow).where(SummaryRow.conversation_id == cid))
+            await session.execute(delete(TaskRow).where(TaskRow.conversation_id == cid))
             await session.delete(row)
 
     async def messages(self, who: Principal, cid: str, limit: int, after_seq: int) -> list[Message]:
@@ -386,16 +516,20 @@ class ConversationStore:
                 row.cancel_requested = True
         return _message(row)
 
-    async def history(self, cid: str, before_seq: int, limit: int) -> list[tuple[Role, str]]:
-        """The role and text of the last ``limit`` messages before ``before_seq`` that a prompt
-        carries (``_shown``), oldest first."""
+    async def history(self, conversation: Conversation, before_seq: int, limit: int) -> Opening:
+        """The conversation's rolling summary and the role and text of its last ``limit``
+        messages after the summary and before ``before_seq`` that a prompt carries
+        (``_shown``), oldest first."""
         if before_seq <= 1:
-            return []  # the conversation's first message has nothing before it
+            return Opening(conversation, [])  # the first message has nothing before it
+        cid = conversation.id
         async with self.engine.connect() as conn:
-            rows = (
-                await conn.execute(_HISTORY, {"cid": cid, "before_seq": before_seq, "limit": limit})
-            ).all()
-        return _shown(rows)
+            found = (await conn.execute(_SUMMARY, {"cid": cid})).first()
+            summary = Summary(*found) if found is not None else None
+            after = summary.last_seq if summary is not None else 0
+            params = {"cid": cid, "before_seq": before_seq, "limit": limit, "after_seq": after}
+            rows = (await conn.execute(_HISTORY, params)).all()
+        return Opening(conversation, _shown(rows), summary)
 
     async def find_turn(
         self,
@@ -416,10 +550,14 @@ class ConversationStore:
                 raise NotFound(f"conversation {cid!r} not found", code="conversation_not_found")
             if not key or row.key_message_id is None:
                 recent: list[tuple[Role, str]] = []
+                summary = _summary_of(row)
                 if history and row.message_count:
-                    found = await conn.execute(_RECENT, {"cid": cid, "limit": history})
+                    after = summary.last_seq if summary is not None else 0
+                    found = await conn.execute(
+                        _RECENT, {"cid": cid, "limit": history, "after_seq": after}
+                    )
                     recent = _shown(found.all())
-                return Opening(_conversation(row), recent)
+                return Opening(_conversation(row), recent, summary)
             stored = row.key_fingerprint
             if fingerprint is not None and stored is not None and stored != fingerprint:
                 raise InvalidArgument(
@@ -445,32 +583,61 @@ class ConversationStore:
         fingerprint: str | None = None,
     ) -> TurnStart:
         """Store the user message and an in-progress answer, once per idempotency key: a key
-        already taken replays its turn (see ``find_turn``)."""
+        already taken replays its turn (see ``find_turn``). While another answer of the
+        conversation is being written the send is FAILED_PRECONDITION ``conversation_busy``
+        (with a retry hint), unless it is that turn sent again with its key."""
         for _ in range(5):
             try:
-                return await self._insert_turn(who, cid, content, idempotency_key, fingerprint)
+                started = await self._insert_turn(who, cid, content, idempotency_key, fingerprint)
             except IntegrityError:
-                # Another request took the key or the position first: read again.
-                if idempotency_key:
-                    found = await self.find_turn(who, cid, idempotency_key, fingerprint)
-                    if isinstance(found, TurnStart):
-                        return found
-        raise FailedPrecondition(
-            "the conversation is busy; retry the message", code="conversation_busy"
-        )
+                started = None  # another request took the key or the position first
+            if started is not None:
+                return started
+            if idempotency_key:
+                found = await self.find_turn(who, cid, idempotency_key, fingerprint)
+                if isinstance(found, TurnStart):
+                    return found
+            if not await self._free(who, cid):
+                break
+        raise busy()
+
+    async def _free(self, who: Principal, cid: str) -> bool:
+        """Whether the caller's conversation takes a turn now (NOT_FOUND if it is not theirs)."""
+        async with self.engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(_c.active_answer_id, _c.active_until).where(
+                        _c.id == cid, _c.tenant_id == who.tenant_id, _c.user_id == who.user_id
+                    )
+                )
+            ).first()
+        if row is None:
+            raise NotFound(f"conversation {cid!r} not found", code="conversation_not_found")
+        return row.active_answer_id is None or aware(row.active_until) < utcnow()
 
     async def _insert_turn(
         self, who: Principal, cid: str, content: str, key: str | None, fingerprint: str | None
-    ) -> TurnStart:
+    ) -> TurnStart | None:
+        """The turn stored, or None while the conversation answers another message."""
         now = utcnow()
         title = " ".join(content.split())[:TITLE_FROM_MESSAGE_CHARS]
-        owner = {"cid": cid, "tenant": who.tenant_id, "user": who.user_id}
+        answer_id = new_id("msg")
+        values = {
+            "cid": cid,
+            "tenant": who.tenant_id,
+            "user": who.user_id,
+            "now": now,
+            "new_title": title,
+            "answer_id": answer_id,
+            "busy_until": now + self.turn_hold,
+        }
         async with self.engine.begin() as conn:
-            conversation = (
-                await conn.execute(_COUNT_TURN, {**owner, "now": now, "new_title": title})
-            ).first()
+            conversation = (await conn.execute(_COUNT_TURN, values)).first()
             if conversation is None:
-                raise NotFound(f"conversation {cid!r} not found", code="conversation_not_found")
+                owned = await conn.scalar(_OWNED, values)
+                if owned is None:
+                    raise NotFound(f"conversation {cid!r} not found", code="conversation_not_found")
+                return None
             seq = (await conn.scalar(_LAST_SEQ, {"cid": cid}) or 0) + 1
             user = Message(
                 new_id("msg"),
@@ -483,7 +650,7 @@ class ConversationStore:
                 idempotency_key=key,
             )
             assistant = Message(
-                new_id("msg"), cid, seq + 1, Role.ASSISTANT, "", Status.IN_PROGRESS, now
+                answer_id, cid, seq + 1, Role.ASSISTANT, "", Status.IN_PROGRESS, now
             )
             await conn.execute(
                 _INSERT_MESSAGE,
@@ -501,9 +668,25 @@ class ConversationStore:
         return TurnStart(_conversation(conversation), user, assistant, replayed=False)
 
     async def begin_regeneration(self, who: Principal, cid: str) -> TurnStart:
-        """Supersede the last answer and open a new one to the same user message."""
+        """Supersede the last answer and open a new one to the same user message; while
+        another answer of the conversation is being written, FAILED_PRECONDITION
+        ``conversation_busy``."""
+        now = utcnow()
+        answer_id = new_id("msg")
+        values = {
+            "cid": cid,
+            "tenant": who.tenant_id,
+            "user": who.user_id,
+            "now": now,
+            "answer_id": answer_id,
+            "busy_until": now + self.turn_hold,
+        }
         async with self.sessions.begin() as session:
-            conversation = await self._owned(session, who, cid)
+            taken = (await session.execute(_TAKE_FOR_REGENERATION, values)).first()
+            if taken is None:
+                if await session.scalar(_OWNED, values) is None:
+                    raise NotFound(f"conversation {cid!r} not found", code="conversation_not_found")
+                raise busy()
             user = await session.scalar(
                 select(MessageRow)
                 .where(MessageRow.conversation_id == cid, MessageRow.role == Role.USER.value)
@@ -520,27 +703,28 @@ class ConversationStore:
             last = await session.scalar(
                 select(func.max(MessageRow.seq)).where(MessageRow.conversation_id == cid)
             )
-            now = utcnow()
             assistant = self._open_answer(who, cid, (last or 0) + 1, user.id, now)
+            assistant.id = answer_id
             session.add(assistant)
-            conversation.updated_at = now
-        return TurnStart(
-            _conversation(conversation), _message(user), _message(assistant), replayed=False
-        )
+        return TurnStart(_conversation(taken), _message(user), _message(assistant), replayed=False)
 
-    async def finish_answer(self, message_id: str, outcome: Outcome) -> Message:
-        """Store how an answer ended (complete, failed or cancelled, with its text), trying
-        again over a brief database failure: the answer would otherwise stay in progress
-        until its lease ran out, then be closed as interrupted with only its saved text."""
+    async def finish_answer(
+        self, message_id: str, outcome: Outcome, then: Then | None = None
+    ) -> Message:
+        """Store how an answer ended (complete, failed or cancelled, with its text), and
+        release its conversation for the next turn, trying again over a brief database
+        failure: the answer would otherwise stay in progress until its lease ran out, then
+        be closed as interrupted with only its saved text. ``then`` writes more in the same
+        transaction (the background work the turn leaves)."""
         for pause in END_RETRY_PAUSES:
             try:
-                return await self._finish_answer(message_id, outcome)
+                return await self._finish_answer(message_id, outcome, then)
             except DBAPIError:
                 log.warning("could not store an answer's end; trying again", exc_info=True)
             await asyncio.sleep(pause)
-        return await self._finish_answer(message_id, outcome)
+        return await self._finish_answer(message_id, outcome, then)
 
-    async def _finish_answer(self, message_id: str, outcome: Outcome) -> Message:
+    async def _finish_answer(self, message_id: str, outcome: Outcome, then: Then | None) -> Message:
         usage = outcome.usage
         values = {
             "answer_id": message_id,
@@ -554,18 +738,53 @@ class ConversationStore:
             "finish_reason": outcome.finish_reason.value,
             "error_code": outcome.error_code,
             "citations": [_citation_json(c) for c in outcome.citations],
+            "tool_activity": [_tool_activity_json(t) for t in outcome.tool_activity],
+            "search_query": outcome.search_query,
         }
         async with self.engine.begin() as conn:
             row = (await conn.execute(_FINISH_ANSWER, values)).first()
-        if row is None:
-            raise NotFound(f"message {message_id!r} not found", code="message_not_found")
+            if row is None:
+                raise NotFound(f"message {message_id!r} not found", code="message_not_found")
+            # The conversation takes its next turn.
+            await conn.execute(_RELEASE, {"cid": row.conversation_id, "answer_id": message_id})
+            if then is not None:
+                await then(conn)
         return _message(row)
 
-    async def save_progress(self, message_id: str, content: str) -> AnswerState:
-        """Store the text of an answer in progress so far and renew its lease; what the
-        writer should do next (ENDED: the answer is no longer in progress, it ended or was
-        closed as interrupted)."""
-        values = {"answer_id": message_id, "content": content, "lease_until": utcnow() + self.lease}
+    async def exchange(
+        self, who: Principal, cid: str, answer_id: str
+    ) -> tuple[Message, Message] | None:
+        """The user message and the answer ``answer_id`` of the caller's conversation; None
+        when the answer is no longer there."""
+        async with self.engine.connect() as conn:
+            answer = (await conn.execute(_MESSAGE_BY_ID, {"id": answer_id})).first()
+            if (
+                answer is None
+                or answer.conversation_id != cid
+                or answer.tenant_id != who.tenant_id
+                or answer.user_id != who.user_id
+                or answer.reply_to is None
+            ):
+                return None
+            user = (await conn.execute(_MESSAGE_BY_ID, {"id": answer.reply_to})).first()
+        return None if user is None else (_message(user), _message(answer))
+
+    async def save_progress(
+        self,
+        message_id: str,
+        content: str,
+        tool_activity: Sequence[ToolActivity] | None = None,
+    ) -> AnswerState:
+        """Store the text of an answer in progress so far (and its tool activity, when
+        given) and renew its lease; what the writer should do next (ENDED: the answer is no
+        longer in progress, it ended or was closed as interrupted)."""
+        values: dict[str, Any] = {
+            "answer_id": message_id,
+            "content": content,
+            "lease_until": utcnow() + self.lease,
+        }
+        if tool_activity is not None:
+            values["tool_activity"] = [_tool_activity_json(t) for t in tool_activity]
         async with self.engine.begin() as conn:
             row = (await conn.execute(_SAVE_PROGRESS, values)).first()
         if row is None:
@@ -590,19 +809,133 @@ class ConversationStore:
             gone = gone | (MessageRow.owner == self.owner)
         asked = MessageRow.cancel_requested.is_(True)
         async with self.sessions.begin() as session:
-            done = await session.execute(
-                update(MessageRow)
-                .where(MessageRow.status == Status.IN_PROGRESS.value, gone)
-                .values(
-                    status=case((asked, Status.CANCELLED.value), else_=Status.FAILED.value),
-                    finish_reason=case(
-                        (asked, FinishReason.CANCELLED.value), else_=FinishReason.ERROR.value
-                    ),
-                    error_code=case((asked, CANCELLED), else_=INTERRUPTED),
-                    lease_until=None,
+            closed = (
+                await session.execute(
+                    update(MessageRow)
+                    .where(MessageRow.status == Status.IN_PROGRESS.value, gone)
+                    .values(
+                        status=case((asked, Status.CANCELLED.value), else_=Status.FAILED.value),
+                        finish_reason=case(
+                            (asked, FinishReason.CANCELLED.value), else_=FinishReason.ERROR.value
+                        ),
+                        error_code=case((asked, CANCELLED), else_=INTERRUPTED),
+                        lease_until=None,
+                    )
+                    .returning(MessageRow.id)
                 )
+            ).all()
+            ids = [row.id for row in closed]
+            if ids:  # their conversations take turns again
+                await session.execute(
+                    update(ConversationRow)
+                    .where(ConversationRow.active_answer_id.in_(ids))
+                    .values(active_answer_id=None, active_until=None)
+                )
+        return len(ids)
+
+    async def unsummarised(
+        self, who: Principal, cid: str, limit: int
+    ) -> tuple[Conversation, Summary | None, list[tuple[int, Role, str]]]:
+        """The caller's conversation, its rolling summary, and up to ``limit`` of the messages
+        after it that a prompt carries (``_shown``), oldest first, as (seq, role, text): up to
+        the first answer still being written."""
+        async with self.engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    _OWNED_WITH_KEY,
+                    {"cid": cid, "tenant": who.tenant_id, "user": who.user_id, "key": None},
+                )
+            ).first()
+            if row is None:
+                raise NotFound(f"conversation {cid!r} not found", code="conversation_not_found")
+            summary = _summary_of(row)
+            rows = (
+                await conn.execute(
+                    select(_m.seq, _m.role, _m.status, _m.content)
+                    .where(_m.conversation_id == cid, _m.superseded.is_(False))
+                    .where(_m.seq > (summary.last_seq if summary is not None else 0))
+                    .order_by(_m.seq)
+                    .limit(limit)
+                )
+            ).all()
+        messages: list[tuple[int, Role, str]] = []
+        for seq, role, status, content in rows:
+            if status == Status.IN_PROGRESS:
+                break
+            if status == Status.COMPLETE or (role == Role.ASSISTANT and content):
+                messages.append((seq, Role(role), content))
+        return _conversation(row), summary, messages
+
+    async def save_summary(self, who: Principal, cid: str, summary: Summary, model: str) -> bool:
+        """Store the conversation's new rolling summary; False (nothing changed) when the one
+        stored already covers as far (a task run twice never moves it back)."""
+        now = utcnow()
+        values = {
+            "content": summary.content,
+            "first_seq": summary.first_seq,
+            "last_seq": summary.last_seq,
+            "messages": summary.messages,
+            "model": model,
+            "updated_at": now,
+        }
+        async with self.engine.begin() as conn:
+            moved = await conn.execute(
+                update(SUMMARIES)
+                .where(_s.conversation_id == cid, _s.tenant_id == who.tenant_id)
+                .where(_s.user_id == who.user_id, _s.last_seq < summary.last_seq)
+                .values(**values)
             )
-        return int(done.rowcount)  # type: ignore[attr-defined]
+            if moved.rowcount:
+                return True
+            there = await conn.scalar(select(_s.last_seq).where(_s.conversation_id == cid))
+            if there is not None:
+                return False
+        try:
+            async with self.engine.begin() as conn:
+                await conn.execute(
+                    insert(SUMMARIES).values(
+                        conversation_id=cid,
+                        tenant_id=who.tenant_id,
+                        user_id=who.user_id,
+                        created_at=now,
+                        **values,
+                    )
+                )
+        except IntegrityError:
+            return False  # written meanwhile, or the conversation is gone
+        return True
+
+    async def first_exchange(self, who: Principal, cid: str) -> tuple[str, str] | None:
+        """The first user message of the caller's conversation and its complete answer, or
+        None while there is none."""
+        async with self.engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    select(_m.role, _m.status, _m.content)
+                    .where(_m.conversation_id == cid, _m.tenant_id == who.tenant_id)
+                    .where(_m.user_id == who.user_id, _m.superseded.is_(False))
+                    .order_by(_m.seq)
+                    .limit(4)
+                )
+            ).all()
+        question = next((r.content for r in rows if r.role == Role.USER), None)
+        answer = next(
+            (r.content for r in rows if r.role == Role.ASSISTANT and r.status == Status.COMPLETE),
+            None,
+        )
+        return None if question is None or answer is None else (question, answer)
+
+    async def retitle(self, who: Principal, cid: str, taken: str, title: str) -> bool:
+        """Replace the title taken from the first message (``taken``) with ``title``; False
+        when the client has set a title since (theirs stays)."""
+        async with self.engine.begin() as conn:
+            done = await conn.execute(
+                update(CONVERSATIONS)
+                .where(_c.id == cid, _c.tenant_id == who.tenant_id, _c.user_id == who.user_id)
+                .where(_c.title_auto.is_(True), _c.title == taken)
+                .values(title=title, title_auto=False)
+            )
+        return bool(done.rowcount)
 
     async def feedback(
         self, who: Principal, cid: str, message_id: str, rating: Rating, comment: str
@@ -695,5 +1028,7 @@ class ConversationStore:
                     or 0
                 )
                 await session.execute(delete(MessageRow).where(MessageRow.conversation_id.in_(ids)))
+                await session.execute(delete(SummaryRow).where(SummaryRow.conversation_id.in_(ids)))
+                await session.execute(delete(TaskRow).where(TaskRow.conversation_id.in_(ids)))
                 await session.execute(delete(ConversationRow).where(ConversationRow.id.in_(ids)))
         return len(ids), messages, feedback

@@ -8,7 +8,13 @@ from parley_runtime.grpc_client import channel
 
 SERVICE = "parley.conversation.v1.ConversationService"
 # Reads only: a write retried after a lost reply could be applied twice.
-IDEMPOTENT_METHODS = ("GetConversation", "ListConversations", "ListMessages", "GetMessage")
+IDEMPOTENT_METHODS = (
+    "GetConversation",
+    "ListConversations",
+    "ListMessages",
+    "GetMessage",
+    "ListMemories",
+)
 
 
 def open_channel(address: str, timeout: float) -> grpc.aio.Channel:

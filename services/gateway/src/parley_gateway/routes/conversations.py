@@ -68,18 +68,26 @@ TURN_EXAMPLE = {
         "finish_reason": "stop",
         "citations": [],
         "error_code": None,
+        "tool_activity": [],
     },
 }
 
 
 class ConversationSettingsBody(BaseModel):
-    """How a conversation answers: its model alias, knowledge base and temperature."""
+    """How a conversation answers: its model alias, knowledge base and temperature, and
+    whether it uses the user's memories."""
 
     model_config = ConfigDict(extra="forbid")
 
     model: Text | None = Field(None, max_length=100, description="Model alias for answers.")
     knowledge_base_id: Name | None = None
     temperature: Temperature | None = None
+    memory_enabled: bool | None = Field(
+        None,
+        strict=True,
+        description="Recall what Parley remembers about the user, and remember new facts "
+        "they state (on unless false; see /v1/memories).",
+    )
 
 
 class CreateConversationBody(BaseModel):
@@ -125,6 +133,8 @@ def _settings_proto(body: ConversationSettingsBody) -> conv.ConversationSettings
     )
     if body.temperature is not None:
         settings.temperature = body.temperature
+    if body.memory_enabled is not None:
+        settings.memory_enabled = body.memory_enabled
     return settings
 
 

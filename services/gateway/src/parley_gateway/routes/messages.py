@@ -42,6 +42,7 @@ ANSWER_EXAMPLE = {
     "finish_reason": "cancelled",
     "citations": [],
     "error_code": "cancelled",
+    "tool_activity": [],
 }
 EVENTS_EXAMPLE = (
     "id: msg_a1:4\nevent: snapshot\n"

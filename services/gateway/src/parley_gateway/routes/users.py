@@ -8,13 +8,16 @@ reach.
 - **Export** (:func:`export`): a zip archive of JSON files: ``conversations.json`` (every
   conversation with all its messages, superseded answers included, and the user's ratings),
   ``documents.json`` (the records of the documents the user added, not their bytes),
-  ``usage.json`` (tokens and cost by model since the first request) and ``manifest.json``.
+  ``memories.json`` (the facts Parley remembers about the user), ``usage.json`` (tokens and
+  cost by model since the first request) and ``manifest.json``.
 - **Deletion** (:func:`delete_data`): conversation deletes the user's conversations,
-  messages and ratings; ingest the documents the user added, their chunks in retrieval, their
-  versions and jobs (and the user's name on any other job); llm-router the user's rows of the
-  usage ledger. The three run at once; the answer counts what each deleted. A failure of
-  any is a 503 and leaves the rest done: deleting again finishes the work (and counts only
-  what was left).
+  messages, ratings and memories (with their entries in retrieval's memory index); ingest
+  the documents the user added, their chunks in retrieval, their versions and jobs (and the
+  user's name on any other job); llm-router the user's rows of the usage ledger; the
+  gateway revokes the API keys that act as the user (refused at once on this replica, on
+  every replica within ``API_KEY_CACHE_SECONDS``). They run at once; the answer counts what
+  each deleted. A failure of any is a 503 and leaves the rest done: deleting again finishes
+  the work (and counts only what was left).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from parley.ingest.v1 import ingest_pb2 as ing
 from parley.llm_router.v1 import llm_router_pb2 as llm
 from parley_gateway import views
 from parley_gateway.adapters import Peers
+from parley_gateway.apikeys import ApiKeys
 from parley_gateway.auth import PRINCIPAL_ID_PATTERN, require
 from parley_gateway.body_limit import CappedRoute
 from parley_gateway.errors import responses
@@ -51,8 +55,11 @@ UserId = Annotated[
     str, Path(pattern=PRINCIPAL_ID_PATTERN, description="A user of the caller's tenant.")
 ]
 FORMAT = "parley-export/1"
+# A user keeps at most conversation's MEMORY_MAX_PER_USER memories; this bounds the reads.
+MAX_MEMORY_PAGES = 100
 ZIP = {
-    "description": "A zip archive: manifest.json, conversations.json, documents.json, usage.json.",
+    "description": "A zip archive: manifest.json, conversations.json, documents.json, "
+    "memories.json, usage.json.",
     "content": {"application/zip": {"schema": {"type": "string", "format": "binary"}}},
 }
 DELETED_EXAMPLE = {
@@ -61,6 +68,7 @@ DELETED_EXAMPLE = {
         "conversations": 3,
         "messages": 12,
         "feedback": 1,
+        "memories": 2,
         "documents": 2,
         "ingest_jobs": 2,
         "chunks": 14,
@@ -148,13 +156,29 @@ async def export(request: Request, who: Principal) -> Response:
         )
         return [item async for item in call]
 
+    async def memories() -> list[conv.Memory]:
+        found: list[conv.Memory] = []
+        token = ""
+        for _ in range(MAX_MEMORY_PAGES):
+            page = await peers.conversation.ListMemories(
+                conv.ListMemoriesRequest(page_size=100, page_token=token),
+                metadata=metadata,
+                timeout=timeout,
+            )
+            found.extend(page.memories)
+            token = page.next_page_token
+            if not token:
+                break
+        return found
+
     epoch = datetime(1970, 1, 1, tzinfo=UTC)
     usage_request = llm.GetUsageRequest(
         user_id=who.user_id, start_time=to_timestamp(epoch), end_time=to_timestamp(now)
     )
-    exported, added, used = await asyncio.gather(
+    exported, added, remembered, used = await asyncio.gather(
         conversations(),
         documents(),
+        memories(),
         peers.llm_router.GetUsage(usage_request, metadata=metadata, timeout=timeout),
     )
     guardrails: Guardrails = request.app.state.guardrails
@@ -170,6 +194,7 @@ async def export(request: Request, who: Principal) -> Response:
             for item in exported
         ],
         "documents.json": [views.document(d) for d in added],
+        "memories.json": [views.memory(m) for m in remembered],
         "usage.json": views.usage_report(used, epoch, now),
     }
     files["manifest.json"] = {
@@ -182,6 +207,7 @@ async def export(request: Request, who: Principal) -> Response:
             "messages": sum(len(item.messages) for item in exported),
             "feedback": sum(len(item.feedback) for item in exported),
             "documents": len(added),
+            "memories": len(remembered),
             "usage_rows": len(used.rows),
         },
     }
@@ -200,7 +226,13 @@ def _zipped(files: dict[str, Any], at: datetime) -> bytes:
     out = io.BytesIO()
     stamp = at.timetuple()[:6]
     with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        for name in ("manifest.json", "conversations.json", "documents.json", "usage.json"):
+        for name in (
+            "manifest.json",
+            "conversations.json",
+            "documents.json",
+            "memories.json",
+            "usage.json",
+        ):
             info = zipfile.ZipInfo(name, date_time=stamp)
             info.compress_type = zipfile.ZIP_DEFLATED
             archive.writestr(info, json.dumps(files[name], indent=2, ensure_ascii=False))
@@ -221,6 +253,7 @@ async def delete_data(request: Request, who: Principal) -> dict[str, Any]:
         peers.llm_router.DeleteUserUsage(
             llm.DeleteUserUsageRequest(), metadata=metadata, timeout=timeout
         ),
+        _revoke_keys(request, who),
         return_exceptions=True,  # each runs to its end; the first failure is the answer
     )
     for outcome in outcomes:
@@ -229,15 +262,27 @@ async def delete_data(request: Request, who: Principal) -> dict[str, Any]:
     conversations: conv.DeleteUserDataResponse = outcomes[0]  # type: ignore[assignment]
     documents: ing.DeleteUserDataResponse = outcomes[1]  # type: ignore[assignment]
     usage: llm.DeleteUserUsageResponse = outcomes[2]  # type: ignore[assignment]
+    keys_revoked: int = outcomes[3]  # type: ignore[assignment]
     return {
         "user_id": who.user_id,
         "deleted": {
             "conversations": conversations.conversations_deleted,
             "messages": conversations.messages_deleted,
             "feedback": conversations.feedback_deleted,
+            "memories": conversations.memories_deleted,
             "documents": documents.documents_deleted,
             "ingest_jobs": documents.jobs_deleted,
             "chunks": documents.chunks_deleted,
             "usage_records": usage.records_deleted,
+            "api_keys_revoked": keys_revoked,
         },
     }
+
+
+async def _revoke_keys(request: Request, who: Principal) -> int:
+    """Revoke the API keys that act as ``who``; how many were live."""
+    keys: ApiKeys = request.app.state.identity.keys
+    prefixes = await keys.store.revoke_user(who.tenant_id, who.user_id)
+    for prefix in prefixes:
+        keys.forget(prefix)
+    return len(prefixes)

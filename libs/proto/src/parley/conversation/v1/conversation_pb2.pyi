@@ -99,25 +99,36 @@ class ConversationSettings(_message.Message):
     MODEL_FIELD_NUMBER: _builtins.int
     KNOWLEDGE_BASE_ID_FIELD_NUMBER: _builtins.int
     TEMPERATURE_FIELD_NUMBER: _builtins.int
+    MEMORY_ENABLED_FIELD_NUMBER: _builtins.int
     model: _builtins.str
     """Model alias for the answers; empty means the router's default."""
     knowledge_base_id: _builtins.str
     """Knowledge base searched before each answer; empty means none."""
     temperature: _builtins.float
     """Sampling temperature; unset means the model's default."""
+    memory_enabled: _builtins.bool
+    """Whether the conversation's turns recall the user's memories and add to them; unset
+    means on.
+    """
     def __init__(
         self,
         *,
         model: _builtins.str = ...,
         knowledge_base_id: _builtins.str = ...,
         temperature: _builtins.float | None = ...,
+        memory_enabled: _builtins.bool | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_temperature", b"_temperature", "temperature", b"temperature"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_memory_enabled", b"_memory_enabled", "_temperature", b"_temperature", "memory_enabled", b"memory_enabled", "temperature", b"temperature"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_temperature", b"_temperature", "knowledge_base_id", b"knowledge_base_id", "model", b"model", "temperature", b"temperature"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_memory_enabled", b"_memory_enabled", "_temperature", b"_temperature", "knowledge_base_id", b"knowledge_base_id", "memory_enabled", b"memory_enabled", "model", b"model", "temperature", b"temperature"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__memory_enabled: _TypeAlias = _typing.Literal["memory_enabled"]  # noqa: Y015
+    _WhichOneofArgType__memory_enabled: _TypeAlias = _typing.Literal["_memory_enabled", b"_memory_enabled"]  # noqa: Y015
     _WhichOneofReturnType__temperature: _TypeAlias = _typing.Literal["temperature"]  # noqa: Y015
     _WhichOneofArgType__temperature: _TypeAlias = _typing.Literal["_temperature", b"_temperature"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__memory_enabled) -> _WhichOneofReturnType__memory_enabled | None: ...
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__temperature) -> _WhichOneofReturnType__temperature | None: ...
 
 Global___ConversationSettings: _TypeAlias = ConversationSettings  # noqa: Y015
@@ -134,7 +145,9 @@ class Conversation(_message.Message):
     MESSAGE_COUNT_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     title: _builtins.str
-    """Title for display; set by the client, or from the first message when empty."""
+    """Title for display; set by the client, or else taken from the first message, then
+    replaced by a short title written after the first complete answer.
+    """
     message_count: _builtins.int
     """Number of stored messages."""
     @_builtins.property
@@ -171,11 +184,21 @@ class ToolActivity(_message.Message):
     NAME_FIELD_NUMBER: _builtins.int
     ARGUMENTS_JSON_FIELD_NUMBER: _builtins.int
     RESULT_FIELD_NUMBER: _builtins.int
+    IS_ERROR_FIELD_NUMBER: _builtins.int
+    ERROR_CODE_FIELD_NUMBER: _builtins.int
+    STEP_FIELD_NUMBER: _builtins.int
     call_id: _builtins.str
     name: _builtins.str
     arguments_json: _builtins.str
     result: _builtins.str
     """The tool's output as given to the model; empty while running."""
+    is_error: _builtins.bool
+    """True when the call failed; `error_code` says why (`invalid_arguments`, `tool_timeout`,
+    `tool_failed`, `unknown_tool`, or the tool's own code).
+    """
+    error_code: _builtins.str
+    step: _builtins.int
+    """The tool step of the answer it belongs to, from 1."""
     def __init__(
         self,
         *,
@@ -183,10 +206,13 @@ class ToolActivity(_message.Message):
         name: _builtins.str = ...,
         arguments_json: _builtins.str = ...,
         result: _builtins.str = ...,
+        is_error: _builtins.bool = ...,
+        error_code: _builtins.str = ...,
+        step: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["arguments_json", b"arguments_json", "call_id", b"call_id", "name", b"name", "result", b"result"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["arguments_json", b"arguments_json", "call_id", b"call_id", "error_code", b"error_code", "is_error", b"is_error", "name", b"name", "result", b"result", "step", b"step"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -209,6 +235,7 @@ class Message(_message.Message):
     TOOL_ACTIVITY_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    SEARCH_QUERY_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     conversation_id: _builtins.str
     role: Global___MessageRole.ValueType
@@ -223,6 +250,10 @@ class Message(_message.Message):
     """Assistant messages that failed: the stable error code."""
     idempotency_key: _builtins.str
     """User messages: the idempotency key they were sent with."""
+    search_query: _builtins.str
+    """Assistant messages of a conversation with a knowledge base: the query its passages were
+    searched with (a follow-up rewritten to stand alone, or the message as written).
+    """
     @_builtins.property
     def usage(self) -> _common_pb2.Usage:
         """Assistant messages: tokens and cost."""
@@ -251,10 +282,11 @@ class Message(_message.Message):
         tool_activity: _abc.Iterable[Global___ToolActivity] | None = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         idempotency_key: _builtins.str = ...,
+        search_query: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["citations", b"citations", "content", b"content", "conversation_id", b"conversation_id", "create_time", b"create_time", "error_code", b"error_code", "finish_reason", b"finish_reason", "id", b"id", "idempotency_key", b"idempotency_key", "model", b"model", "role", b"role", "status", b"status", "tool_activity", b"tool_activity", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["citations", b"citations", "content", b"content", "conversation_id", b"conversation_id", "create_time", b"create_time", "error_code", b"error_code", "finish_reason", b"finish_reason", "id", b"id", "idempotency_key", b"idempotency_key", "model", b"model", "role", b"role", "search_query", b"search_query", "status", b"status", "tool_activity", b"tool_activity", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -367,7 +399,7 @@ class UpdateConversationRequest(_message.Message):
     @_builtins.property
     def update_mask(self) -> _field_mask_pb2.FieldMask:
         """Paths among "title", "settings.model", "settings.knowledge_base_id",
-        "settings.temperature".
+        "settings.temperature", "settings.memory_enabled".
         """
 
     def __init__(
@@ -667,19 +699,26 @@ class ToolResultEvent(_message.Message):
     CALL_ID_FIELD_NUMBER: _builtins.int
     RESULT_FIELD_NUMBER: _builtins.int
     IS_ERROR_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    ERROR_CODE_FIELD_NUMBER: _builtins.int
     call_id: _builtins.str
     result: _builtins.str
     is_error: _builtins.bool
+    name: _builtins.str
+    """The tool's name, and why it failed when `is_error` (see ToolActivity)."""
+    error_code: _builtins.str
     def __init__(
         self,
         *,
         call_id: _builtins.str = ...,
         result: _builtins.str = ...,
         is_error: _builtins.bool = ...,
+        name: _builtins.str = ...,
+        error_code: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_id", b"call_id", "is_error", b"is_error", "result", b"result"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_id", b"call_id", "error_code", b"error_code", "is_error", b"is_error", "name", b"name", "result", b"result"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -929,20 +968,169 @@ class DeleteUserDataResponse(_message.Message):
     CONVERSATIONS_DELETED_FIELD_NUMBER: _builtins.int
     MESSAGES_DELETED_FIELD_NUMBER: _builtins.int
     FEEDBACK_DELETED_FIELD_NUMBER: _builtins.int
+    MEMORIES_DELETED_FIELD_NUMBER: _builtins.int
     conversations_deleted: _builtins.int
     messages_deleted: _builtins.int
     feedback_deleted: _builtins.int
+    memories_deleted: _builtins.int
     def __init__(
         self,
         *,
         conversations_deleted: _builtins.int = ...,
         messages_deleted: _builtins.int = ...,
         feedback_deleted: _builtins.int = ...,
+        memories_deleted: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["conversations_deleted", b"conversations_deleted", "feedback_deleted", b"feedback_deleted", "messages_deleted", b"messages_deleted"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["conversations_deleted", b"conversations_deleted", "feedback_deleted", b"feedback_deleted", "memories_deleted", b"memories_deleted", "messages_deleted", b"messages_deleted"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DeleteUserDataResponse: _TypeAlias = DeleteUserDataResponse  # noqa: Y015
+
+@_typing.final
+class Memory(_message.Message):
+    """A fact Parley remembers about a user, taken from one of their messages."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    CONTENT_FIELD_NUMBER: _builtins.int
+    SOURCE_MESSAGE_ID_FIELD_NUMBER: _builtins.int
+    CONVERSATION_ID_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    content: _builtins.str
+    source_message_id: _builtins.str
+    """The user message it was taken from, and that message's conversation (which may have
+    been deleted since).
+    """
+    conversation_id: _builtins.str
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def update_time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        content: _builtins.str = ...,
+        source_message_id: _builtins.str = ...,
+        conversation_id: _builtins.str = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+        update_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "update_time", b"update_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "conversation_id", b"conversation_id", "create_time", b"create_time", "id", b"id", "source_message_id", b"source_message_id", "update_time", b"update_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Memory: _TypeAlias = Memory  # noqa: Y015
+
+@_typing.final
+class ListMemoriesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """1 to 100; 0 means 20."""
+    page_token: _builtins.str
+    """`next_page_token` of the previous page; empty for the first page."""
+    def __init__(
+        self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListMemoriesRequest: _TypeAlias = ListMemoriesRequest  # noqa: Y015
+
+@_typing.final
+class ListMemoriesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MEMORIES_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Empty on the last page."""
+    @_builtins.property
+    def memories(self) -> _containers.RepeatedCompositeFieldContainer[Global___Memory]: ...
+    def __init__(
+        self,
+        *,
+        memories: _abc.Iterable[Global___Memory] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["memories", b"memories", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListMemoriesResponse: _TypeAlias = ListMemoriesResponse  # noqa: Y015
+
+@_typing.final
+class UpdateMemoryRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MEMORY_ID_FIELD_NUMBER: _builtins.int
+    CONTENT_FIELD_NUMBER: _builtins.int
+    memory_id: _builtins.str
+    content: _builtins.str
+    """The new text: not empty, at most 500 characters."""
+    def __init__(
+        self,
+        *,
+        memory_id: _builtins.str = ...,
+        content: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "memory_id", b"memory_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateMemoryRequest: _TypeAlias = UpdateMemoryRequest  # noqa: Y015
+
+@_typing.final
+class DeleteMemoryRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MEMORY_ID_FIELD_NUMBER: _builtins.int
+    memory_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        memory_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["memory_id", b"memory_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteMemoryRequest: _TypeAlias = DeleteMemoryRequest  # noqa: Y015
+
+@_typing.final
+class DeleteMemoryResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteMemoryResponse: _TypeAlias = DeleteMemoryResponse  # noqa: Y015

@@ -99,6 +99,21 @@ class ConversationServiceStub:
                 request_serializer=parley_dot_conversation_dot_v1_dot_conversation__pb2.DeleteUserDataRequest.SerializeToString,
                 response_deserializer=parley_dot_conversation_dot_v1_dot_conversation__pb2.DeleteUserDataResponse.FromString,
                 _registered_method=True)
+        self.ListMemories = channel.unary_unary(
+                '/parley.conversation.v1.ConversationService/ListMemories',
+                request_serializer=parley_dot_conversation_dot_v1_dot_conversation__pb2.ListMemoriesRequest.SerializeToString,
+                response_deserializer=parley_dot_conversation_dot_v1_dot_conversation__pb2.ListMemoriesResponse.FromString,
+                _registered_method=True)
+        self.UpdateMemory = channel.unary_unary(
+                '/parley.conversation.v1.ConversationService/UpdateMemory',
+                request_serializer=parley_dot_conversation_dot_v1_dot_conversation__pb2.UpdateMemoryRequest.SerializeToString,
+                response_deserializer=parley_dot_conversation_dot_v1_dot_conversation__pb2.Memory.FromString,
+                _registered_method=True)
+        self.DeleteMemory = channel.unary_unary(
+                '/parley.conversation.v1.ConversationService/DeleteMemory',
+                request_serializer=parley_dot_conversation_dot_v1_dot_conversation__pb2.DeleteMemoryRequest.SerializeToString,
+                response_deserializer=parley_dot_conversation_dot_v1_dot_conversation__pb2.DeleteMemoryResponse.FromString,
+                _registered_method=True)
 
 
 class ConversationServiceServicer:
@@ -204,6 +219,30 @@ class ConversationServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListMemories(self, request, context):
+        """ListMemories lists the facts Parley remembers about the caller's user (taken from their
+        messages after a turn, in conversations with memory on), newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateMemory(self, request, context):
+        """UpdateMemory replaces a memory's text (re-indexed at once); NOT_FOUND when it is not
+        the caller's.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteMemory(self, request, context):
+        """DeleteMemory forgets a memory, its index entry with it; NOT_FOUND when it is not the
+        caller's.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ConversationServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -271,6 +310,21 @@ def add_ConversationServiceServicer_to_server(servicer, server):
                     servicer.DeleteUserData,
                     request_deserializer=parley_dot_conversation_dot_v1_dot_conversation__pb2.DeleteUserDataRequest.FromString,
                     response_serializer=parley_dot_conversation_dot_v1_dot_conversation__pb2.DeleteUserDataResponse.SerializeToString,
+            ),
+            'ListMemories': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListMemories,
+                    request_deserializer=parley_dot_conversation_dot_v1_dot_conversation__pb2.ListMemoriesRequest.FromString,
+                    response_serializer=parley_dot_conversation_dot_v1_dot_conversation__pb2.ListMemoriesResponse.SerializeToString,
+            ),
+            'UpdateMemory': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateMemory,
+                    request_deserializer=parley_dot_conversation_dot_v1_dot_conversation__pb2.UpdateMemoryRequest.FromString,
+                    response_serializer=parley_dot_conversation_dot_v1_dot_conversation__pb2.Memory.SerializeToString,
+            ),
+            'DeleteMemory': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteMemory,
+                    request_deserializer=parley_dot_conversation_dot_v1_dot_conversation__pb2.DeleteMemoryRequest.FromString,
+                    response_serializer=parley_dot_conversation_dot_v1_dot_conversation__pb2.DeleteMemoryResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -624,6 +678,87 @@ class ConversationService:
             '/parley.conversation.v1.ConversationService/DeleteUserData',
             parley_dot_conversation_dot_v1_dot_conversation__pb2.DeleteUserDataRequest.SerializeToString,
             parley_dot_conversation_dot_v1_dot_conversation__pb2.DeleteUserDataResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListMemories(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/parley.conversation.v1.ConversationService/ListMemories',
+            parley_dot_conversation_dot_v1_dot_conversation__pb2.ListMemoriesRequest.SerializeToString,
+            parley_dot_conversation_dot_v1_dot_conversation__pb2.ListMemoriesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateMemory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/parley.conversation.v1.ConversationService/UpdateMemory',
+            parley_dot_conversation_dot_v1_dot_conversation__pb2.UpdateMemoryRequest.SerializeToString,
+            parley_dot_conversation_dot_v1_dot_conversation__pb2.Memory.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteMemory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/parley.conversation.v1.ConversationService/DeleteMemory',
+            parley_dot_conversation_dot_v1_dot_conversation__pb2.DeleteMemoryRequest.SerializeToString,
+            parley_dot_conversation_dot_v1_dot_conversation__pb2.DeleteMemoryResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -76,6 +76,18 @@ class ConversationServiceStub:
     """DeleteUserData deletes every conversation, message, feedback and memory of the caller's
     user.
     """
+    ListMemories: _grpc.UnaryUnaryMultiCallable[_conversation_pb2.ListMemoriesRequest, _conversation_pb2.ListMemoriesResponse]
+    """ListMemories lists the facts Parley remembers about the caller's user (taken from their
+    messages after a turn, in conversations with memory on), newest first.
+    """
+    UpdateMemory: _grpc.UnaryUnaryMultiCallable[_conversation_pb2.UpdateMemoryRequest, _conversation_pb2.Memory]
+    """UpdateMemory replaces a memory's text (re-indexed at once); NOT_FOUND when it is not
+    the caller's.
+    """
+    DeleteMemory: _grpc.UnaryUnaryMultiCallable[_conversation_pb2.DeleteMemoryRequest, _conversation_pb2.DeleteMemoryResponse]
+    """DeleteMemory forgets a memory, its index entry with it; NOT_FOUND when it is not the
+    caller's.
+    """
 
 @_typing.type_check_only
 class ConversationServiceAsyncStub(ConversationServiceStub):
@@ -119,6 +131,18 @@ class ConversationServiceAsyncStub(ConversationServiceStub):
     DeleteUserData: _aio.UnaryUnaryMultiCallable[_conversation_pb2.DeleteUserDataRequest, _conversation_pb2.DeleteUserDataResponse]  # type: ignore[assignment]
     """DeleteUserData deletes every conversation, message, feedback and memory of the caller's
     user.
+    """
+    ListMemories: _aio.UnaryUnaryMultiCallable[_conversation_pb2.ListMemoriesRequest, _conversation_pb2.ListMemoriesResponse]  # type: ignore[assignment]
+    """ListMemories lists the facts Parley remembers about the caller's user (taken from their
+    messages after a turn, in conversations with memory on), newest first.
+    """
+    UpdateMemory: _aio.UnaryUnaryMultiCallable[_conversation_pb2.UpdateMemoryRequest, _conversation_pb2.Memory]  # type: ignore[assignment]
+    """UpdateMemory replaces a memory's text (re-indexed at once); NOT_FOUND when it is not
+    the caller's.
+    """
+    DeleteMemory: _aio.UnaryUnaryMultiCallable[_conversation_pb2.DeleteMemoryRequest, _conversation_pb2.DeleteMemoryResponse]  # type: ignore[assignment]
+    """DeleteMemory forgets a memory, its index entry with it; NOT_FOUND when it is not the
+    caller's.
     """
 
 class ConversationServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -238,6 +262,36 @@ class ConversationServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_conversation_pb2.DeleteUserDataResponse, _abc.Awaitable[_conversation_pb2.DeleteUserDataResponse]]:
         """DeleteUserData deletes every conversation, message, feedback and memory of the caller's
         user.
+        """
+
+    @_abc_1.abstractmethod
+    def ListMemories(
+        self,
+        request: _conversation_pb2.ListMemoriesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_conversation_pb2.ListMemoriesResponse, _abc.Awaitable[_conversation_pb2.ListMemoriesResponse]]:
+        """ListMemories lists the facts Parley remembers about the caller's user (taken from their
+        messages after a turn, in conversations with memory on), newest first.
+        """
+
+    @_abc_1.abstractmethod
+    def UpdateMemory(
+        self,
+        request: _conversation_pb2.UpdateMemoryRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_conversation_pb2.Memory, _abc.Awaitable[_conversation_pb2.Memory]]:
+        """UpdateMemory replaces a memory's text (re-indexed at once); NOT_FOUND when it is not
+        the caller's.
+        """
+
+    @_abc_1.abstractmethod
+    def DeleteMemory(
+        self,
+        request: _conversation_pb2.DeleteMemoryRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_conversation_pb2.DeleteMemoryResponse, _abc.Awaitable[_conversation_pb2.DeleteMemoryResponse]]:
+        """DeleteMemory forgets a memory, its index entry with it; NOT_FOUND when it is not the
+        caller's.
         """
 
 def add_ConversationServiceServicer_to_server(servicer: ConversationServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
