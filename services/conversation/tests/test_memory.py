@@ -15,6 +15,7 @@ from parley_conversation.memory import (
     acceptable,
     checked_content,
     extraction_messages,
+    may_state_facts,
     memories_block,
     memory_id,
     parse_facts,
@@ -144,3 +145,21 @@ def test_memories_enter_a_prompt_as_a_block_they_cannot_leave() -> None:
         "</memories>",
     ]
     assert memories_block([]) == ""
+
+
+@pytest.mark.parametrize(
+    ("message", "read"),
+    [
+        ("My name is Ann.", True),
+        ("I’m allergic to peanuts", True),
+        ("Please remember that the office moved.", True),
+        ("We use PostgreSQL at work.", True),
+        ("How many days of paid leave?", False),
+        ("Summarise the travel policy in three bullet points.", False),
+        ("What is 2 + 2?", False),
+    ],
+)
+def test_only_a_message_about_its_author_is_read_for_facts(message: str, read: bool) -> None:
+    assert may_state_facts(message) is read
+    if not read:
+        assert stated_facts(message) == []

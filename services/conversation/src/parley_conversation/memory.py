@@ -287,6 +287,20 @@ def third_person(text: str) -> str:
     return text[:1].upper() + text[1:]
 
 
+# A message with none of these words states nothing about its author (nor asks to remember):
+# its turn queues no extraction, and costs no model call.
+_ABOUT_ONESELF = re.compile(
+    r"\b(?:i|i'm|i'd|i've|i'll|im|me|my|mine|myself|we|we're|our|ours|us|remember|forget)\b",
+    re.IGNORECASE,
+)
+
+
+def may_state_facts(user_text: str) -> bool:
+    """Whether a message may state facts about its author (a first-person word, or a request
+    to remember or forget): only such a message is read for facts after its turn."""
+    return _ABOUT_ONESELF.search(user_text.replace("\u2019", "'")) is not None
+
+
 def stated_facts(user_text: str) -> list[str]:
     """The facts a message states by rule (see the module docstring), in its order."""
     facts: list[str] = []

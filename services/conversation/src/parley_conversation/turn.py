@@ -79,7 +79,7 @@ from parley_conversation.events import (
     UsageReport,
 )
 from parley_conversation.followups import SearchQuery, standalone_query
-from parley_conversation.memory import Memories, Memory
+from parley_conversation.memory import Memories, Memory, may_state_facts
 from parley_conversation.metrics import FIRST_DELTA, PROMPT_COUNTS, TURN_DURATION, TURNS
 from parley_conversation.prompt import (
     ESTIMATE_SCALE,
@@ -775,7 +775,11 @@ class TurnRunner:
         if outcome.status == Status.COMPLETE:
             if start.conversation.title_auto and start.user.seq == 1:
                 work.append(TaskRequest(TaskKind.TITLE, cid))
-            if self.memories is not None and start.conversation.memory_enabled:
+            if (
+                self.memories is not None
+                and start.conversation.memory_enabled
+                and may_state_facts(start.user.content)
+            ):
                 work.append(TaskRequest(TaskKind.MEMORY, cid, assistant_id))
         return work
 
