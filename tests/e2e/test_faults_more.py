@@ -382,24 +382,25 @@ async def test_losing_redis_under_load_fails_no_turn(running: Running) -> None:
 
     assert await asked_twice("Cached before?") == 1  # Redis holds the cache
 
-    # A bounded load: 48 turns, 6 at a time; Redis is killed, restarted, frozen and thawed
-    # while they run.
+    # A bounded load: 48 turns, 6 at a time (a conversation answers one message at a time:
+    # each of 6 users sends 8 in turn); Redis is killed, restarted, frozen and thawed while
+    # they run.
     total, in_flight = 48, 6
     finished: list[Event] = []
-    gate = asyncio.Semaphore(in_flight)
     conversations = [await _conversation(client) for _ in range(in_flight)]
 
     # After so many turns have ended: lost, back empty (what it held is gone), frozen, thawed.
     outages = {8: redis.kill, 20: redis.start, 28: redis.freeze, 36: redis.thaw}
 
-    async def one(i: int) -> None:
-        async with gate:
-            got = await _turn(client, conversations[i % in_flight], f"Question {i}?")
+    async def user(conversation_id: str, first: int) -> None:
+        for i in range(first, total, in_flight):
+            got = await _turn(client, conversation_id, f"Question {i}?")
             finished.append(_terminal(got))
-        if (outage := outages.pop(len(finished), None)) is not None:
-            await outage()
+            if (outage := outages.pop(len(finished), None)) is not None:
+                await outage()
 
-    await asyncio.wait_for(asyncio.gather(*(one(i) for i in range(total))), 120)
+    users = (user(cid, first) for first, cid in enumerate(conversations))
+    await asyncio.wait_for(asyncio.gather(*users), 120)
     assert outages == {}
     assert len(finished) == total
     failed = [e.data for e in finished if e.name != "done"]
