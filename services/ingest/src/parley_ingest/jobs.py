@@ -102,6 +102,8 @@ class JobRunner:
         self._tasks: list[asyncio.Task[None]] = []
         # Ids queued or being processed here: the sweep must not queue them again.
         self._scheduled: set[str] = set()
+        # Jobs due again while a worker still held them (``_due``).
+        self._again: set[str] = set()
         self._running: set[str] = set()
         self._retries: dict[str, asyncio.TimerHandle] = {}
         self._waiters: dict[str, list[asyncio.Future[None]]] = defaultdict(list)
@@ -259,7 +261,11 @@ class JobRunner:
 
     def _due(self, job_id: str) -> None:
         self._retries.pop(job_id, None)
-        self.submit(job_id)
+        if job_id in self._scheduled:
+            # Its last attempt's worker has not let go of it yet: queued once it has.
+            self._again.add(job_id)
+        else:
+            self.submit(job_id)
 
     async def _run(self, attempt: _Attempt) -> None:
         job, document = attempt.work.job, attempt.work.document
@@ -400,6 +406,9 @@ class JobRunner:
             finally:
                 self._scheduled.discard(job_id)
                 self.queue.task_done()
+                if job_id in self._again:
+                    self._again.discard(job_id)
+                    self.submit(job_id)
 
 
 def _aware(at: datetime) -> datetime:
