@@ -595,7 +595,6 @@ def main() -> None:
         "others)",
     )
     args = parser.parse_args()
-    os.environ.pop("REDIS_URL", None)  # embedded defaults: in-process limits and caches
     placement = Placement() if args.shared_cpus else Placement.split()
     if placement.clients is not None:
         os.sched_setaffinity(0, placement.clients)  # before any thread starts

@@ -44,13 +44,7 @@ async def running(
     with OpenAIFake(tokens=6, token_delay_ms=1) as fake:
         platform = Platform(
             data_dir=Path(data),
-            env={
-                "OPENAI_BASE_URL": f"{fake.base_url}/v1",
-                "LOCAL_TOKEN_DELAY_MS": "0",
-                # The rewrite is deterministic (temperature 0): a response cache shared with
-                # earlier runs (the machine's Redis) would answer it without the fake.
-                "REDIS_URL": "",
-            },
+            env={"OPENAI_BASE_URL": f"{fake.base_url}/v1", "LOCAL_TOKEN_DELAY_MS": "0"},
             per_service_env={
                 "gateway": {"LIMITS_DEFAULT_TIER": "unlimited"},
                 # Titles and memory would take the fake's scripted answers.

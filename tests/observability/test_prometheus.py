@@ -2,16 +2,17 @@
 services.
 
 The platform runs as processes with two OpenAI-protocol fakes behind one alias (``primary``,
-then ``backup``) and traces sent to a loopback OTLP receiver. It serves turns (one retried,
-one that falls back, one that fails after its first token, one from the response cache), an
-ingest job and searches (one with no result). Prometheus (Debian's, on free loopback ports,
-its data in a temporary folder) scrapes every service's metrics port each second and
-evaluates the built rules each second. Then each expression goes through the HTTP API: each
-must parse, and each must return series, except the alerts' full conditions (silent on a
-healthy platform: the values they compare must have series) and the queries on
-kube-state-metrics (``promql.KUBERNETES_METRICS``: no cluster here; they must parse). Finally
-the time-to-first-token histogram must carry exemplars with trace ids, as the dashboards'
-links to Tempo need.
+then ``backup``) and traces sent to a loopback OTLP receiver; gateway and llm-router keep
+limits, breakers and the response cache in a Redis of the test's own. It serves turns (one
+retried, one that falls back, one that fails after its first token, one from the response
+cache), an ingest job and searches (one with no result). Prometheus (Debian's, on free
+loopback ports, its data in a temporary folder) scrapes every service's metrics port each
+second and evaluates the built rules each second. Then each expression goes through the HTTP
+API: each must parse, and each must return series, except the alerts' full conditions
+(silent on a healthy platform: the values they compare must have series) and the queries on
+kube-state-metrics (``promql.KUBERNETES_METRICS``: no cluster here; they must parse).
+Finally the time-to-first-token histogram must carry exemplars with trace ids, as the
+dashboards' links to Tempo need.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from parley_devstack.platform import SERVICES, free_port
 from parley_fakes import Fake, OpenAIFake
 from parley_gateway.auth import issue_token
 from parley_gateway.settings import Settings as GatewaySettings
+from parley_testkit.redis import PrivateRedis
 
 from .queries import RULES, Expression, all_expressions, metric_names, names_read
 
@@ -233,7 +235,25 @@ async def _missing_metrics(client: httpx.AsyncClient) -> list[str]:
     return missing
 
 
-async def test_every_dashboard_query_and_rule_returns_series(tmp_path: Path) -> None:
+@pytest.fixture
+async def redis(tmp_path: Path) -> AsyncIterator[PrivateRedis]:
+    """A Redis of the test's own (its series, such as Redis errors, exist only with one)."""
+    if shutil.which("redis-server") is None:
+        reason = "redis-server is not installed"
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    server = PrivateRedis(tmp_path)
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.kill()
+
+
+async def test_every_dashboard_query_and_rule_returns_series(
+    tmp_path: Path, redis: PrivateRedis
+) -> None:
     metrics = {name: free_port() for name in SERVICES}
     with (
         OpenAIFake(tokens=12, token_delay_ms=5) as primary,
@@ -249,6 +269,7 @@ async def test_every_dashboard_query_and_rule_returns_series(tmp_path: Path) -> 
                     name: {
                         "METRICS_PORT": str(port),
                         **({"ROUTES_FILE": str(routes)} if name == "llm-router" else {}),
+                        **({"REDIS_URL": redis.url} if name in ("gateway", "llm-router") else {}),
                     }
                     for name, port in metrics.items()
                 },

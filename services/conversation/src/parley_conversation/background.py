@@ -21,7 +21,7 @@ import logging
 import random
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from parley_conversation.metrics import BACKGROUND_TASKS
 from parley_runtime.context import Principal
@@ -31,6 +31,8 @@ if TYPE_CHECKING:
     from parley_conversation.adapters.tasks import TaskStore
 
 log = logging.getLogger("parley.conversation.background")
+
+T = TypeVar("T")
 
 MAX_PAUSE_SECONDS = 600.0
 # How long a stopping worker lets its running tasks end on their own before it stops them
@@ -186,7 +188,7 @@ class Worker:
         except asyncio.CancelledError:
             raise
         except NotFound:
-            await _whole(self.tasks.finish(task.id))  # its conversation or message is gone
+            await whole(self.tasks.finish(task.id))  # its conversation or message is gone
             BACKGROUND_TASKS.labels(task.kind.value, "dropped").inc()
         except Exception as error:
             detail = f"{type(error).__name__}: {error}"
@@ -196,7 +198,7 @@ class Worker:
                     extra={"kind": task.kind.value, "conversation_id": task.conversation_id},
                     exc_info=True,
                 )
-                await _whole(self.tasks.fail(task.id, detail))
+                await whole(self.tasks.fail(task.id, detail))
                 BACKGROUND_TASKS.labels(task.kind.value, "failed").inc()
             else:
                 log.info(
@@ -204,10 +206,10 @@ class Worker:
                     extra={"kind": task.kind.value, "attempts": task.attempts},
                 )
                 pause = pause_after(task.attempts, self.pacing.retry_seconds)
-                await _whole(self.tasks.retry(task.id, detail, pause))
+                await whole(self.tasks.retry(task.id, detail, pause))
                 BACKGROUND_TASKS.labels(task.kind.value, "retried").inc()
         else:
-            await _whole(self.tasks.finish(task.id))
+            await whole(self.tasks.finish(task.id))
             BACKGROUND_TASKS.labels(task.kind.value, "done").inc()
 
     async def _keep_leased(self, task: Task) -> None:
@@ -221,12 +223,13 @@ class Worker:
                 log.warning("could not renew a background task's lease", exc_info=True)
 
 
-async def _whole(write: Awaitable[None]) -> None:
+async def whole(write: Awaitable[T]) -> T:
     """Run a write to its end even when the caller is cancelled meanwhile (then re-raise):
-    a statement cut in the middle can leave SQLite's write lock held."""
+    a statement cut in the middle can leave SQLite's write lock held, and a turn's last write
+    must survive its caller going away."""
     done = asyncio.ensure_future(write)
     try:
-        await asyncio.shield(done)
+        return await asyncio.shield(done)
     except asyncio.CancelledError:
         await done
         raise

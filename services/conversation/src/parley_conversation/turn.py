@@ -46,7 +46,7 @@ from parley_conversation.adapters.llm_router import LlmRouter, ModelStream
 from parley_conversation.adapters.retrieval import Retrieval
 from parley_conversation.adapters.store import ConversationStore
 from parley_conversation.adapters.tasks import TaskStore
-from parley_conversation.background import Task, TaskKind, TaskRequest
+from parley_conversation.background import Task, TaskKind, TaskRequest, whole
 from parley_conversation.context import budget_for, measured_scale
 from parley_conversation.conversations import (
     CANCELLED,
@@ -810,12 +810,7 @@ class TurnRunner:
             async def then(conn: AsyncConnection) -> None:
                 await tasks.add(conn, who, after)
 
-        write = asyncio.ensure_future(self.store.finish_answer(assistant_id, outcome, then))
-        try:
-            stored = await asyncio.shield(write)
-        except asyncio.CancelledError:
-            await write
-            raise
+        stored = await whole(self.store.finish_answer(assistant_id, outcome, then))
         if then is not None and self.wake is not None:
             self.wake()
         return stored

@@ -3,6 +3,10 @@ and stop them all cleanly.
 
 Each process gets its own environment (ports, peers' addresses, a data directory for its
 SQLite file and embedded Qdrant) and writes its JSON logs to ``<data_dir>/logs/<name>.log``.
+The platform runs on embedded defaults: a ``REDIS_URL`` of the caller's environment is not
+passed on (limits, breakers and the response cache stay in each process, and no state is
+shared with earlier runs); a caller that wants Redis names it in ``env`` or
+``per_service_env``.
 Readiness is the standard gRPC health check for the four internal services and ``/readyz``
 for the gateway.
 """
@@ -25,6 +29,12 @@ import httpx
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 SERVICES = ("retrieval", "llm-router", "ingest", "conversation", "gateway")
+# Variables of the caller's environment the services do not inherit (module docstring).
+NOT_INHERITED = frozenset({"REDIS_URL"})
+
+
+def _inherited() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k not in NOT_INHERITED}
 
 
 def free_port() -> int:
@@ -87,7 +97,7 @@ class Platform:
         }
         for name in SERVICES:
             env = {
-                **os.environ,
+                **_inherited(),
                 **peers,
                 "PYTHONUNBUFFERED": "1",
                 **self.env,
