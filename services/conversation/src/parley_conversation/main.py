@@ -99,7 +99,7 @@ async def build(settings: Settings) -> Wiring:
         await router.close()
         await retrieval.close()
         await memory_index.close()
-        await engine.dispose()
+        await db.dispose(engine)
 
     return Wiring(
         registrations=[

@@ -40,7 +40,7 @@ from contextlib import aclosing
 from dataclasses import dataclass, field
 
 from opentelemetry import trace
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import Connection
 
 from parley_conversation.adapters.llm_router import LlmRouter, ModelStream
 from parley_conversation.adapters.retrieval import Retrieval
@@ -807,8 +807,8 @@ class TurnRunner:
         if after and who is not None and self.tasks is not None:
             tasks = self.tasks
 
-            async def then(conn: AsyncConnection) -> None:
-                await tasks.add(conn, who, after)
+            def then(conn: Connection) -> None:
+                tasks.add(conn, who, after)
 
         stored = await whole(self.store.finish_answer(assistant_id, outcome, then))
         if then is not None and self.wake is not None:

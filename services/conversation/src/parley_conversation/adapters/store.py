@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import (
+    Connection,
     Row,
     Table,
     and_,
@@ -35,7 +36,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.exc import DBAPIError, IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from parley_conversation.conversations import (
     CANCELLED,
@@ -63,6 +64,7 @@ from parley_conversation.tables import (
     SummaryRow,
     TaskRow,
 )
+from parley_runtime import db
 from parley_runtime.context import Principal
 from parley_runtime.errors import FailedPrecondition, InvalidArgument, NotFound
 from parley_runtime.ids import new_id
@@ -70,8 +72,9 @@ from parley_runtime.timestamps import aware, utcnow
 
 log = logging.getLogger("parley.conversation.store")
 
-# More to write in the transaction that stores an answer's end.
-Then = Callable[[AsyncConnection], Awaitable[None]]
+# More to write in the transaction that stores an answer's end (plain code: see
+# ``parley_runtime.db.transaction``).
+Then = Callable[[Connection], None]
 
 TITLE_FROM_MESSAGE_CHARS = 60
 # Pauses between tries of an answer's final write (a database failover, a cut connection).
@@ -367,6 +370,52 @@ def _new_message(
     )
 
 
+def _history(conn: Connection, conversation: Conversation, before_seq: int, limit: int) -> Opening:
+    cid = conversation.id
+    found = conn.execute(_SUMMARY, {"cid": cid}).first()
+    summary = Summary(*found) if found is not None else None
+    after = summary.last_seq if summary is not None else 0
+    params = {"cid": cid, "before_seq": before_seq, "limit": limit, "after_seq": after}
+    return Opening(conversation, _shown(conn.execute(_HISTORY, params).all()), summary)
+
+
+def _find_turn(
+    conn: Connection,
+    who: Principal,
+    cid: str,
+    key: str | None,
+    fingerprint: str | None,
+    history: int,
+) -> TurnStart | Opening:
+    params = {"cid": cid, "tenant": who.tenant_id, "user": who.user_id, "key": key}
+    row = conn.execute(_OWNED_WITH_KEY, params).first()
+    if row is None:
+        raise NotFound(f"conversation {cid!r} not found", code="conversation_not_found")
+    if not key or row.key_message_id is None:
+        recent: list[tuple[Role, str]] = []
+        summary = _summary_of(row)
+        if history and row.message_count:
+            after = summary.last_seq if summary is not None else 0
+            found = conn.execute(_RECENT, {"cid": cid, "limit": history, "after_seq": after})
+            recent = _shown(found.all())
+        return Opening(_conversation(row), recent, summary)
+    stored = row.key_fingerprint
+    if fingerprint is not None and stored is not None and stored != fingerprint:
+        raise InvalidArgument(
+            "idempotency_key: this key was used for a different message; "
+            "send a new message with a new key",
+            code="idempotency_key_reused",
+        )
+    user = conn.execute(_MESSAGE_BY_ID, {"id": row.key_message_id}).one()
+    assistant = conn.execute(_LAST_REPLY, {"user_id": user.id}).first()
+    return TurnStart(
+        _conversation(row),
+        _message(user),
+        _message(assistant) if assistant is not None else None,
+        replayed=True,
+    )
+
+
 class ConversationStore:
     """The repository of the conversation service (see the module docstring)."""
 
@@ -522,14 +571,7 @@ class ConversationStore:
         (``_shown``), oldest first."""
         if before_seq <= 1:
             return Opening(conversation, [])  # the first message has nothing before it
-        cid = conversation.id
-        async with self.engine.connect() as conn:
-            found = (await conn.execute(_SUMMARY, {"cid": cid})).first()
-            summary = Summary(*found) if found is not None else None
-            after = summary.last_seq if summary is not None else 0
-            params = {"cid": cid, "before_seq": before_seq, "limit": limit, "after_seq": after}
-            rows = (await conn.execute(_HISTORY, params)).all()
-        return Opening(conversation, _shown(rows), summary)
+        return await db.reading(self.engine, _history, conversation, before_seq, limit)
 
     async def find_turn(
         self,
@@ -543,36 +585,7 @@ class ConversationStore:
         conversation, with its last ``history`` messages that a prompt carries (``_shown``).
         A key sent before with another request (``fingerprint`` differs) is INVALID_ARGUMENT
         ``idempotency_key_reused``."""
-        params = {"cid": cid, "tenant": who.tenant_id, "user": who.user_id, "key": key}
-        async with self.engine.connect() as conn:
-            row = (await conn.execute(_OWNED_WITH_KEY, params)).first()
-            if row is None:
-                raise NotFound(f"conversation {cid!r} not found", code="conversation_not_found")
-            if not key or row.key_message_id is None:
-                recent: list[tuple[Role, str]] = []
-                summary = _summary_of(row)
-                if history and row.message_count:
-                    after = summary.last_seq if summary is not None else 0
-                    found = await conn.execute(
-                        _RECENT, {"cid": cid, "limit": history, "after_seq": after}
-                    )
-                    recent = _shown(found.all())
-                return Opening(_conversation(row), recent, summary)
-            stored = row.key_fingerprint
-            if fingerprint is not None and stored is not None and stored != fingerprint:
-                raise InvalidArgument(
-                    "idempotency_key: this key was used for a different message; "
-                    "send a new message with a new key",
-                    code="idempotency_key_reused",
-                )
-            user = (await conn.execute(_MESSAGE_BY_ID, {"id": row.key_message_id})).one()
-            assistant = (await conn.execute(_LAST_REPLY, {"user_id": user.id})).first()
-        return TurnStart(
-            _conversation(row),
-            _message(user),
-            _message(assistant) if assistant is not None else None,
-            replayed=True,
-        )
+        return await db.reading(self.engine, _find_turn, who, cid, key, fingerprint, history)
 
     async def begin_turn(
         self,
@@ -603,14 +616,10 @@ class ConversationStore:
 
     async def _free(self, who: Principal, cid: str) -> bool:
         """Whether the caller's conversation takes a turn now (NOT_FOUND if it is not theirs)."""
-        async with self.engine.connect() as conn:
-            row = (
-                await conn.execute(
-                    select(_c.active_answer_id, _c.active_until).where(
-                        _c.id == cid, _c.tenant_id == who.tenant_id, _c.user_id == who.user_id
-                    )
-                )
-            ).first()
+        query = select(_c.active_answer_id, _c.active_until).where(
+            _c.id == cid, _c.tenant_id == who.tenant_id, _c.user_id == who.user_id
+        )
+        row = await db.reading(self.engine, lambda conn: conn.execute(query).first())
         if row is None:
             raise NotFound(f"conversation {cid!r} not found", code="conversation_not_found")
         return row.active_answer_id is None or aware(row.active_until) < utcnow()
@@ -631,14 +640,15 @@ class ConversationStore:
             "answer_id": answer_id,
             "busy_until": now + self.turn_hold,
         }
-        async with self.engine.begin() as conn:
-            conversation = (await conn.execute(_COUNT_TURN, values)).first()
+        lease_until = now + self.lease
+
+        def insert(conn: Connection) -> TurnStart | None:
+            conversation = conn.execute(_COUNT_TURN, values).first()
             if conversation is None:
-                owned = await conn.scalar(_OWNED, values)
-                if owned is None:
+                if conn.scalar(_OWNED, values) is None:
                     raise NotFound(f"conversation {cid!r} not found", code="conversation_not_found")
                 return None
-            seq = (await conn.scalar(_LAST_SEQ, {"cid": cid}) or 0) + 1
+            seq = (conn.scalar(_LAST_SEQ, {"cid": cid}) or 0) + 1
             user = Message(
                 new_id("msg"),
                 cid,
@@ -652,20 +662,18 @@ class ConversationStore:
             assistant = Message(
                 answer_id, cid, seq + 1, Role.ASSISTANT, "", Status.IN_PROGRESS, now
             )
-            await conn.execute(
+            conn.execute(
                 _INSERT_MESSAGE,
                 [
                     _message_values(who, user, request_fingerprint=fingerprint if key else None),
                     _message_values(
-                        who,
-                        assistant,
-                        reply_to=user.id,
-                        owner=self.owner,
-                        lease_until=now + self.lease,
+                        who, assistant, reply_to=user.id, owner=self.owner, lease_until=lease_until
                     ),
                 ],
             )
-        return TurnStart(_conversation(conversation), user, assistant, replayed=False)
+            return TurnStart(_conversation(conversation), user, assistant, replayed=False)
+
+        return await db.transaction(self.engine, insert)
 
     async def begin_regeneration(self, who: Principal, cid: str) -> TurnStart:
         """Supersede the last answer and open a new one to the same user message; while
@@ -741,15 +749,18 @@ class ConversationStore:
             "tool_activity": [_tool_activity_json(t) for t in outcome.tool_activity],
             "search_query": outcome.search_query,
         }
-        async with self.engine.begin() as conn:
-            row = (await conn.execute(_FINISH_ANSWER, values)).first()
+
+        def finish(conn: Connection) -> Message:
+            row = conn.execute(_FINISH_ANSWER, values).first()
             if row is None:
                 raise NotFound(f"message {message_id!r} not found", code="message_not_found")
             # The conversation takes its next turn.
-            await conn.execute(_RELEASE, {"cid": row.conversation_id, "answer_id": message_id})
+            conn.execute(_RELEASE, {"cid": row.conversation_id, "answer_id": message_id})
             if then is not None:
-                await then(conn)
-        return _message(row)
+                then(conn)
+            return _message(row)
+
+        return await db.transaction(self.engine, finish)
 
     async def exchange(
         self, who: Principal, cid: str, answer_id: str
@@ -785,16 +796,18 @@ class ConversationStore:
         }
         if tool_activity is not None:
             values["tool_activity"] = [_tool_activity_json(t) for t in tool_activity]
-        async with self.engine.begin() as conn:
-            row = (await conn.execute(_SAVE_PROGRESS, values)).first()
+        row = await db.transaction(
+            self.engine, lambda conn: conn.execute(_SAVE_PROGRESS, values).first()
+        )
         if row is None:
             return AnswerState.ENDED
         return AnswerState.CANCEL_REQUESTED if row.cancel_requested else AnswerState.STREAMING
 
     async def answer_state(self, message_id: str) -> AnswerState:
         """Whether an answer in progress should go on (a read by primary key, no write)."""
-        async with self.engine.connect() as conn:
-            row = (await conn.execute(_ANSWER_STATE, {"answer_id": message_id})).first()
+        row = await db.reading(
+            self.engine, lambda conn: conn.execute(_ANSWER_STATE, {"answer_id": message_id}).first()
+        )
         if row is None or row.status != Status.IN_PROGRESS:
             return AnswerState.ENDED
         return AnswerState.CANCEL_REQUESTED if row.cancel_requested else AnswerState.STREAMING

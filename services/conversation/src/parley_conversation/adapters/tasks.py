@@ -19,12 +19,13 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, bindparam, delete, or_, select, update
+from sqlalchemy import Connection, Table, and_, bindparam, delete, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from parley_conversation.background import Task, TaskKind, TaskRequest
 from parley_conversation.tables import TaskRow
+from parley_runtime import db
 from parley_runtime.context import Principal
 from parley_runtime.ids import new_id
 from parley_runtime.timestamps import utcnow
@@ -79,13 +80,11 @@ class TaskStore:
         self.owner = owner
         self.lease = timedelta(seconds=lease_seconds)
 
-    def _insert(self, conn: AsyncConnection) -> Any:
+    def _insert(self, conn: Connection) -> Any:
         dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
         return dialect.insert(TASKS).on_conflict_do_nothing(index_elements=["dedup_key"])
 
-    async def add(
-        self, conn: AsyncConnection, who: Principal, requests: Sequence[TaskRequest]
-    ) -> None:
+    def add(self, conn: Connection, who: Principal, requests: Sequence[TaskRequest]) -> None:
         """Queue ``requests`` for ``who`` inside the caller's transaction (``conn``); one
         whose subject already has an unfinished task is dropped."""
         if not requests:
@@ -111,12 +110,11 @@ class TaskStore:
             }
             for request in requests
         ]
-        await conn.execute(self._insert(conn), rows)
+        conn.execute(self._insert(conn), rows)
 
     async def enqueue(self, who: Principal, requests: Sequence[TaskRequest]) -> None:
         """Queue ``requests`` in a transaction of their own."""
-        async with self.engine.begin() as conn:
-            await self.add(conn, who, requests)
+        await db.transaction(self.engine, self.add, who, requests)
 
     async def claim(self) -> Task | None:
         """Take the oldest due task for this replica (see the module docstring), or None."""
