@@ -15,7 +15,7 @@ registered (:func:`instrument`), so that every RPC:
 
 Wrapping at registration, not in a ``grpc.aio`` server interceptor, spares every call the
 interceptor's coroutines and a new method handler and closure (about 5 µs), and the garbage
-collector a tenth of the objects a call in flight keeps (see ``GC_YOUNG_THRESHOLD``).
+collector a tenth of the objects a call in flight keeps (see ``gc_tuning``).
 
 Health has two names: ``""`` is liveness (SERVING while the process serves) and each
 service's full name is readiness, NOT_SERVING while a store it cannot work without (its
@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import gc
 import logging
 import os
 import signal
@@ -57,10 +56,10 @@ from parley_runtime.context import (
     request_id_var,
 )
 from parley_runtime.errors import ParleyError, trailing_metadata
+from parley_runtime.gc_tuning import settle_after_startup
 from parley_runtime.metrics import RPC_DURATION, RPC_HANDLED, RPC_IN_FLIGHT, serve_metrics
 from parley_runtime.settings import ServiceSettings
 
-GC_YOUNG_THRESHOLD = 10_000
 log = logging.getLogger("parley.grpc")
 _tracer = trace.get_tracer("parley.grpc.server")
 
@@ -368,14 +367,7 @@ async def serve(
     if ready is not None:
         names = [r.name for r in registrations]
         watcher = asyncio.create_task(watch_readiness(health_servicer, names, ready))
-    # What startup built lives as long as the process: keep it out of every later
-    # collection, whose pauses would otherwise grow with the modules and caches loaded.
-    gc.freeze()
-    # Collect the young generation every 10,000 net allocations instead of 700: under load
-    # nearly everything young is the state of streams in flight, traversed again by every
-    # collection (measured in bench/results/2026-12-04-quiet-host-tail.md and
-    # 2026-12-04-methods-wrapped-once.md).
-    gc.set_threshold(GC_YOUNG_THRESHOLD, 10, 10)
+    settle_after_startup()
     log.info(
         "ready",
         extra={

@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import socket
 import sys
 from collections.abc import Iterator
 
@@ -23,6 +24,7 @@ from parley_gateway.auth import DEFAULT_SCOPES, DEFAULT_TTL_SECONDS, SCOPES, iss
 from parley_gateway.guardrails.logs import install_log_redaction
 from parley_gateway.identity import MIGRATIONS, VERSION_TABLE
 from parley_gateway.settings import DEV_SECRET, Settings
+from parley_runtime.gc_tuning import settle_after_startup
 from parley_runtime.logs import setup_logging
 from parley_runtime.metrics import serve_metrics
 from parley_runtime.settings import load_settings
@@ -32,11 +34,17 @@ log = logging.getLogger("parley.gateway")
 
 
 class _Server(uvicorn.Server):
-    """uvicorn, exiting with status 0 after a graceful shutdown on SIGTERM or SIGINT.
+    """uvicorn, exiting with status 0 after a graceful shutdown on SIGTERM or SIGINT, with
+    the garbage collector set as every service's once started (``gc_tuning``).
 
     uvicorn re-raises the signal once it has drained, so the process would end "killed by
     SIGTERM"; every Parley service exits 0 after draining instead.
     """
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if not self.should_exit:
+            settle_after_startup()
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
