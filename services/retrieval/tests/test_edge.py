@@ -1,5 +1,6 @@
 """The embedded engine's store on a real folder: persistence across restarts, index builds
-that switch generations while writes go on, a crashed worker started again, and the warning
+that switch generations while writes go on (publications of staged versions included), no
+search ever seeing a version half published, a crashed worker started again, and the warning
 about an index of the previous embedded store."""
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import pytest
 
 from parley_retrieval.adapters.edge import CURRENT, EdgeChunks
 from parley_retrieval.adapters.edge_protocol import ShardSettings
-from parley_retrieval.chunks import ChunkQuery, SearchMode, StoredChunk
+from parley_retrieval.chunks import ChunkQuery, MetadataFilter, SearchMode, StoredChunk
 from parley_retrieval.main import store
 from parley_retrieval.settings import Settings
 from parley_retrieval.sparse import SparseEncoder
@@ -28,14 +29,17 @@ def vector(seed: int) -> list[float]:
     return [rng.gauss(0, 1) for _ in range(DIMENSIONS)]
 
 
-def chunks(document: str, count: int, start: int = 0) -> list[StoredChunk]:
+def chunks(document: str, count: int, start: int = 0, version: int = 1) -> list[StoredChunk]:
+    name = document if version == 1 else f"{document}:v{version}"
     return [
-        StoredChunk(f"{document}:{i}", document, 1, f"{document} passage {i}", "", "", i, {})
+        StoredChunk(f"{name}:{i}", document, version, f"{document} passage {i}", "", "", i, {})
         for i in range(start, start + count)
     ]
 
 
-async def put(store: EdgeChunks, batch: list[StoredChunk], tenant: str = "acme") -> None:
+async def put(
+    store: EdgeChunks, batch: list[StoredChunk], tenant: str = "acme", staged: bool = False
+) -> None:
     texts = [c.text for c in batch]
     await store.upsert(
         tenant,
@@ -43,6 +47,7 @@ async def put(store: EdgeChunks, batch: list[StoredChunk], tenant: str = "acme")
         batch,
         [vector(hash(c.chunk_id) % 10_000) for c in batch],
         ENCODER.documents(texts),
+        staged,
     )
 
 
@@ -100,6 +105,83 @@ async def test_an_index_build_switches_generation_without_stopping_searches_or_w
         assert await reopened.stats("acme", "kb") == (35, 2)
     finally:
         await reopened.close()
+
+
+async def test_publications_and_discards_during_a_build_are_replayed_into_the_new_generation(
+    tmp_path: Path,
+) -> None:
+    store = await EdgeChunks.open(str(tmp_path), "c", SETTINGS)
+    try:
+        await put(store, chunks("a", 150))  # over index_after_points: a build starts
+        assert store._build is not None
+        await put(store, chunks("b", 10), staged=True)
+        await put(store, chunks("b", 10, start=10, version=2), staged=True)
+        await put(store, chunks("c", 7), staged=True)
+        await put(store, chunks("c", 3, start=7), staged=True)
+        assert not store._build.done(), "the writes above must land while the build runs"
+        assert await store.stats("acme", "kb") == (150, 1)  # staged chunks are not counted
+        assert await store.publish("acme", "kb", "b", 2) == 10  # version 1's staged ones go
+        assert await store.discard("acme", "kb", "c", 1) == 10
+        await store.wait_for_builds()
+        assert store.builds == 1
+        assert await store.stats("acme", "kb") == (160, 2)
+        found = await store.search(
+            "acme",
+            "kb",
+            ChunkQuery(
+                mode=SearchMode.DENSE,
+                limit=50,
+                dense=vector(1),
+                filters=[MetadataFilter("document_id", ("b", "c"))],
+            ),
+        )
+        assert {(h.chunk.document_id, h.chunk.document_version) for h in found} == {("b", 2)}
+        assert len(found) == 10
+    finally:
+        await store.close()
+    reopened = await EdgeChunks.open(str(tmp_path), "c", SETTINGS)
+    try:
+        assert await reopened.stats("acme", "kb") == (160, 2)
+        assert await reopened.discard("acme", "kb", "c", 1) == 0  # gone before the switch
+    finally:
+        await reopened.close()
+
+
+async def test_no_search_sees_a_version_half_published(tmp_path: Path) -> None:
+    # Big enough a threshold that no build runs: this is about the live worker alone.
+    store = await EdgeChunks.open(
+        str(tmp_path), "c", ShardSettings(dimensions=DIMENSIONS, index_after_points=100_000)
+    )
+    per_version = 300  # large enough that each of a publication's two updates takes a while
+    query = ChunkQuery(
+        mode=SearchMode.DENSE,
+        limit=per_version + 10,
+        dense=vector(7),
+        filters=[MetadataFilter("document_id", ("d",))],
+    )
+    seen: list[tuple[int, set[int]]] = []
+    publishing = True
+
+    async def search_meanwhile() -> None:
+        while publishing:
+            hits = await store.search("acme", "kb", query)
+            seen.append((len(hits), {h.chunk.document_version for h in hits}))
+
+    try:
+        await put(store, chunks("d", per_version))
+        searches = asyncio.gather(*(search_meanwhile() for _ in range(4)))
+        for version in range(2, 12):
+            await put(store, chunks("d", per_version, version=version), staged=True)
+            await store.publish("acme", "kb", "d", version)
+            await asyncio.sleep(0.005)
+        publishing = False
+        await searches
+    finally:
+        await store.close()
+    assert len(seen) > 20
+    # Every search found one whole version: never two at once, never none.
+    assert [s for s in seen if s[0] != per_version or len(s[1]) != 1] == []
+    assert seen[-1][1] == {11}
 
 
 async def test_a_stopped_engine_is_started_again(tmp_path: Path) -> None:

@@ -116,6 +116,135 @@ async def test_delete_replace_and_stats(retrieval: pb_grpc.RetrievalStub) -> Non
     assert (stats.chunk_count, stats.document_count) == (1, 1)
 
 
+async def stage(
+    stub: pb_grpc.RetrievalStub,
+    doc: str,
+    version: int,
+    texts: list[str],
+    start: int = 0,
+    *,
+    replace: bool = False,
+) -> pb.IndexChunksResponse:
+    """One call of a version sent in several: staged, or (``replace``) the publishing one."""
+    response: pb.IndexChunksResponse = await stub.IndexChunks(
+        pb.IndexChunksRequest(
+            knowledge_base_id="handbook",
+            document_id=doc,
+            document_version=version,
+            staged=not replace,
+            replace=replace,
+            chunks=[
+                pb.Chunk(chunk_id=f"{doc}:v{version}:{start + i}", text=t, position=start + i)
+                for i, t in enumerate(texts)
+            ],
+        )
+    )
+    return response
+
+
+async def found_ids(stub: pb_grpc.RetrievalStub, query: str) -> dict[str, set[str]]:
+    """The chunk ids each mode finds for ``query`` (all of them, up to 20)."""
+    modes = {"dense": pb.SEARCH_MODE_DENSE, "sparse": pb.SEARCH_MODE_SPARSE}
+    modes["hybrid"] = pb.SEARCH_MODE_HYBRID
+    return {
+        name: {c.chunk_id for c in (await search(stub, query, top_k=20, mode=mode)).chunks}
+        for name, mode in modes.items()
+    }
+
+
+async def counted(stub: pb_grpc.RetrievalStub) -> tuple[int, int]:
+    stats = await stub.GetCollectionStats(
+        pb.GetCollectionStatsRequest(knowledge_base_id="handbook")
+    )
+    return stats.chunk_count, stats.document_count
+
+
+async def test_staged_chunks_are_found_by_nothing_until_their_version_is_published(
+    retrieval: pb_grpc.RetrievalStub,
+) -> None:
+    await index(retrieval, "leave", replace=True)
+    old = {"leave:v1:0", "leave:v1:1"}
+    assert (
+        await stage(retrieval, "leave", 2, ["Leave is now 30 days.", "Leave days carry over."])
+    ).indexed == 2
+    await stage(retrieval, "leave", 2, ["Unused leave days expire in June."], start=2)
+    await stage(retrieval, "travel", 1, ["Leave days cannot be spent on travel."])
+    # Neither the new version nor a document only staged shows, in any mode or count.
+    assert await found_ids(retrieval, "leave days") == {"dense": old, "sparse": old, "hybrid": old}
+    assert await counted(retrieval) == (2, 1)
+
+    published = await stage(
+        retrieval, "leave", 2, ["Sick leave needs a note."], start=3, replace=True
+    )
+    assert published.indexed == 1
+    new = {f"leave:v2:{i}" for i in range(4)}
+    assert await found_ids(retrieval, "leave days") == {"dense": new, "sparse": new, "hybrid": new}
+    assert await counted(retrieval) == (4, 1)  # travel is still staged
+    # Staged again once published (a job's retry): the searchable chunk stays as it was.
+    await stage(retrieval, "leave", 2, ["Written again by a retry."])
+    texts = {c.chunk_id: c.text for c in (await search(retrieval, "leave", top_k=20)).chunks}
+    assert texts["leave:v2:0"] == "Leave is now 30 days."
+    assert await counted(retrieval) == (4, 1)
+
+    # A third version staged and given up: its chunks go, the published ones stay.
+    await stage(retrieval, "leave", 3, ["Leave is 35 days."])
+    discarded = await retrieval.DeleteDocument(
+        pb.DeleteDocumentRequest(
+            knowledge_base_id="handbook", document_id="leave", staged_version=3
+        )
+    )
+    assert discarded.deleted_chunks == 1
+    again = await retrieval.DeleteDocument(
+        pb.DeleteDocumentRequest(
+            knowledge_base_id="handbook", document_id="leave", staged_version=2
+        )
+    )
+    assert again.deleted_chunks == 0  # version 2 is published: nothing of it is staged
+    assert (await found_ids(retrieval, "leave days"))["dense"] == new
+    # Deleting the document takes staged chunks too: travel's, published later, find nothing.
+    deleted = await retrieval.DeleteDocument(
+        pb.DeleteDocumentRequest(knowledge_base_id="handbook", document_id="travel")
+    )
+    assert deleted.deleted_chunks == 1
+    await stage(retrieval, "travel", 1, [], replace=True)
+    assert await counted(retrieval) == (4, 1)
+
+
+async def test_a_publication_removes_every_other_version_staged_or_not(
+    retrieval: pb_grpc.RetrievalStub,
+) -> None:
+    await index(retrieval, "leave", replace=True)
+    await stage(retrieval, "leave", 2, ["A version whose job was superseded."])
+    await stage(retrieval, "leave", 3, ["Leave is now 30 days."], replace=True)
+    assert await found_ids(retrieval, "leave") == {
+        "dense": {"leave:v3:0"},
+        "sparse": {"leave:v3:0"},
+        "hybrid": {"leave:v3:0"},
+    }
+    # Nothing of version 2 is left to discard: the publication removed it.
+    gone = await retrieval.DeleteDocument(
+        pb.DeleteDocumentRequest(
+            knowledge_base_id="handbook", document_id="leave", staged_version=2
+        )
+    )
+    assert gone.deleted_chunks == 0
+    with acting_as("globex", "eve"):  # another tenant publishes nothing of acme's
+        await stage(retrieval, "leave", 2, [], replace=True)
+    assert await counted(retrieval) == (1, 1)
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await retrieval.IndexChunks(
+            pb.IndexChunksRequest(
+                knowledge_base_id="handbook",
+                document_id="leave",
+                document_version=4,
+                staged=True,
+                replace=True,
+            )
+        )
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "staged and replace" in (raised.value.details() or "")
+
+
 async def test_indexing_the_same_chunks_again_does_not_duplicate(
     retrieval: pb_grpc.RetrievalStub,
 ) -> None:

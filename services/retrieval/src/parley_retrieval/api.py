@@ -51,6 +51,7 @@ class RetrievalServicer(pb_grpc.RetrievalServicer):
             request.document_version,
             wire.stored_chunks(request),
             request.replace,
+            request.staged,
         )
         return pb.IndexChunksResponse(
             indexed=indexed, embedding_model=self.retrieval.embedder.model
@@ -59,10 +60,13 @@ class RetrievalServicer(pb_grpc.RetrievalServicer):
     async def DeleteDocument(
         self, request: pb.DeleteDocumentRequest, context: grpc.aio.ServicerContext
     ) -> pb.DeleteDocumentResponse:
-        """Remove every chunk of a document."""
+        """Remove every chunk of a document, or only a version's staged chunks."""
         tenant_id = current_principal().tenant_id
         deleted = await self.retrieval.delete(
-            tenant_id, request.knowledge_base_id, request.document_id
+            tenant_id,
+            request.knowledge_base_id,
+            request.document_id,
+            wire.staged_version(request),
         )
         return pb.DeleteDocumentResponse(deleted_chunks=deleted)
 

@@ -3,6 +3,10 @@ port that the embedded engine's and the Qdrant server's adapters fill).
 
 Every store call names the tenant: the store scopes each read and write to it, so one tenant
 never reads or removes another's chunks.
+
+A chunk is stored searchable, or staged: kept, but found by no search and counted by no stats
+until its version is published, which also removes the document's other versions. That is how
+a version sent in several calls replaces the previous one for readers all at once.
 """
 
 from __future__ import annotations
@@ -85,13 +89,28 @@ class ChunkStore(Protocol):
         chunks: list[StoredChunk],
         vectors: list[list[float]],
         sparse: list[SparseVector],
+        staged: bool = False,
     ) -> None:
-        """Store ``chunks`` with their embeddings and keyword vectors; a chunk id stored before
-        is overwritten."""
+        """Store ``chunks`` with their embeddings and keyword vectors (``staged``: not
+        searchable until :meth:`publish`); a chunk id stored before is overwritten."""
         ...
 
     async def search(self, tenant_id: str, knowledge_base_id: str, query: ChunkQuery) -> list[Hit]:
-        """The chunks that best match ``query``, best first."""
+        """The searchable chunks that best match ``query``, best first."""
+        ...
+
+    async def publish(
+        self, tenant_id: str, knowledge_base_id: str, document_id: str, version: int
+    ) -> int:
+        """Make the staged chunks of a document's ``version`` searchable and remove the
+        document's other versions (staged or not); return how many chunks were removed."""
+        ...
+
+    async def discard(
+        self, tenant_id: str, knowledge_base_id: str, document_id: str, version: int
+    ) -> int:
+        """Remove the chunks of a document's ``version`` that are still staged; return how
+        many."""
         ...
 
     async def delete_document(
@@ -109,7 +128,7 @@ class ChunkStore(Protocol):
         ...
 
     async def stats(self, tenant_id: str, knowledge_base_id: str) -> tuple[int, int]:
-        """(chunks, documents) of a knowledge base."""
+        """(chunks, documents) of a knowledge base, searchable ones only."""
         ...
 
     async def close(self) -> None:

@@ -197,22 +197,33 @@ class Retrieval:
         version: int,
         chunks: list[StoredChunk],
         replace: bool,
+        staged: bool = False,
     ) -> int:
-        """Embed and store one document version's chunks; with ``replace``, drop the
-        document's other versions afterwards. Returns how many chunks were stored."""
+        """Embed and store one document version's chunks. ``staged`` ones are kept out of
+        searches; ``replace`` publishes the version (its staged chunks and these) and drops the
+        document's other versions. Returns how many chunks were stored."""
         kb = _kb(knowledge_base_id)
         if not document_id:
             raise InvalidArgument("document_id: required", code="missing_document")
+        if staged and replace:
+            raise InvalidArgument(
+                "staged and replace: a call either stages chunks or publishes its version",
+                code="staged_and_replace",
+            )
         _check_chunks(chunks)
         if chunks:
             texts = [c.text for c in chunks]
             vectors, keywords = await asyncio.gather(
                 self._embed_documents(texts), asyncio.to_thread(self.sparse.documents, texts)
             )
-            await self.chunks.upsert(tenant_id, kb, chunks, vectors, keywords)
+            # A replacing call's own chunks are staged too: its publication shows them with
+            # the rest of their version, never beside the old one.
+            await self.chunks.upsert(
+                tenant_id, kb, chunks, vectors, keywords, staged=staged or replace
+            )
             INDEXED_CHUNKS.inc(len(chunks))
         if replace:
-            await self.chunks.delete_document(tenant_id, kb, document_id, keep_version=version)
+            await self.chunks.publish(tenant_id, kb, document_id, version)
         return len(chunks)
 
     async def _embed_documents(self, texts: list[str]) -> list[list[float]]:
@@ -224,11 +235,20 @@ class Retrieval:
             EMBED_DOCUMENTS.observe(time.perf_counter() - started, telemetry.exemplar())
         return vectors
 
-    async def delete(self, tenant_id: str, knowledge_base_id: str, document_id: str) -> int:
-        """Remove every chunk of the tenant's document; return how many."""
+    async def delete(
+        self,
+        tenant_id: str,
+        knowledge_base_id: str,
+        document_id: str,
+        staged_version: int | None = None,
+    ) -> int:
+        """Remove every chunk of the tenant's document, or (``staged_version``) only that
+        version's staged chunks; return how many."""
         kb = _kb(knowledge_base_id)
         if not document_id:
             raise InvalidArgument("document_id: required", code="missing_document")
+        if staged_version is not None:
+            return await self.chunks.discard(tenant_id, kb, document_id, staged_version)
         return await self.chunks.delete_document(tenant_id, kb, document_id)
 
     async def stats(self, tenant_id: str, knowledge_base_id: str) -> tuple[int, int]:

@@ -86,6 +86,16 @@ def stored_chunks(request: pb.IndexChunksRequest) -> list[StoredChunk]:
     ]
 
 
+def staged_version(request: pb.DeleteDocumentRequest) -> int | None:
+    """The version whose staged chunks alone are to go; None for the whole document."""
+    if request.staged_version < 0:
+        raise InvalidArgument(
+            "staged_version: a version, from 1 (0: the whole document)",
+            code="invalid_staged_version",
+        )
+    return request.staged_version or None
+
+
 def memory_texts(request: pb.IndexMemoriesRequest) -> list[MemoryText]:
     return [MemoryText(m.memory_id, m.text) for m in request.memories]
 

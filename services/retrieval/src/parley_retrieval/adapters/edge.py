@@ -20,6 +20,10 @@ graphs while the live worker keeps serving; writes meanwhile go to the live one 
 in a journal; when the build is done the journal is replayed into the new generation,
 ``CURRENT`` names it, searches go to it, and the old worker and folder go. A build that
 fails or is interrupted leaves ``CURRENT`` as it was: the next start removes stray folders.
+Every write is journaled alike: staged chunks, publications and discards included.
+
+Publishing a version is one request to the worker, which unstages it and deletes the other
+versions with searches held off meanwhile: no search sees both versions, or neither.
 """
 
 from __future__ import annotations
@@ -214,8 +218,9 @@ class EdgeChunks:
         chunks: list[StoredChunk],
         vectors: list[list[float]],
         sparse: list[SparseVector],
+        staged: bool = False,
     ) -> None:
-        await self._write("upsert", tenant_id, knowledge_base_id, chunks, vectors, sparse)
+        await self._write("upsert", tenant_id, knowledge_base_id, chunks, vectors, sparse, staged)
         self._unindexed += len(chunks)
         self._consider_build()
 
@@ -237,6 +242,22 @@ class EdgeChunks:
 
     async def delete_scope(self, tenant_id: str, knowledge_base_id: str) -> int:
         deleted: int = await self._write("delete_scope", tenant_id, knowledge_base_id)
+        return deleted
+
+    async def publish(
+        self, tenant_id: str, knowledge_base_id: str, document_id: str, version: int
+    ) -> int:
+        removed: int = await self._write(
+            "publish", tenant_id, knowledge_base_id, document_id, version
+        )
+        return removed
+
+    async def discard(
+        self, tenant_id: str, knowledge_base_id: str, document_id: str, version: int
+    ) -> int:
+        deleted: int = await self._write(
+            "discard", tenant_id, knowledge_base_id, document_id, version
+        )
         return deleted
 
     async def stats(self, tenant_id: str, knowledge_base_id: str) -> tuple[int, int]:

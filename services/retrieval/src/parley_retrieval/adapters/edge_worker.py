@@ -12,15 +12,19 @@ index build runs in a second worker (see :mod:`~parley_retrieval.adapters.edge`)
 Requests (see :mod:`~parley_retrieval.adapters.edge_protocol`) are read on the main thread
 and run on a small pool of threads, so searches run side by side; writes arrive one at a time
 (the service waits for each). Chunks are stored as :mod:`~parley_retrieval.adapters.points`
-lays them out.
+lays them out. Publishing a version takes two engine updates (its chunks unstaged, the other
+versions deleted): searches and counts wait while it runs, so none sees the one without the
+other (:class:`Gate`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
 import threading
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Any
@@ -35,6 +39,7 @@ from parley_retrieval.adapters.points import (
     DOCUMENT,
     KNOWLEDGE_BASE,
     SPARSE,
+    STAGED,
     TENANT,
     VERSION,
     chunk,
@@ -80,12 +85,67 @@ def _version(version: int) -> qe.FieldCondition:
     return qe.FieldCondition(VERSION, match=qe.MatchValue(version))
 
 
+def _unstaged() -> qe.IsEmptyCondition:
+    """A point without the ``staged`` field. qdrant-edge 0.9 reads a match on ``True`` as one
+    on the integer 1, which no bool matches: the field's presence is tested instead (a point
+    is staged with ``true`` and published by removing the field)."""
+    return qe.IsEmptyCondition(STAGED)
+
+
+def _staged() -> qe.Filter:
+    return qe.Filter(must_not=[_unstaged()])
+
+
+def _searchable(tenant_id: str, knowledge_base_id: str, *more: Any) -> qe.Filter:
+    """The scope's points that searches and counts may see: every one not staged."""
+    return qe.Filter(must=[*_scope(tenant_id, knowledge_base_id), *more, _unstaged()])
+
+
 def _sparse(vector: SparseVector) -> qe.SparseVector:
     return qe.SparseVector(list(vector.indices), list(vector.values))
 
 
 def _condition(condition: MetadataFilter) -> qe.FieldCondition:
     return _match(field(condition.key), list(condition.values))
+
+
+class Gate:
+    """Reads (searches, counts) pass side by side; a publication passes alone, once the reads
+    under way are done, and reads arriving meanwhile wait for it."""
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._readers = 0
+        self._alone = False
+
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[None]:
+        with self._changed:
+            while self._alone:
+                self._changed.wait()
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._readers -= 1
+                if not self._readers:
+                    self._changed.notify_all()
+
+    @contextlib.contextmanager
+    def alone(self) -> Iterator[None]:
+        with self._changed:
+            while self._alone:
+                self._changed.wait()
+            self._alone = True
+            while self._readers:
+                self._changed.wait()
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._alone = False
+                self._changed.notify_all()
 
 
 class Engine:
@@ -95,6 +155,7 @@ class Engine:
     def __init__(self, path: Path, settings: ShardSettings) -> None:
         self.path = path
         self.settings = settings
+        self.gate = Gate()
         if (path / "segments").exists():
             self.shard = qe.EdgeShard.load(str(path))
         else:
@@ -102,6 +163,9 @@ class Engine:
             for name, tenant in ((TENANT, True), (KNOWLEDGE_BASE, False), (DOCUMENT, False)):
                 index = qe.KeywordIndexParams(is_tenant=tenant)
                 self.shard.update(qe.UpdateOperation.create_field_index(name, index))
+        if STAGED not in self.shard.info().payload_schema:  # also in shards made before it
+            staged = qe.UpdateOperation.create_field_index(STAGED, qe.BoolIndexParams())
+            self.shard.update(staged)
 
     def upsert(
         self,
@@ -110,25 +174,29 @@ class Engine:
         chunks: list[StoredChunk],
         vectors: list[list[float]],
         sparse: list[SparseVector],
+        staged: bool = False,
     ) -> None:
         points = [
             qe.Point(
                 point_id(tenant_id, knowledge_base_id, c.chunk_id),
                 {DENSE: vector, SPARSE: _sparse(keywords)},
-                payload(tenant_id, knowledge_base_id, c),
+                payload(tenant_id, knowledge_base_id, c, staged),
             )
             for c, vector, keywords in zip(chunks, vectors, sparse, strict=True)
         ]
+        # Staged: a searchable point of the same id is left alone (points.py says why).
+        condition = _staged() if staged else None
         for start in range(0, len(points), WRITE_SLICE):
-            self.shard.update(qe.UpdateOperation.upsert_points(points[start : start + WRITE_SLICE]))
+            piece = points[start : start + WRITE_SLICE]
+            self.shard.update(qe.UpdateOperation.upsert_points(piece, condition))
 
     def search(self, tenant_id: str, knowledge_base_id: str, query: ChunkQuery) -> list[Hit]:
-        scope = _scope(tenant_id, knowledge_base_id)
-        where = qe.Filter(must=[*scope, *(_condition(f) for f in query.filters)])
+        where = _searchable(tenant_id, knowledge_base_id, *(_condition(f) for f in query.filters))
         depth = ranking.candidates(query)
         dense_params = qe.SearchParams(hnsw_ef=max(self.settings.hnsw_ef, depth))
         # IDF over the searched knowledge base: another tenant's documents never count.
-        sparse_params = qe.SearchParams(idf=qe.IdfParams(corpus=qe.Filter(must=scope)))
+        corpus = _searchable(tenant_id, knowledge_base_id)
+        sparse_params = qe.SearchParams(idf=qe.IdfParams(corpus=corpus))
         dense_vector = query.dense or []
 
         def dense(limit: int) -> qe.Prefetch:
@@ -182,7 +250,8 @@ class Engine:
                 "params": dense_params,
                 "score_threshold": query.threshold,
             }
-        found = self.shard.query(qe.QueryRequest(**request))
+        with self.gate.reading():
+            found = self.shard.query(qe.QueryRequest(**request))
         candidates = [
             (chunk(p.payload or {}), float(p.score), _dense_of(p) if vectors else None)
             for p in found
@@ -198,24 +267,45 @@ class Engine:
     ) -> int:
         must = [*_scope(tenant_id, knowledge_base_id), _match(DOCUMENT, [document_id])]
         must_not: list[Any] | None = None if keep_version is None else [_version(keep_version)]
-        selector = qe.Filter(must=must, must_not=must_not)
-        count = self.shard.count(qe.CountRequest(exact=True, filter=selector))
-        if count:
-            self.shard.update(qe.UpdateOperation.delete_points_by_filter(selector))
-        return count
+        return self._delete(qe.Filter(must=must, must_not=must_not))
 
     def delete_scope(self, tenant_id: str, knowledge_base_id: str) -> int:
-        selector = qe.Filter(must=_scope(tenant_id, knowledge_base_id))
+        return self._delete(qe.Filter(must=_scope(tenant_id, knowledge_base_id)))
+
+    def publish(
+        self, tenant_id: str, knowledge_base_id: str, document_id: str, version: int
+    ) -> int:
+        """Unstage the version's chunks and delete the document's other versions, with no
+        search or count in between; return how many chunks were deleted."""
+        document = [*_scope(tenant_id, knowledge_base_id), _match(DOCUMENT, [document_id])]
+        staged = qe.Filter(must=[*document, _version(version)], must_not=[_unstaged()])
+        others = qe.Filter(must=document, must_not=[_version(version)])
+        removed = self.shard.count(qe.CountRequest(exact=True, filter=others))
+        with self.gate.alone():
+            # Unstaged first: a crash between the two leaves both versions, not neither.
+            self.shard.update(qe.UpdateOperation.delete_payload_by_filter(staged, [STAGED]))
+            if removed:
+                self.shard.update(qe.UpdateOperation.delete_points_by_filter(others))
+        return removed
+
+    def discard(
+        self, tenant_id: str, knowledge_base_id: str, document_id: str, version: int
+    ) -> int:
+        must = [*_scope(tenant_id, knowledge_base_id), _match(DOCUMENT, [document_id])]
+        return self._delete(qe.Filter(must=[*must, _version(version)], must_not=[_unstaged()]))
+
+    def _delete(self, selector: qe.Filter) -> int:
         count = self.shard.count(qe.CountRequest(exact=True, filter=selector))
         if count:
             self.shard.update(qe.UpdateOperation.delete_points_by_filter(selector))
         return count
 
     def stats(self, tenant_id: str, knowledge_base_id: str) -> tuple[int, int]:
-        scope = qe.Filter(must=_scope(tenant_id, knowledge_base_id))
-        chunks = self.shard.count(qe.CountRequest(exact=True, filter=scope))
-        facet = qe.FacetRequest(DOCUMENT, limit=1_000_000, exact=True, filter=scope)
-        documents = self.shard.facet(facet)
+        searchable = _searchable(tenant_id, knowledge_base_id)
+        with self.gate.reading():
+            chunks = self.shard.count(qe.CountRequest(exact=True, filter=searchable))
+            facet = qe.FacetRequest(DOCUMENT, limit=1_000_000, exact=True, filter=searchable)
+            documents = self.shard.facet(facet)
         return chunks, len(documents)
 
     def unindexed(self) -> int:

@@ -5,6 +5,13 @@ same chunk again overwrites it. Its payload carries ``tenant_id`` and ``knowledg
 both indexed as keywords (the tenant one as the tenant key), and every read and deletion
 filters on both. Beside the payload a point has two vectors: ``dense`` (the embedding,
 cosine) and ``sparse`` (keywords, with the engine's IDF modifier).
+
+A chunk of a version not yet published carries ``staged: true`` (indexed as a bool): every
+search and count leaves such points out, and publishing the version removes the field. A
+point without it is searchable, as every point written before staging existed is. Staging
+never overwrites a searchable point: a chunk staged again once its version was published (a
+job's retry whose first attempt got that far) leaves the searchable one as it is, rather than
+hiding it until the next publication.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ TENANT = "tenant_id"
 KNOWLEDGE_BASE = "knowledge_base_id"
 DOCUMENT = "document_id"
 VERSION = "document_version"
+STAGED = "staged"
 
 
 def point_id(tenant_id: str, knowledge_base_id: str, chunk_id: str) -> str:
@@ -35,8 +43,11 @@ def collection_name(prefix: str, model: str, dimensions: int) -> str:
     return f"{prefix}-{slug}-{dimensions}"
 
 
-def payload(tenant_id: str, knowledge_base_id: str, chunk: StoredChunk) -> dict[str, Any]:
-    return {
+def payload(
+    tenant_id: str, knowledge_base_id: str, chunk: StoredChunk, staged: bool = False
+) -> dict[str, Any]:
+    fields: dict[str, Any] = {STAGED: True} if staged else {}
+    return fields | {
         TENANT: tenant_id,
         KNOWLEDGE_BASE: knowledge_base_id,
         DOCUMENT: chunk.document_id,

@@ -3,10 +3,14 @@
 One collection per embedding model and dimension, shared by every tenant (points as
 :mod:`~parley_retrieval.adapters.points` lays them out), with ``tenant_id`` indexed as the
 tenant key (``is_tenant``: Qdrant keeps each tenant's points together) and
-``knowledge_base_id`` and ``document_id`` as keywords. A hybrid search is one call: a dense
-and a sparse prefetch fused by weighted reciprocal rank; diversity re-ranks the candidates by
-maximal marginal relevance; keyword IDF is counted over the searched knowledge base only, so
-one tenant's documents never weigh in another's ranking.
+``knowledge_base_id`` and ``document_id`` as keywords, ``staged`` as a bool. A hybrid search
+is one call: a dense and a sparse prefetch fused by weighted reciprocal rank; diversity
+re-ranks the candidates by maximal marginal relevance; keyword IDF is counted over the searched
+knowledge base only, so one tenant's documents never weigh in another's ranking.
+
+Publishing a version is two server calls, each awaited: its chunks unstaged, then the
+document's other versions deleted. A search between the two may find both versions (never
+neither); a failure between them leaves both until the publication is sent again.
 
 qdrant-client's local mode (``QdrantClient(location=":memory:")``) speaks the same API in
 pure Python; the tests run this adapter on it, as a stand-in for a server.
@@ -24,6 +28,7 @@ from parley_retrieval.adapters.points import (
     DOCUMENT,
     KNOWLEDGE_BASE,
     SPARSE,
+    STAGED,
     TENANT,
     VERSION,
     chunk,
@@ -40,6 +45,17 @@ def _scope(tenant_id: str, knowledge_base_id: str) -> list[models.Condition]:
         models.FieldCondition(key=TENANT, match=models.MatchValue(value=tenant_id)),
         models.FieldCondition(key=KNOWLEDGE_BASE, match=models.MatchValue(value=knowledge_base_id)),
     ]
+
+
+def _match(key: str, value: str | int | bool) -> models.Condition:
+    return models.FieldCondition(key=key, match=models.MatchValue(value=value))
+
+
+def _searchable(tenant_id: str, knowledge_base_id: str, *more: models.Condition) -> models.Filter:
+    """The scope's points that searches and counts may see: every one not staged."""
+    return models.Filter(
+        must=[*_scope(tenant_id, knowledge_base_id), *more], must_not=[_match(STAGED, True)]
+    )
 
 
 def _condition(condition: MetadataFilter) -> models.Condition:
@@ -74,8 +90,15 @@ class QdrantChunks:
         self.hnsw_ef = hnsw_ef
 
     async def ensure_collection(self) -> None:
-        if await self.client.collection_exists(self.collection):
-            return
+        if not await self.client.collection_exists(self.collection):
+            await self._create_collection()
+        described = await self.client.get_collection(self.collection)
+        if STAGED not in (described.payload_schema or {}):  # also in collections made before it
+            await self.client.create_payload_index(
+                self.collection, STAGED, models.PayloadSchemaType.BOOL
+            )
+
+    async def _create_collection(self) -> None:
         m, ef_construct = self.hnsw
         await self.client.create_collection(
             self.collection,
@@ -99,24 +122,28 @@ class QdrantChunks:
         chunks: list[StoredChunk],
         vectors: list[list[float]],
         sparse: list[SparseVector],
+        staged: bool = False,
     ) -> None:
         points = [
             models.PointStruct(
                 id=point_id(tenant_id, knowledge_base_id, c.chunk_id),
                 vector={DENSE: vector, SPARSE: _sparse(keywords)},
-                payload=payload(tenant_id, knowledge_base_id, c),
+                payload=payload(tenant_id, knowledge_base_id, c, staged),
             )
             for c, vector, keywords in zip(chunks, vectors, sparse, strict=True)
         ]
-        await self.client.upsert(self.collection, points=points, wait=True)
+        # Staged: a searchable point of the same id is left alone (points.py says why).
+        only_staged = models.Filter(must=[_match(STAGED, True)]) if staged else None
+        await self.client.upsert(
+            self.collection, points=points, wait=True, update_filter=only_staged
+        )
 
     async def search(self, tenant_id: str, knowledge_base_id: str, query: ChunkQuery) -> list[Hit]:
-        scope = _scope(tenant_id, knowledge_base_id)
-        where = models.Filter(must=[*scope, *(_condition(f) for f in query.filters)])
+        where = _searchable(tenant_id, knowledge_base_id, *(_condition(f) for f in query.filters))
         depth = ranking.candidates(query)
         dense_params = models.SearchParams(hnsw_ef=max(self.hnsw_ef, depth))
         # IDF over the searched knowledge base: another tenant's documents never count.
-        corpus = models.IdfCorpusParams(corpus=models.Filter(must=scope))
+        corpus = models.IdfCorpusParams(corpus=_searchable(tenant_id, knowledge_base_id))
         sparse_params = models.SearchParams(idf=corpus)
         dense_vector = query.dense or []
         keyword_vector = _sparse(query.sparse or SparseVector((), ()))
@@ -208,9 +235,42 @@ class QdrantChunks:
             )
         return int(counted.count)
 
+    async def publish(
+        self, tenant_id: str, knowledge_base_id: str, document_id: str, version: int
+    ) -> int:
+        """Unstage the version's chunks, then delete the document's other versions (see the
+        module docstring); return how many chunks were deleted."""
+        document = [*_scope(tenant_id, knowledge_base_id), _match(DOCUMENT, document_id)]
+        staged = models.Filter(must=[*document, _match(VERSION, version), _match(STAGED, True)])
+        await self.client.delete_payload(
+            self.collection,
+            keys=[STAGED],
+            points=models.FilterSelector(filter=staged),
+            wait=True,
+        )
+        others = models.Filter(must=document, must_not=[_match(VERSION, version)])
+        return await self._delete(others)
+
+    async def discard(
+        self, tenant_id: str, knowledge_base_id: str, document_id: str, version: int
+    ) -> int:
+        """Remove the version's chunks that are still staged; return how many."""
+        document = [*_scope(tenant_id, knowledge_base_id), _match(DOCUMENT, document_id)]
+        return await self._delete(
+            models.Filter(must=[*document, _match(VERSION, version), _match(STAGED, True)])
+        )
+
+    async def _delete(self, selector: models.Filter) -> int:
+        counted = await self.client.count(self.collection, count_filter=selector, exact=True)
+        if counted.count:
+            await self.client.delete(
+                self.collection, points_selector=models.FilterSelector(filter=selector), wait=True
+            )
+        return int(counted.count)
+
     async def stats(self, tenant_id: str, knowledge_base_id: str) -> tuple[int, int]:
-        """(chunks, documents) of a knowledge base."""
-        scope = models.Filter(must=_scope(tenant_id, knowledge_base_id))
+        """(chunks, documents) of a knowledge base, searchable ones only."""
+        scope = _searchable(tenant_id, knowledge_base_id)
         chunks = (await self.client.count(self.collection, count_filter=scope, exact=True)).count
         documents = await self.client.facet(
             self.collection, key=DOCUMENT, facet_filter=scope, limit=1_000_000, exact=True

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#parley/retrieval/v1/retrieval.proto\x12\x13parley.retrieval.v1\"k\n\x0e\x46ieldCondition\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x10\n\x06\x65quals\x18\x02 \x01(\tH\x00\x12\x31\n\x06\x61ny_of\x18\x03 \x01(\x0b\x32\x1f.parley.retrieval.v1.StringListH\x00\x42\x07\n\x05match\"\x1c\n\nStringList\x12\x0e\n\x06values\x18\x01 \x03(\t\"\xb1\x02\n\rSearchRequest\x12\x19\n\x11knowledge_base_id\x18\x01 \x01(\t\x12\r\n\x05query\x18\x02 \x01(\t\x12\r\n\x05top_k\x18\x03 \x01(\x05\x12\x1c\n\x0fscore_threshold\x18\x04 \x01(\x02H\x00\x88\x01\x01\x12\x34\n\x07\x66ilters\x18\x05 \x03(\x0b\x32#.parley.retrieval.v1.FieldCondition\x12-\n\x04mode\x18\x06 \x01(\x0e\x32\x1f.parley.retrieval.v1.SearchMode\x12\x19\n\x0c\x64\x65nse_weight\x18\x07 \x01(\x02H\x01\x88\x01\x01\x12\x16\n\tdiversity\x18\x08 \x01(\x02H\x02\x88\x01\x01\x42\x12\n\x10_score_thresholdB\x0f\n\r_dense_weightB\x0c\n\n_diversity\"\xf9\x01\n\x0bScoredChunk\x12\x10\n\x08\x63hunk_id\x18\x01 \x01(\t\x12\x13\n\x0b\x64ocument_id\x18\x02 \x01(\t\x12\x0c\n\x04text\x18\x03 \x01(\t\x12\r\n\x05score\x18\x04 \x01(\x02\x12\r\n\x05title\x18\x05 \x01(\t\x12\x12\n\nsource_uri\x18\x06 \x01(\t\x12\x10\n\x08position\x18\x07 \x01(\x05\x12@\n\x08metadata\x18\x08 \x03(\x0b\x32..parley.retrieval.v1.ScoredChunk.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x8a\x01\n\x0eSearchResponse\x12\x30\n\x06\x63hunks\x18\x01 \x03(\x0b\x32 .parley.retrieval.v1.ScoredChunk\x12\x17\n\x0f\x65mbedding_model\x18\x02 \x01(\t\x12-\n\x04mode\x18\x03 \x01(\x0e\x32\x1f.parley.retrieval.v1.SearchMode\"\xa6\x01\n\x05\x43hunk\x12\x10\n\x08\x63hunk_id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x10\n\x08position\x18\x03 \x01(\x05\x12:\n\x08metadata\x18\x04 \x03(\x0b\x32(.parley.retrieval.v1.Chunk.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xbe\x01\n\x12IndexChunksRequest\x12\x19\n\x11knowledge_base_id\x18\x01 \x01(\t\x12\x13\n\x0b\x64ocument_id\x18\x02 \x01(\t\x12\x18\n\x10\x64ocument_version\x18\x03 \x01(\x05\x12\r\n\x05title\x18\x04 \x01(\t\x12\x12\n\nsource_uri\x18\x05 \x01(\t\x12*\n\x06\x63hunks\x18\x06 \x03(\x0b\x32\x1a.parley.retrieval.v1.Chunk\x12\x0f\n\x07replace\x18\x07 \x01(\x08\"?\n\x13IndexChunksResponse\x12\x0f\n\x07indexed\x18\x01 \x01(\x05\x12\x17\n\x0f\x65mbedding_model\x18\x02 \x01(\t\"G\n\x15\x44\x65leteDocumentRequest\x12\x19\n\x11knowledge_base_id\x18\x01 \x01(\t\x12\x13\n\x0b\x64ocument_id\x18\x02 \x01(\t\"0\n\x16\x44\x65leteDocumentResponse\x12\x16\n\x0e\x64\x65leted_chunks\x18\x01 \x01(\x05\"6\n\x19GetCollectionStatsRequest\x12\x19\n\x11knowledge_base_id\x18\x01 \x01(\t\"\x86\x01\n\x0f\x43ollectionStats\x12\x19\n\x11knowledge_base_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63hunk_count\x18\x02 \x01(\x03\x12\x16\n\x0e\x64ocument_count\x18\x03 \x01(\x03\x12\x17\n\x0f\x65mbedding_model\x18\x04 \x01(\t\x12\x12\n\ndimensions\x18\x05 \x01(\x05\".\n\x0bMemoryEntry\x12\x11\n\tmemory_id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\"J\n\x14IndexMemoriesRequest\x12\x32\n\x08memories\x18\x01 \x03(\x0b\x32 .parley.retrieval.v1.MemoryEntry\"A\n\x15IndexMemoriesResponse\x12\x0f\n\x07indexed\x18\x01 \x01(\x05\x12\x17\n\x0f\x65mbedding_model\x18\x02 \x01(\t\"g\n\x15SearchMemoriesRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12\r\n\x05top_k\x18\x02 \x01(\x05\x12\x1c\n\x0fscore_threshold\x18\x03 \x01(\x02H\x00\x88\x01\x01\x42\x12\n\x10_score_threshold\">\n\x0cScoredMemory\x12\x11\n\tmemory_id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\r\n\x05score\x18\x03 \x01(\x02\"f\n\x16SearchMemoriesResponse\x12\x33\n\x08memories\x18\x01 \x03(\x0b\x32!.parley.retrieval.v1.ScoredMemory\x12\x17\n\x0f\x65mbedding_model\x18\x02 \x01(\t\"8\n\x15\x44\x65leteMemoriesRequest\x12\x12\n\nmemory_ids\x18\x01 \x03(\t\x12\x0b\n\x03\x61ll\x18\x02 \x01(\x08\")\n\x16\x44\x65leteMemoriesResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x05*p\n\nSearchMode\x12\x1b\n\x17SEARCH_MODE_UNSPECIFIED\x10\x00\x12\x15\n\x11SEARCH_MODE_DENSE\x10\x01\x12\x16\n\x12SEARCH_MODE_SPARSE\x10\x02\x12\x16\n\x12SEARCH_MODE_HYBRID\x10\x03\x32\xd5\x05\n\tRetrieval\x12Q\n\x06Search\x12\".parley.retrieval.v1.SearchRequest\x1a#.parley.retrieval.v1.SearchResponse\x12`\n\x0bIndexChunks\x12\'.parley.retrieval.v1.IndexChunksRequest\x1a(.parley.retrieval.v1.IndexChunksResponse\x12i\n\x0e\x44\x65leteDocument\x12*.parley.retrieval.v1.DeleteDocumentRequest\x1a+.parley.retrieval.v1.DeleteDocumentResponse\x12j\n\x12GetCollectionStats\x12..parley.retrieval.v1.GetCollectionStatsRequest\x1a$.parley.retrieval.v1.CollectionStats\x12\x66\n\rIndexMemories\x12).parley.retrieval.v1.IndexMemoriesRequest\x1a*.parley.retrieval.v1.IndexMemoriesResponse\x12i\n\x0eSearchMemories\x12*.parley.retrieval.v1.SearchMemoriesRequest\x1a+.parley.retrieval.v1.SearchMemoriesResponse\x12i\n\x0e\x44\x65leteMemories\x12*.parley.retrieval.v1.DeleteMemoriesRequest\x1a+.parley.retrieval.v1.DeleteMemoriesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#parley/retrieval/v1/retrieval.proto\x12\x13parley.retrieval.v1\"k\n\x0e\x46ieldCondition\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x10\n\x06\x65quals\x18\x02 \x01(\tH\x00\x12\x31\n\x06\x61ny_of\x18\x03 \x01(\x0b\x32\x1f.parley.retrieval.v1.StringListH\x00\x42\x07\n\x05match\"\x1c\n\nStringList\x12\x0e\n\x06values\x18\x01 \x03(\t\"\xb1\x02\n\rSearchRequest\x12\x19\n\x11knowledge_base_id\x18\x01 \x01(\t\x12\r\n\x05query\x18\x02 \x01(\t\x12\r\n\x05top_k\x18\x03 \x01(\x05\x12\x1c\n\x0fscore_threshold\x18\x04 \x01(\x02H\x00\x88\x01\x01\x12\x34\n\x07\x66ilters\x18\x05 \x03(\x0b\x32#.parley.retrieval.v1.FieldCondition\x12-\n\x04mode\x18\x06 \x01(\x0e\x32\x1f.parley.retrieval.v1.SearchMode\x12\x19\n\x0c\x64\x65nse_weight\x18\x07 \x01(\x02H\x01\x88\x01\x01\x12\x16\n\tdiversity\x18\x08 \x01(\x02H\x02\x88\x01\x01\x42\x12\n\x10_score_thresholdB\x0f\n\r_dense_weightB\x0c\n\n_diversity\"\xf9\x01\n\x0bScoredChunk\x12\x10\n\x08\x63hunk_id\x18\x01 \x01(\t\x12\x13\n\x0b\x64ocument_id\x18\x02 \x01(\t\x12\x0c\n\x04text\x18\x03 \x01(\t\x12\r\n\x05score\x18\x04 \x01(\x02\x12\r\n\x05title\x18\x05 \x01(\t\x12\x12\n\nsource_uri\x18\x06 \x01(\t\x12\x10\n\x08position\x18\x07 \x01(\x05\x12@\n\x08metadata\x18\x08 \x03(\x0b\x32..parley.retrieval.v1.ScoredChunk.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x8a\x01\n\x0eSearchResponse\x12\x30\n\x06\x63hunks\x18\x01 \x03(\x0b\x32 .parley.retrieval.v1.ScoredChunk\x12\x17\n\x0f\x65mbedding_model\x18\x02 \x01(\t\x12-\n\x04mode\x18\x03 \x01(\x0e\x32\x1f.parley.retrieval.v1.SearchMode\"\xa6\x01\n\x05\x43hunk\x12\x10\n\x08\x63hunk_id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x10\n\x08position\x18\x03 \x01(\x05\x12:\n\x08metadata\x18\x04 \x03(\x0b\x32(.parley.retrieval.v1.Chunk.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xce\x01\n\x12IndexChunksRequest\x12\x19\n\x11knowledge_base_id\x18\x01 \x01(\t\x12\x13\n\x0b\x64ocument_id\x18\x02 \x01(\t\x12\x18\n\x10\x64ocument_version\x18\x03 \x01(\x05\x12\r\n\x05title\x18\x04 \x01(\t\x12\x12\n\nsource_uri\x18\x05 \x01(\t\x12*\n\x06\x63hunks\x18\x06 \x03(\x0b\x32\x1a.parley.retrieval.v1.Chunk\x12\x0f\n\x07replace\x18\x07 \x01(\x08\x12\x0e\n\x06staged\x18\x08 \x01(\x08\"?\n\x13IndexChunksResponse\x12\x0f\n\x07indexed\x18\x01 \x01(\x05\x12\x17\n\x0f\x65mbedding_model\x18\x02 \x01(\t\"_\n\x15\x44\x65leteDocumentRequest\x12\x19\n\x11knowledge_base_id\x18\x01 \x01(\t\x12\x13\n\x0b\x64ocument_id\x18\x02 \x01(\t\x12\x16\n\x0estaged_version\x18\x03 \x01(\x05\"0\n\x16\x44\x65leteDocumentResponse\x12\x16\n\x0e\x64\x65leted_chunks\x18\x01 \x01(\x05\"6\n\x19GetCollectionStatsRequest\x12\x19\n\x11knowledge_base_id\x18\x01 \x01(\t\"\x86\x01\n\x0f\x43ollectionStats\x12\x19\n\x11knowledge_base_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63hunk_count\x18\x02 \x01(\x03\x12\x16\n\x0e\x64ocument_count\x18\x03 \x01(\x03\x12\x17\n\x0f\x65mbedding_model\x18\x04 \x01(\t\x12\x12\n\ndimensions\x18\x05 \x01(\x05\".\n\x0bMemoryEntry\x12\x11\n\tmemory_id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\"J\n\x14IndexMemoriesRequest\x12\x32\n\x08memories\x18\x01 \x03(\x0b\x32 .parley.retrieval.v1.MemoryEntry\"A\n\x15IndexMemoriesResponse\x12\x0f\n\x07indexed\x18\x01 \x01(\x05\x12\x17\n\x0f\x65mbedding_model\x18\x02 \x01(\t\"g\n\x15SearchMemoriesRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12\r\n\x05top_k\x18\x02 \x01(\x05\x12\x1c\n\x0fscore_threshold\x18\x03 \x01(\x02H\x00\x88\x01\x01\x42\x12\n\x10_score_threshold\">\n\x0cScoredMemory\x12\x11\n\tmemory_id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\r\n\x05score\x18\x03 \x01(\x02\"f\n\x16SearchMemoriesResponse\x12\x33\n\x08memories\x18\x01 \x03(\x0b\x32!.parley.retrieval.v1.ScoredMemory\x12\x17\n\x0f\x65mbedding_model\x18\x02 \x01(\t\"8\n\x15\x44\x65leteMemoriesRequest\x12\x12\n\nmemory_ids\x18\x01 \x03(\t\x12\x0b\n\x03\x61ll\x18\x02 \x01(\x08\")\n\x16\x44\x65leteMemoriesResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x05*p\n\nSearchMode\x12\x1b\n\x17SEARCH_MODE_UNSPECIFIED\x10\x00\x12\x15\n\x11SEARCH_MODE_DENSE\x10\x01\x12\x16\n\x12SEARCH_MODE_SPARSE\x10\x02\x12\x16\n\x12SEARCH_MODE_HYBRID\x10\x03\x32\xd5\x05\n\tRetrieval\x12Q\n\x06Search\x12\".parley.retrieval.v1.SearchRequest\x1a#.parley.retrieval.v1.SearchResponse\x12`\n\x0bIndexChunks\x12\'.parley.retrieval.v1.IndexChunksRequest\x1a(.parley.retrieval.v1.IndexChunksResponse\x12i\n\x0e\x44\x65leteDocument\x12*.parley.retrieval.v1.DeleteDocumentRequest\x1a+.parley.retrieval.v1.DeleteDocumentResponse\x12j\n\x12GetCollectionStats\x12..parley.retrieval.v1.GetCollectionStatsRequest\x1a$.parley.retrieval.v1.CollectionStats\x12\x66\n\rIndexMemories\x12).parley.retrieval.v1.IndexMemoriesRequest\x1a*.parley.retrieval.v1.IndexMemoriesResponse\x12i\n\x0eSearchMemories\x12*.parley.retrieval.v1.SearchMemoriesRequest\x1a+.parley.retrieval.v1.SearchMemoriesResponse\x12i\n\x0e\x44\x65leteMemories\x12*.parley.retrieval.v1.DeleteMemoriesRequest\x1a+.parley.retrieval.v1.DeleteMemoriesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,8 +35,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SCOREDCHUNK_METADATAENTRY']._serialized_options = b'8\001'
   _globals['_CHUNK_METADATAENTRY']._loaded_options = None
   _globals['_CHUNK_METADATAENTRY']._serialized_options = b'8\001'
-  _globals['_SEARCHMODE']._serialized_start=2208
-  _globals['_SEARCHMODE']._serialized_end=2320
+  _globals['_SEARCHMODE']._serialized_start=2248
+  _globals['_SEARCHMODE']._serialized_end=2360
   _globals['_FIELDCONDITION']._serialized_start=60
   _globals['_FIELDCONDITION']._serialized_end=167
   _globals['_STRINGLIST']._serialized_start=169
@@ -54,33 +54,33 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CHUNK_METADATAENTRY']._serialized_start=710
   _globals['_CHUNK_METADATAENTRY']._serialized_end=757
   _globals['_INDEXCHUNKSREQUEST']._serialized_start=1070
-  _globals['_INDEXCHUNKSREQUEST']._serialized_end=1260
-  _globals['_INDEXCHUNKSRESPONSE']._serialized_start=1262
-  _globals['_INDEXCHUNKSRESPONSE']._serialized_end=1325
-  _globals['_DELETEDOCUMENTREQUEST']._serialized_start=1327
-  _globals['_DELETEDOCUMENTREQUEST']._serialized_end=1398
-  _globals['_DELETEDOCUMENTRESPONSE']._serialized_start=1400
-  _globals['_DELETEDOCUMENTRESPONSE']._serialized_end=1448
-  _globals['_GETCOLLECTIONSTATSREQUEST']._serialized_start=1450
-  _globals['_GETCOLLECTIONSTATSREQUEST']._serialized_end=1504
-  _globals['_COLLECTIONSTATS']._serialized_start=1507
-  _globals['_COLLECTIONSTATS']._serialized_end=1641
-  _globals['_MEMORYENTRY']._serialized_start=1643
-  _globals['_MEMORYENTRY']._serialized_end=1689
-  _globals['_INDEXMEMORIESREQUEST']._serialized_start=1691
-  _globals['_INDEXMEMORIESREQUEST']._serialized_end=1765
-  _globals['_INDEXMEMORIESRESPONSE']._serialized_start=1767
-  _globals['_INDEXMEMORIESRESPONSE']._serialized_end=1832
-  _globals['_SEARCHMEMORIESREQUEST']._serialized_start=1834
-  _globals['_SEARCHMEMORIESREQUEST']._serialized_end=1937
-  _globals['_SCOREDMEMORY']._serialized_start=1939
-  _globals['_SCOREDMEMORY']._serialized_end=2001
-  _globals['_SEARCHMEMORIESRESPONSE']._serialized_start=2003
-  _globals['_SEARCHMEMORIESRESPONSE']._serialized_end=2105
-  _globals['_DELETEMEMORIESREQUEST']._serialized_start=2107
-  _globals['_DELETEMEMORIESREQUEST']._serialized_end=2163
-  _globals['_DELETEMEMORIESRESPONSE']._serialized_start=2165
-  _globals['_DELETEMEMORIESRESPONSE']._serialized_end=2206
-  _globals['_RETRIEVAL']._serialized_start=2323
-  _globals['_RETRIEVAL']._serialized_end=3048
+  _globals['_INDEXCHUNKSREQUEST']._serialized_end=1276
+  _globals['_INDEXCHUNKSRESPONSE']._serialized_start=1278
+  _globals['_INDEXCHUNKSRESPONSE']._serialized_end=1341
+  _globals['_DELETEDOCUMENTREQUEST']._serialized_start=1343
+  _globals['_DELETEDOCUMENTREQUEST']._serialized_end=1438
+  _globals['_DELETEDOCUMENTRESPONSE']._serialized_start=1440
+  _globals['_DELETEDOCUMENTRESPONSE']._serialized_end=1488
+  _globals['_GETCOLLECTIONSTATSREQUEST']._serialized_start=1490
+  _globals['_GETCOLLECTIONSTATSREQUEST']._serialized_end=1544
+  _globals['_COLLECTIONSTATS']._serialized_start=1547
+  _globals['_COLLECTIONSTATS']._serialized_end=1681
+  _globals['_MEMORYENTRY']._serialized_start=1683
+  _globals['_MEMORYENTRY']._serialized_end=1729
+  _globals['_INDEXMEMORIESREQUEST']._serialized_start=1731
+  _globals['_INDEXMEMORIESREQUEST']._serialized_end=1805
+  _globals['_INDEXMEMORIESRESPONSE']._serialized_start=1807
+  _globals['_INDEXMEMORIESRESPONSE']._serialized_end=1872
+  _globals['_SEARCHMEMORIESREQUEST']._serialized_start=1874
+  _globals['_SEARCHMEMORIESREQUEST']._serialized_end=1977
+  _globals['_SCOREDMEMORY']._serialized_start=1979
+  _globals['_SCOREDMEMORY']._serialized_end=2041
+  _globals['_SEARCHMEMORIESRESPONSE']._serialized_start=2043
+  _globals['_SEARCHMEMORIESRESPONSE']._serialized_end=2145
+  _globals['_DELETEMEMORIESREQUEST']._serialized_start=2147
+  _globals['_DELETEMEMORIESREQUEST']._serialized_end=2203
+  _globals['_DELETEMEMORIESRESPONSE']._serialized_start=2205
+  _globals['_DELETEMEMORIESRESPONSE']._serialized_end=2246
+  _globals['_RETRIEVAL']._serialized_start=2363
+  _globals['_RETRIEVAL']._serialized_end=3088
 # @@protoc_insertion_point(module_scope)

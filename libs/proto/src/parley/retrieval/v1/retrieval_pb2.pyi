@@ -333,6 +333,7 @@ class IndexChunksRequest(_message.Message):
     SOURCE_URI_FIELD_NUMBER: _builtins.int
     CHUNKS_FIELD_NUMBER: _builtins.int
     REPLACE_FIELD_NUMBER: _builtins.int
+    STAGED_FIELD_NUMBER: _builtins.int
     knowledge_base_id: _builtins.str
     document_id: _builtins.str
     document_version: _builtins.int
@@ -340,7 +341,18 @@ class IndexChunksRequest(_message.Message):
     title: _builtins.str
     source_uri: _builtins.str
     replace: _builtins.bool
-    """Remove the document's chunks of other versions."""
+    """Publish this version: its chunks staged by earlier calls and this call's own become
+    searchable, and the document's chunks of every other version (staged ones included) are
+    removed, at once for searches on the embedded engine (on a Qdrant server, the removal
+    follows the publication: a search between the two may see both versions).
+    """
+    staged: _builtins.bool
+    """Store the chunks without making them searchable: no search, and no stats, count them
+    until a call with `replace` for the same document and version publishes them. A
+    version's staged chunks that are never published go with the next version's `replace`,
+    with the document's deletion, or with a DeleteDocument naming the version as
+    `staged_version`. Not with `replace` (INVALID_ARGUMENT `staged_and_replace`).
+    """
     @_builtins.property
     def chunks(self) -> _containers.RepeatedCompositeFieldContainer[Global___Chunk]:
         """At most 512 per call."""
@@ -355,10 +367,11 @@ class IndexChunksRequest(_message.Message):
         source_uri: _builtins.str = ...,
         chunks: _abc.Iterable[Global___Chunk] | None = ...,
         replace: _builtins.bool = ...,
+        staged: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunks", b"chunks", "document_id", b"document_id", "document_version", b"document_version", "knowledge_base_id", b"knowledge_base_id", "replace", b"replace", "source_uri", b"source_uri", "title", b"title"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunks", b"chunks", "document_id", b"document_id", "document_version", b"document_version", "knowledge_base_id", b"knowledge_base_id", "replace", b"replace", "source_uri", b"source_uri", "staged", b"staged", "title", b"title"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -392,17 +405,24 @@ class DeleteDocumentRequest(_message.Message):
 
     KNOWLEDGE_BASE_ID_FIELD_NUMBER: _builtins.int
     DOCUMENT_ID_FIELD_NUMBER: _builtins.int
+    STAGED_VERSION_FIELD_NUMBER: _builtins.int
     knowledge_base_id: _builtins.str
     document_id: _builtins.str
+    staged_version: _builtins.int
+    """0: remove every chunk of the document, staged or searchable. Otherwise remove only this
+    version's staged chunks (a staging given up: its job failed), leaving every searchable
+    chunk in place, this version's too if it was published.
+    """
     def __init__(
         self,
         *,
         knowledge_base_id: _builtins.str = ...,
         document_id: _builtins.str = ...,
+        staged_version: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["document_id", b"document_id", "knowledge_base_id", b"knowledge_base_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["document_id", b"document_id", "knowledge_base_id", b"knowledge_base_id", "staged_version", b"staged_version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -457,6 +477,7 @@ class CollectionStats(_message.Message):
     DIMENSIONS_FIELD_NUMBER: _builtins.int
     knowledge_base_id: _builtins.str
     chunk_count: _builtins.int
+    """Searchable chunks and the documents they belong to (staged chunks are not counted)."""
     document_count: _builtins.int
     embedding_model: _builtins.str
     dimensions: _builtins.int

@@ -82,15 +82,16 @@ class RetrievalServicer:
         raise NotImplementedError('Method not implemented!')
 
     def IndexChunks(self, request, context):
-        """IndexChunks embeds and stores the chunks of one document version. With `replace` the
-        document's earlier chunks are removed in the same call.
+        """IndexChunks embeds and stores the chunks of one document version. A version too large
+        for one call is sent `staged` in several, then published by a last call with `replace`:
+        searches see the whole old version until then, the whole new one after.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def DeleteDocument(self, request, context):
-        """DeleteDocument removes every chunk of a document.
+        """DeleteDocument removes every chunk of a document, or only a version's staged chunks.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -38,11 +38,12 @@ class RetrievalStub:
     Search: _grpc.UnaryUnaryMultiCallable[_retrieval_pb2.SearchRequest, _retrieval_pb2.SearchResponse]
     """Search finds the chunks of a knowledge base most relevant to a query."""
     IndexChunks: _grpc.UnaryUnaryMultiCallable[_retrieval_pb2.IndexChunksRequest, _retrieval_pb2.IndexChunksResponse]
-    """IndexChunks embeds and stores the chunks of one document version. With `replace` the
-    document's earlier chunks are removed in the same call.
+    """IndexChunks embeds and stores the chunks of one document version. A version too large
+    for one call is sent `staged` in several, then published by a last call with `replace`:
+    searches see the whole old version until then, the whole new one after.
     """
     DeleteDocument: _grpc.UnaryUnaryMultiCallable[_retrieval_pb2.DeleteDocumentRequest, _retrieval_pb2.DeleteDocumentResponse]
-    """DeleteDocument removes every chunk of a document."""
+    """DeleteDocument removes every chunk of a document, or only a version's staged chunks."""
     GetCollectionStats: _grpc.UnaryUnaryMultiCallable[_retrieval_pb2.GetCollectionStatsRequest, _retrieval_pb2.CollectionStats]
     """GetCollectionStats counts what a knowledge base holds."""
     IndexMemories: _grpc.UnaryUnaryMultiCallable[_retrieval_pb2.IndexMemoriesRequest, _retrieval_pb2.IndexMemoriesResponse]
@@ -64,11 +65,12 @@ class RetrievalAsyncStub(RetrievalStub):
     Search: _aio.UnaryUnaryMultiCallable[_retrieval_pb2.SearchRequest, _retrieval_pb2.SearchResponse]  # type: ignore[assignment]
     """Search finds the chunks of a knowledge base most relevant to a query."""
     IndexChunks: _aio.UnaryUnaryMultiCallable[_retrieval_pb2.IndexChunksRequest, _retrieval_pb2.IndexChunksResponse]  # type: ignore[assignment]
-    """IndexChunks embeds and stores the chunks of one document version. With `replace` the
-    document's earlier chunks are removed in the same call.
+    """IndexChunks embeds and stores the chunks of one document version. A version too large
+    for one call is sent `staged` in several, then published by a last call with `replace`:
+    searches see the whole old version until then, the whole new one after.
     """
     DeleteDocument: _aio.UnaryUnaryMultiCallable[_retrieval_pb2.DeleteDocumentRequest, _retrieval_pb2.DeleteDocumentResponse]  # type: ignore[assignment]
-    """DeleteDocument removes every chunk of a document."""
+    """DeleteDocument removes every chunk of a document, or only a version's staged chunks."""
     GetCollectionStats: _aio.UnaryUnaryMultiCallable[_retrieval_pb2.GetCollectionStatsRequest, _retrieval_pb2.CollectionStats]  # type: ignore[assignment]
     """GetCollectionStats counts what a knowledge base holds."""
     IndexMemories: _aio.UnaryUnaryMultiCallable[_retrieval_pb2.IndexMemoriesRequest, _retrieval_pb2.IndexMemoriesResponse]  # type: ignore[assignment]
@@ -99,8 +101,9 @@ class RetrievalServicer(metaclass=_abc_1.ABCMeta):
         request: _retrieval_pb2.IndexChunksRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_retrieval_pb2.IndexChunksResponse, _abc.Awaitable[_retrieval_pb2.IndexChunksResponse]]:
-        """IndexChunks embeds and stores the chunks of one document version. With `replace` the
-        document's earlier chunks are removed in the same call.
+        """IndexChunks embeds and stores the chunks of one document version. A version too large
+        for one call is sent `staged` in several, then published by a last call with `replace`:
+        searches see the whole old version until then, the whole new one after.
         """
 
     @_abc_1.abstractmethod
@@ -109,7 +112,7 @@ class RetrievalServicer(metaclass=_abc_1.ABCMeta):
         request: _retrieval_pb2.DeleteDocumentRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_retrieval_pb2.DeleteDocumentResponse, _abc.Awaitable[_retrieval_pb2.DeleteDocumentResponse]]:
-        """DeleteDocument removes every chunk of a document."""
+        """DeleteDocument removes every chunk of a document, or only a version's staged chunks."""
 
     @_abc_1.abstractmethod
     def GetCollectionStats(
