@@ -44,7 +44,8 @@ ANN = Principal("acme", "ann")
 
 
 class FakeRetrieval(ret_grpc.RetrievalServicer):
-    """Retrieval's contract over an index of chunk ids (document → chunk id → version).
+    """Retrieval's contract over an index of chunk ids (document → chunk id → version), with
+    the ids of staged chunks apart (found by no search until their version is published).
 
     ``hold`` (when cleared) keeps IndexChunks calls waiting once they are recorded;
     ``answer_deletions`` (when cleared) keeps DeleteDocument calls from answering once they
@@ -52,6 +53,8 @@ class FakeRetrieval(ret_grpc.RetrievalServicer):
 
     def __init__(self) -> None:
         self.index: dict[str, dict[str, int]] = defaultdict(dict)
+        self.staged: dict[str, set[str]] = defaultdict(set)
+        self.discards: list[tuple[str, int]] = []
         self.in_flight: dict[str, int] = defaultdict(int)
         self.most_in_flight: dict[str, int] = defaultdict(int)
         self.arrived: dict[str, asyncio.Event] = defaultdict(asyncio.Event)
@@ -77,12 +80,15 @@ class FakeRetrieval(ret_grpc.RetrievalServicer):
         self.arrived[document].set()
         try:
             await self.hold.wait()
-            chunks = self.index[document]
+            chunks, staged = self.index[document], self.staged[document]
             for chunk in request.chunks:
                 chunks[chunk.chunk_id] = request.document_version
+                if request.staged:
+                    staged.add(chunk.chunk_id)
             if request.replace:
                 for chunk_id in [c for c, v in chunks.items() if v != request.document_version]:
                     del chunks[chunk_id]
+                staged.clear()
         finally:
             self.in_flight[document] -= 1
         return ret.IndexChunksResponse(indexed=len(request.chunks))
@@ -90,7 +96,17 @@ class FakeRetrieval(ret_grpc.RetrievalServicer):
     async def DeleteDocument(
         self, request: ret.DeleteDocumentRequest, context: grpc.aio.ServicerContext
     ) -> ret.DeleteDocumentResponse:
-        removed = self.index.pop(request.document_id, {})
+        document, version = request.document_id, request.staged_version
+        if version:  # a failed or superseded job's staged chunks
+            chunks, staged = self.index[document], self.staged[document]
+            gone = [c for c in staged if chunks.get(c) == version]
+            for chunk_id in gone:
+                del chunks[chunk_id]
+                staged.discard(chunk_id)
+            self.discards.append((document, version))
+            return ret.DeleteDocumentResponse(deleted_chunks=len(gone))
+        removed = self.index.pop(document, {})
+        self.staged.pop(document, None)
         async with self.deleted:
             self.deletions.append(request.document_id)
             self.deleted.notify_all()
@@ -99,7 +115,8 @@ class FakeRetrieval(ret_grpc.RetrievalServicer):
 
     def versions(self, document_id: str) -> set[int]:
         """The versions of a document a search could find now."""
-        return set(self.index.get(document_id, {}).values())
+        staged = self.staged.get(document_id, set())
+        return {v for c, v in self.index.get(document_id, {}).items() if c not in staged}
 
 
 @dataclass
@@ -113,7 +130,7 @@ class Replica:
 
 @pytest.fixture
 async def retrieval() -> AsyncIterator[tuple[FakeRetrieval, str]]:
-    fake = FakeRetrieval()
+    fake = FakeRetrieval()  # type: ignore[abstract]  # only the calls ingest makes
     registration = Registration(
         "parley.retrieval.v1.Retrieval",
         lambda server: ret_grpc.add_RetrievalServicer_to_server(fake, server),

@@ -231,6 +231,30 @@ def document(value: ing.Document) -> dict[str, Any]:
     }
 
 
+def knowledge_base(value: ing.KnowledgeBase) -> dict[str, Any]:
+    return {
+        "id": value.id,
+        "document_count": value.document_count,
+        "documents_by_status": {
+            "pending": value.pending_count,
+            "processing": value.processing_count,
+            "ready": value.ready_count,
+            "failed": value.failed_count,
+        },
+        "updated_at": timestamp(value.update_time),
+    }
+
+
+def reindexed(value: ing.ReindexDocumentsResponse) -> dict[str, Any]:
+    return {
+        "queued": value.queued,
+        "documents": [
+            {"document_id": d.document_id, "version": d.version, "job_id": d.job_id}
+            for d in value.documents
+        ],
+    }
+
+
 _RATING = {conv.RATING_UP: "up", conv.RATING_DOWN: "down"}
 RATINGS = {public: value for value, public in _RATING.items()}
 

@@ -29,6 +29,16 @@ def _required(name: str, value: str) -> str:
     return value
 
 
+def _knowledge_base(value: str) -> str:
+    if not value:
+        raise InvalidArgument("knowledge_base_id: required", code="missing_knowledge_base")
+    if len(value) > 200:
+        raise InvalidArgument(
+            "knowledge_base_id: at most 200 characters", code="invalid_knowledge_base"
+        )
+    return value
+
+
 def _metadata(meta: pb.DocumentMetadata) -> NewDocument:
     """The document's metadata, within its limits."""
     if not meta.knowledge_base_id:
@@ -127,6 +137,32 @@ class IngestServicer(pb_grpc.IngestServicer):
         who = current_principal()
         await self.documents.delete(who, _required("document_id", request.document_id))
         return pb.DeleteDocumentResponse()
+
+    async def ListKnowledgeBases(
+        self, request: pb.ListKnowledgeBasesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListKnowledgeBasesResponse:
+        """The tenant's knowledge bases by name, with their documents counted by status."""
+        who = current_principal()
+        size = page_size(request.page_size, 50, 200)
+        after = wire.knowledge_base_after(request.page_token)
+        found, more = await self.documents.knowledge_bases(who, size, after)
+        return pb.ListKnowledgeBasesResponse(
+            knowledge_bases=[wire.knowledge_base(k) for k in found],
+            next_page_token=wire.next_knowledge_base_token(found, more),
+        )
+
+    async def ReindexDocuments(
+        self, request: pb.ReindexDocumentsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ReindexDocumentsResponse:
+        """Give a knowledge base's documents (or one) a new version of their stored bytes
+        and queue their jobs."""
+        who = current_principal()
+        knowledge_base_id = _knowledge_base(request.knowledge_base_id)
+        document_id = request.document_id or None
+        if document_id is not None:
+            _required("document_id", document_id)
+        queued, listed = await self.documents.reindex(who, knowledge_base_id, document_id)
+        return wire.reindexed(queued, listed)
 
     async def GetJob(self, request: pb.GetJobRequest, context: grpc.aio.ServicerContext) -> pb.Job:
         """One job's state and progress."""

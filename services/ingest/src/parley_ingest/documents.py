@@ -1,5 +1,6 @@
 """A tenant's documents and jobs as clients see them: storing an upload and queueing its job,
-listing, deleting, and following a job to its end.
+listing (documents, and the knowledge bases they make), deleting, indexing again, and
+following a job to its end.
 
 Every call takes the principal it acts for (the servicer reads it from the request) and sees
 only that principal's tenant.
@@ -13,7 +14,14 @@ import hashlib
 from collections.abc import AsyncIterator
 from datetime import datetime
 
-from parley_ingest.adapters.store import TERMINAL, Created, IngestStore, NewDocument
+from parley_ingest.adapters.store import (
+    TERMINAL,
+    Created,
+    IngestStore,
+    KnowledgeBase,
+    NewDocument,
+    Reindexed,
+)
 from parley_ingest.index import ChunkIndex
 from parley_ingest.jobs import JobRunner
 from parley_ingest.parsers.html import visible_text
@@ -26,6 +34,8 @@ from parley_runtime.errors import InvalidArgument, NotFound, ResourceExhausted
 # A watch re-reads the job this often even without a local notification, so it also sees
 # progress made by another replica's worker.
 WATCH_POLL_SECONDS = 1.0
+# A re-index answers with at most this many of the documents it queued (it counts them all).
+MAX_REINDEXED_LISTED = 100
 
 
 def _inspect(content: bytes, new: NewDocument) -> tuple[str, str]:
@@ -85,6 +95,36 @@ class Documents:
         whether more follow."""
         rows = await self.store.documents(who, knowledge_base_id, size + 1, after)
         return rows[:size], len(rows) > size
+
+    async def knowledge_bases(
+        self, who: Principal, size: int, after: str | None
+    ) -> tuple[list[KnowledgeBase], bool]:
+        """Up to ``size`` of the tenant's knowledge bases by name, after the name ``after``;
+        and whether more follow."""
+        rows = await self.store.knowledge_bases(who, size + 1, after)
+        return rows[:size], len(rows) > size
+
+    async def reindex(
+        self, who: Principal, knowledge_base_id: str, document_id: str | None
+    ) -> tuple[int, list[Reindexed]]:
+        """Index the knowledge base's documents (or the one named) again from their stored
+        bytes: each gets a new version and a queued job, taken up here or by any replica.
+        Returns how many were queued, and the first :data:`MAX_REINDEXED_LISTED` of them."""
+        if document_id is not None:
+            document = await self.store.document(who, document_id)
+            if document.knowledge_base_id != knowledge_base_id:
+                raise NotFound(
+                    f"document {document_id!r} not found in knowledge base {knowledge_base_id!r}",
+                    code="document_not_found",
+                )
+        queued = 0
+        listed: list[Reindexed] = []
+        async for batch in self.store.reindex(who.tenant_id, knowledge_base_id, document_id):
+            for done in batch:
+                self.jobs.submit(done.job_id)
+            queued += len(batch)
+            listed += batch[: MAX_REINDEXED_LISTED - len(listed)]
+        return queued, listed
 
     async def delete(self, who: Principal, document_id: str) -> None:
         """Delete a document: its chunks in retrieval first, then its records (a failure

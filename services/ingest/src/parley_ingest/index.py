@@ -22,10 +22,20 @@ class ChunkIndex(Protocol):
         chunks: list[TextChunk],
         *,
         replace: bool,
+        staged: bool = False,
     ) -> None:
-        """Index ``chunks`` of one document version; with ``replace``, drop other versions."""
+        """Index ``chunks`` of one document version. ``staged`` ones are not searchable until
+        a call with ``replace`` publishes the version (its own chunks with them) and drops the
+        document's other versions."""
         ...
 
     async def delete(self, who: Principal, knowledge_base_id: str, document_id: str) -> int:
         """Remove every chunk of a document; return how many there were."""
+        ...
+
+    async def discard(
+        self, who: Principal, knowledge_base_id: str, document_id: str, version: int
+    ) -> int:
+        """Remove the chunks of a document version that are still staged (its publication
+        will not come); return how many there were."""
         ...

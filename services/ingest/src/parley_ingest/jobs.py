@@ -13,11 +13,14 @@ Indexing is idempotent (stable chunk ids), so a job done twice does no harm.
 Jobs of one document run one at a time across every replica: a job is claimed only while no
 other job of its document runs (the store checks under a lock on the document's row), and a
 job that ends hands its document to the next one queued for it. Before each indexing call the
-job checks that its version is still the document's current one: a superseded job stops (its
-partial chunks are replaced by the newer version's), a job whose document was deleted removes
-what it indexed. The last batch is sent with ``replace``, so the previous version's chunks
-disappear only once the new ones are all searchable (a version of up to ``BATCH`` chunks goes
-in one call, whose ``replace`` swaps it for the old one at once).
+job checks that its version is still the document's current one: a superseded job stops, a
+job whose document was deleted removes what it indexed. A version goes to retrieval in calls
+of up to ``BATCH`` chunks: every one but the last is ``staged`` (stored, found by no search),
+and the last is sent with ``replace``, which publishes the whole version and removes the
+previous one, so searches see the old version until then and the new one after, never a mix.
+Staged chunks whose publication will not come go with the next version's publication or the
+document's deletion; a job that fails or is superseded discards its own at once (best effort:
+when retrieval cannot be reached, those two remain).
 
 Every claim counts an attempt. A passing failure (retrieval unavailable or too slow) puts the
 job back in the queue, due after a backoff that doubles each time (``JOB_RETRY_SECONDS``, 2,
@@ -304,8 +307,9 @@ class JobRunner:
                 document.title,
                 document.filename,
                 batch,
-                # Only with the last batch: earlier versions stay searchable until then.
+                # The last batch publishes the version: searches switch to it whole.
                 replace=done == len(chunks),
+                staged=done < len(chunks),
             )
             attempt.indexed = True
             if done < len(chunks):  # the last one's progress is the job's end
@@ -354,6 +358,24 @@ class JobRunner:
         if error:
             log.warning("ingest job failed", extra={"job_id": job_id, "error": error})
         self._notify(job_id)
+        # This attempt, or an earlier one, may have staged chunks its version never published.
+        if error and (attempt.indexed or attempt.work.job.attempts > 1):
+            await self._discard(attempt)
+
+    async def _discard(self, attempt: _Attempt) -> None:
+        """Remove the job's staged chunks; on failure they wait for the document's next
+        version or its deletion."""
+        job, document = attempt.work.job, attempt.work.document
+        try:
+            await self.index.discard(
+                attempt.who, document.knowledge_base_id, document.id, job.version
+            )
+        except Exception:
+            log.warning(
+                "discarding a failed job's staged chunks failed",
+                extra={"job_id": job.id},
+                exc_info=True,
+            )
 
     async def _progress(self, job_id: str, **values: object) -> None:
         await self.store.progress(job_id, **values)

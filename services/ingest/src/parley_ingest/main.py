@@ -2,6 +2,8 @@
 
 parley-ingest                                   serve (gRPC and the job worker)
 parley-ingest migrate upgrade|downgrade [revision]
+parley-ingest reindex --all|--tenant T [--knowledge-base KB] [--dry-run]
+                                                queue every document's indexing again
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from parley_ingest.adapters.store import IngestStore
 from parley_ingest.api import IngestServicer
 from parley_ingest.documents import Documents
 from parley_ingest.jobs import JobRunner
+from parley_ingest.reindex import COMMAND as REINDEX
 from parley_ingest.settings import Settings
 from parley_runtime import db
 from parley_runtime.cli import Migrations, service_main
@@ -50,7 +53,7 @@ async def build(settings: Settings) -> Wiring:
 
 
 def main() -> None:
-    service_main("ingest", Settings, build, Migrations(MIGRATIONS, VERSION_TABLE))
+    service_main("ingest", Settings, build, Migrations(MIGRATIONS, VERSION_TABLE), [REINDEX])
 
 
 if __name__ == "__main__":

@@ -15,7 +15,9 @@ from parley_ingest.adapters.store import (
     RUNNING,
     SUCCEEDED,
     Created,
+    KnowledgeBase,
     NewDocument,
+    Reindexed,
 )
 from parley_ingest.tables import DocumentRow, JobRow
 from parley_runtime.errors import InvalidArgument
@@ -115,3 +117,40 @@ def next_page_token(rows: list[DocumentRow], more: bool) -> str:
     if not more or not rows:
         return ""
     return encode_cursor(aware(rows[-1].created_at).isoformat(), rows[-1].id)
+
+
+def knowledge_base(found: KnowledgeBase) -> pb.KnowledgeBase:
+    return pb.KnowledgeBase(
+        id=found.name,
+        document_count=found.documents,
+        pending_count=found.by_status.get(PENDING, 0),
+        processing_count=found.by_status.get(PROCESSING, 0),
+        ready_count=found.by_status.get(READY, 0),
+        failed_count=found.by_status.get(FAILED, 0),
+        update_time=to_timestamp(found.updated_at),
+    )
+
+
+def knowledge_base_after(page_token: str) -> str | None:
+    """The knowledge base name a page token carries; None for the first page."""
+    if not page_token:
+        return None
+    (name,) = decode_cursor(page_token, 1)
+    if not isinstance(name, str):
+        raise InvalidArgument("page_token is not valid", code="invalid_page_token")
+    return name
+
+
+def next_knowledge_base_token(found: list[KnowledgeBase], more: bool) -> str:
+    """The token of the page after ``found``, or "" when it was the last."""
+    return encode_cursor(found[-1].name) if more and found else ""
+
+
+def reindexed(queued: int, listed: list[Reindexed]) -> pb.ReindexDocumentsResponse:
+    return pb.ReindexDocumentsResponse(
+        queued=queued,
+        documents=[
+            pb.ReindexedDocument(document_id=r.document_id, version=r.version, job_id=r.job_id)
+            for r in listed
+        ],
+    )

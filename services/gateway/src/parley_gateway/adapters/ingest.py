@@ -8,7 +8,7 @@ from parley_runtime.grpc_client import channel
 
 SERVICE = "parley.ingest.v1.Ingest"
 # Reads only: a write retried after a lost reply could be applied twice.
-IDEMPOTENT_METHODS = ("GetDocument", "ListDocuments", "GetJob")
+IDEMPOTENT_METHODS = ("GetDocument", "ListDocuments", "GetJob", "ListKnowledgeBases")
 
 
 def open_channel(address: str, timeout: float) -> grpc.aio.Channel:

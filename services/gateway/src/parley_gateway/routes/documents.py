@@ -1,4 +1,10 @@
-"""Knowledge-base documents and their ingest jobs."""
+"""Knowledge bases, their documents and the ingest jobs that index them.
+
+A knowledge base is a name that the tenant's documents carry: it exists while it holds some.
+Re-indexing one (``admin``) gives each of its documents a new version of the bytes ingest
+keeps and queues its job, as after a change of the embedding model or of chunking; search
+keeps finding each document's old version until the new one is indexed whole.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +19,7 @@ from parley_gateway.adapters import Peers
 from parley_gateway.auth import require
 from parley_gateway.body_limit import DocumentRoute
 from parley_gateway.errors import responses
-from parley_gateway.inputs import KnowledgeBaseName, PageToken, ResourceId, Text
+from parley_gateway.inputs import KnowledgeBaseName, Name, PageToken, ResourceId, Text
 from parley_gateway.limits.http import RATE_LIMITED, route_class
 from parley_runtime.context import Principal
 from parley_runtime.errors import InvalidArgument, ResourceExhausted
@@ -23,6 +29,7 @@ router = APIRouter(
 )
 Reader = Annotated[Principal, require("read")]
 Editor = Annotated[Principal, require("documents")]
+Admin = Annotated[Principal, require("admin")]
 TEXT_TYPES = ("text/plain", "text/markdown", "text/html")
 
 
@@ -37,6 +44,29 @@ class CreateDocumentBody(BaseModel):
     filename: Text = Field("", max_length=300)
     metadata: dict[Text, Text] = Field(default_factory=dict)
     external_id: Text = Field("", max_length=300)
+
+
+class ReindexBody(BaseModel):
+    """Which documents to index again; the body may be left out (all of them)."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{}]})
+
+    document_id: Name | None = Field(
+        None, description="Only this document of the knowledge base (404 when it is not one)."
+    )
+
+
+REINDEXED_EXAMPLE = {
+    "queued": 1,
+    "documents": [
+        {
+            "document_id": "doc_0193a1b2c3d4e5f6a7b8c9d0",
+            "version": 3,
+            "job_id": "job_0193a1b2c3d4f0e1d2c3b4a5",
+        }
+    ],
+}
+REINDEXED = {"content": {"application/json": {"example": REINDEXED_EXAMPLE}}}
 
 
 def _peers(request: Request) -> Peers:
@@ -108,6 +138,49 @@ async def list_documents(
         "documents": [views.document(d) for d in page.documents],
         "next_page_token": page.next_page_token or None,
     }
+
+
+@router.get("/knowledge-bases", responses=responses(401, 403, 422, 429, 500, 503))
+async def list_knowledge_bases(
+    request: Request,
+    caller: Reader,
+    page_size: Annotated[int, Query(ge=1, le=200)] = 50,
+    page_token: PageToken = "",
+) -> dict[str, Any]:
+    """The tenant's knowledge bases (the names its documents carry), by name, with their
+    documents counted by status."""
+    page = await _peers(request).ingest.ListKnowledgeBases(
+        ing.ListKnowledgeBasesRequest(page_size=page_size, page_token=page_token)
+    )
+    return {
+        "knowledge_bases": [views.knowledge_base(k) for k in page.knowledge_bases],
+        "next_page_token": page.next_page_token or None,
+    }
+
+
+@router.post(
+    "/knowledge-bases/{knowledge_base_id}/reindex",
+    status_code=202,
+    responses={202: REINDEXED, **responses(400, 401, 403, 404, 413, 422, 429, 500, 503)},
+    openapi_extra=route_class("documents"),
+)
+async def reindex_knowledge_base(
+    knowledge_base_id: KnowledgeBaseName,
+    request: Request,
+    caller: Admin,
+    body: ReindexBody | None = None,
+) -> dict[str, Any]:
+    """Index the knowledge base's documents (or the one named) again from their stored bytes:
+    each gets a new version and a queued job (``GET /v1/jobs/{id}`` follows it). ``queued``
+    counts them; ``documents`` lists the first 100. A knowledge base without documents queues
+    nothing."""
+    found = await _peers(request).ingest.ReindexDocuments(
+        ing.ReindexDocumentsRequest(
+            knowledge_base_id=knowledge_base_id,
+            document_id=body.document_id if body and body.document_id else "",
+        )
+    )
+    return views.reindexed(found)
 
 
 @router.get("/documents/{document_id}", responses=responses(401, 403, 404, 422, 429, 500, 503))

@@ -49,6 +49,7 @@ class RetrievalIndex:
         chunks: list[TextChunk],
         *,
         replace: bool,
+        staged: bool = False,
     ) -> None:
         request = ret.IndexChunksRequest(
             knowledge_base_id=knowledge_base_id,
@@ -57,6 +58,7 @@ class RetrievalIndex:
             title=title,
             source_uri=source_uri,
             replace=replace,
+            staged=staged,
             chunks=[
                 ret.Chunk(
                     chunk_id=chunk_id(document_id, version, c.position),
@@ -72,6 +74,15 @@ class RetrievalIndex:
     async def delete(self, who: Principal, knowledge_base_id: str, document_id: str) -> int:
         request = ret.DeleteDocumentRequest(
             knowledge_base_id=knowledge_base_id, document_id=document_id
+        )
+        deleted = await self._call(self._stub.DeleteDocument(request, metadata=who.to_metadata()))
+        return int(deleted.deleted_chunks)
+
+    async def discard(
+        self, who: Principal, knowledge_base_id: str, document_id: str, version: int
+    ) -> int:
+        request = ret.DeleteDocumentRequest(
+            knowledge_base_id=knowledge_base_id, document_id=document_id, staged_version=version
         )
         deleted = await self._call(self._stub.DeleteDocument(request, metadata=who.to_metadata()))
         return int(deleted.deleted_chunks)

@@ -9,12 +9,12 @@ runs it: a claim locks the document's row while it checks (see :meth:`IngestStor
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, delete, func, or_, select, update
+from sqlalchemy import ColumnElement, case, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlalchemy.orm import aliased
@@ -51,6 +51,28 @@ class Created:
     document: DocumentRow
     job: JobRow
     deduplicated: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Reindexed:
+    """A document given a new version of its stored bytes, and the job queued to index it."""
+
+    tenant_id: str
+    knowledge_base_id: str
+    document_id: str
+    version: int
+    job_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class KnowledgeBase:
+    """A knowledge base as its documents make it: how many, by status, and when one last
+    changed."""
+
+    name: str
+    documents: int
+    by_status: dict[str, int]
+    updated_at: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -287,6 +309,124 @@ class IngestStore:
         if row is None:
             raise NotFound(f"job {job_id!r} not found", code="job_not_found")
         return row
+
+    async def knowledge_bases(
+        self, who: Principal, limit: int, after: str | None
+    ) -> list[KnowledgeBase]:
+        """Up to ``limit`` of the tenant's knowledge bases (names its documents carry), by
+        name, after the name ``after``."""
+        statuses = (PENDING, PROCESSING, READY, FAILED)
+        counts = [func.sum(case((DocumentRow.status == s, 1), else_=0)) for s in statuses]
+        query = (
+            select(
+                DocumentRow.knowledge_base_id,
+                func.count(),
+                func.max(DocumentRow.updated_at),
+                *counts,
+            )
+            .where(DocumentRow.tenant_id == who.tenant_id)
+            .group_by(DocumentRow.knowledge_base_id)
+            .order_by(DocumentRow.knowledge_base_id)
+            .limit(limit)
+        )
+        if after is not None:
+            query = query.where(DocumentRow.knowledge_base_id > after)
+        async with self.sessions() as session:
+            rows = (await session.execute(query)).all()
+        return [
+            KnowledgeBase(
+                name=name,
+                documents=int(total),
+                by_status={s: int(n or 0) for s, n in zip(statuses, by_status, strict=True)},
+                updated_at=updated_at,
+            )
+            for name, total, updated_at, *by_status in rows
+        ]
+
+    async def reindex(
+        self,
+        tenant_id: str | None,
+        knowledge_base_id: str | None = None,
+        document_id: str | None = None,
+        batch: int = 200,
+    ) -> AsyncIterator[list[Reindexed]]:
+        """Give each document in scope that is not being deleted a new version of its stored
+        bytes and a queued job, as an upload of a new version would; yield them a committed
+        batch at a time, oldest first. The scope is a tenant (None: every tenant), narrowed
+        to a knowledge base, or to one document. A document changed meanwhile (a new version
+        uploaded, a deletion begun) is left to that change."""
+        scope: list[ColumnElement[bool]] = [DocumentRow.deleting_since.is_(None)]
+        if tenant_id is not None:
+            scope.append(DocumentRow.tenant_id == tenant_id)
+        if knowledge_base_id is not None:
+            scope.append(DocumentRow.knowledge_base_id == knowledge_base_id)
+        if document_id is not None:
+            scope.append(DocumentRow.id == document_id)
+        last = ""
+        while True:
+            at = utcnow()
+            done: list[Reindexed] = []
+            async with self.sessions.begin() as session:
+                rows = (
+                    await session.execute(
+                        select(
+                            DocumentRow.id,
+                            DocumentRow.version,
+                            DocumentRow.tenant_id,
+                            DocumentRow.user_id,
+                            DocumentRow.knowledge_base_id,
+                        )
+                        .where(*scope, DocumentRow.id > last)
+                        .order_by(DocumentRow.id)
+                        .limit(batch)
+                    )
+                ).all()
+                for found, version, tenant, user, kb in rows:
+                    # As the document's creator: chunks are filed under the document's tenant.
+                    job = _new_job(found, tenant, user, version + 1, at)
+                    changed = await session.execute(
+                        update(DocumentRow)
+                        .where(
+                            DocumentRow.id == found,
+                            DocumentRow.version == version,
+                            DocumentRow.deleting_since.is_(None),
+                        )
+                        .values(
+                            version=version + 1,
+                            status=PENDING,
+                            error="",
+                            error_code="",
+                            job_id=job.id,
+                            updated_at=at,
+                        )
+                    )
+                    if changed.rowcount == 1:  # type: ignore[attr-defined]
+                        session.add(job)
+                        done.append(Reindexed(tenant, kb, found, version + 1, job.id))
+            if done:
+                yield done
+            if len(rows) < batch:
+                return
+            last = rows[-1][0]
+
+    async def reindex_counts(
+        self, tenant_id: str | None, knowledge_base_id: str | None = None
+    ) -> list[tuple[str, str, int]]:
+        """(tenant, knowledge base, documents) that :meth:`reindex` would give a new
+        version, by tenant and name."""
+        query = (
+            select(DocumentRow.tenant_id, DocumentRow.knowledge_base_id, func.count())
+            .where(DocumentRow.deleting_since.is_(None))
+            .group_by(DocumentRow.tenant_id, DocumentRow.knowledge_base_id)
+            .order_by(DocumentRow.tenant_id, DocumentRow.knowledge_base_id)
+        )
+        if tenant_id is not None:
+            query = query.where(DocumentRow.tenant_id == tenant_id)
+        if knowledge_base_id is not None:
+            query = query.where(DocumentRow.knowledge_base_id == knowledge_base_id)
+        async with self.sessions() as session:
+            rows = (await session.execute(query)).all()
+        return [(tenant, kb, int(count)) for tenant, kb, count in rows]
 
     # -- the worker's side ------------------------------------------------------------------
 

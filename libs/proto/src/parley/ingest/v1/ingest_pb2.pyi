@@ -585,3 +585,170 @@ class DeleteUserDataResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DeleteUserDataResponse: _TypeAlias = DeleteUserDataResponse  # noqa: Y015
+
+@_typing.final
+class ReindexDocumentsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KNOWLEDGE_BASE_ID_FIELD_NUMBER: _builtins.int
+    DOCUMENT_ID_FIELD_NUMBER: _builtins.int
+    knowledge_base_id: _builtins.str
+    """Required."""
+    document_id: _builtins.str
+    """Only this document of the knowledge base; empty: all of them."""
+    def __init__(
+        self,
+        *,
+        knowledge_base_id: _builtins.str = ...,
+        document_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["document_id", b"document_id", "knowledge_base_id", b"knowledge_base_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReindexDocumentsRequest: _TypeAlias = ReindexDocumentsRequest  # noqa: Y015
+
+@_typing.final
+class ReindexedDocument(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DOCUMENT_ID_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    document_id: _builtins.str
+    version: _builtins.int
+    """Its new version."""
+    job_id: _builtins.str
+    """The job queued to index it."""
+    def __init__(
+        self,
+        *,
+        document_id: _builtins.str = ...,
+        version: _builtins.int = ...,
+        job_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["document_id", b"document_id", "job_id", b"job_id", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReindexedDocument: _TypeAlias = ReindexedDocument  # noqa: Y015
+
+@_typing.final
+class ReindexDocumentsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUEUED_FIELD_NUMBER: _builtins.int
+    DOCUMENTS_FIELD_NUMBER: _builtins.int
+    queued: _builtins.int
+    """Jobs queued, one per document."""
+    @_builtins.property
+    def documents(self) -> _containers.RepeatedCompositeFieldContainer[Global___ReindexedDocument]:
+        """The documents re-indexed, oldest first; at most the first 100 (`queued` counts all)."""
+
+    def __init__(
+        self,
+        *,
+        queued: _builtins.int = ...,
+        documents: _abc.Iterable[Global___ReindexedDocument] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["documents", b"documents", "queued", b"queued"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReindexDocumentsResponse: _TypeAlias = ReindexDocumentsResponse  # noqa: Y015
+
+@_typing.final
+class ListKnowledgeBasesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """1 to 200; 0 means 50."""
+    page_token: _builtins.str
+    def __init__(
+        self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListKnowledgeBasesRequest: _TypeAlias = ListKnowledgeBasesRequest  # noqa: Y015
+
+@_typing.final
+class KnowledgeBase(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    DOCUMENT_COUNT_FIELD_NUMBER: _builtins.int
+    PENDING_COUNT_FIELD_NUMBER: _builtins.int
+    PROCESSING_COUNT_FIELD_NUMBER: _builtins.int
+    READY_COUNT_FIELD_NUMBER: _builtins.int
+    FAILED_COUNT_FIELD_NUMBER: _builtins.int
+    UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """Its name, as documents name it (`knowledge_base_id`)."""
+    document_count: _builtins.int
+    pending_count: _builtins.int
+    """The documents by status (see DocumentStatus)."""
+    processing_count: _builtins.int
+    ready_count: _builtins.int
+    failed_count: _builtins.int
+    @_builtins.property
+    def update_time(self) -> _timestamp_pb2.Timestamp:
+        """When a document of it last changed."""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        document_count: _builtins.int = ...,
+        pending_count: _builtins.int = ...,
+        processing_count: _builtins.int = ...,
+        ready_count: _builtins.int = ...,
+        failed_count: _builtins.int = ...,
+        update_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["update_time", b"update_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["document_count", b"document_count", "failed_count", b"failed_count", "id", b"id", "pending_count", b"pending_count", "processing_count", b"processing_count", "ready_count", b"ready_count", "update_time", b"update_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___KnowledgeBase: _TypeAlias = KnowledgeBase  # noqa: Y015
+
+@_typing.final
+class ListKnowledgeBasesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KNOWLEDGE_BASES_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    @_builtins.property
+    def knowledge_bases(self) -> _containers.RepeatedCompositeFieldContainer[Global___KnowledgeBase]:
+        """By name."""
+
+    def __init__(
+        self,
+        *,
+        knowledge_bases: _abc.Iterable[Global___KnowledgeBase] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["knowledge_bases", b"knowledge_bases", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListKnowledgeBasesResponse: _TypeAlias = ListKnowledgeBasesResponse  # noqa: Y015

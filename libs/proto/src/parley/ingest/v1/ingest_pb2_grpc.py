@@ -79,6 +79,16 @@ class IngestStub:
                 request_serializer=parley_dot_ingest_dot_v1_dot_ingest__pb2.DeleteUserDataRequest.SerializeToString,
                 response_deserializer=parley_dot_ingest_dot_v1_dot_ingest__pb2.DeleteUserDataResponse.FromString,
                 _registered_method=True)
+        self.ReindexDocuments = channel.unary_unary(
+                '/parley.ingest.v1.Ingest/ReindexDocuments',
+                request_serializer=parley_dot_ingest_dot_v1_dot_ingest__pb2.ReindexDocumentsRequest.SerializeToString,
+                response_deserializer=parley_dot_ingest_dot_v1_dot_ingest__pb2.ReindexDocumentsResponse.FromString,
+                _registered_method=True)
+        self.ListKnowledgeBases = channel.unary_unary(
+                '/parley.ingest.v1.Ingest/ListKnowledgeBases',
+                request_serializer=parley_dot_ingest_dot_v1_dot_ingest__pb2.ListKnowledgeBasesRequest.SerializeToString,
+                response_deserializer=parley_dot_ingest_dot_v1_dot_ingest__pb2.ListKnowledgeBasesResponse.FromString,
+                _registered_method=True)
 
 
 class IngestServicer:
@@ -152,6 +162,26 @@ class IngestServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReindexDocuments(self, request, context):
+        """ReindexDocuments indexes documents again from their stored bytes, as after a change of
+        retrieval's embedding model or of chunking: every document of the knowledge base (or the
+        one named) that is not being deleted gets a new version of the same bytes and a queued
+        job, as an upload of a new version would. The new version replaces the old one in search
+        once it is indexed whole; a document whose job failed is retried. A knowledge base with
+        no documents queues nothing; an unknown document is NOT_FOUND.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListKnowledgeBases(self, request, context):
+        """ListKnowledgeBases lists the knowledge bases of the caller's tenant (the names that
+        hold documents), by name, with their documents counted by status.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_IngestServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -199,6 +229,16 @@ def add_IngestServicer_to_server(servicer, server):
                     servicer.DeleteUserData,
                     request_deserializer=parley_dot_ingest_dot_v1_dot_ingest__pb2.DeleteUserDataRequest.FromString,
                     response_serializer=parley_dot_ingest_dot_v1_dot_ingest__pb2.DeleteUserDataResponse.SerializeToString,
+            ),
+            'ReindexDocuments': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReindexDocuments,
+                    request_deserializer=parley_dot_ingest_dot_v1_dot_ingest__pb2.ReindexDocumentsRequest.FromString,
+                    response_serializer=parley_dot_ingest_dot_v1_dot_ingest__pb2.ReindexDocumentsResponse.SerializeToString,
+            ),
+            'ListKnowledgeBases': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListKnowledgeBases,
+                    request_deserializer=parley_dot_ingest_dot_v1_dot_ingest__pb2.ListKnowledgeBasesRequest.FromString,
+                    response_serializer=parley_dot_ingest_dot_v1_dot_ingest__pb2.ListKnowledgeBasesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -444,6 +484,60 @@ class Ingest:
             '/parley.ingest.v1.Ingest/DeleteUserData',
             parley_dot_ingest_dot_v1_dot_ingest__pb2.DeleteUserDataRequest.SerializeToString,
             parley_dot_ingest_dot_v1_dot_ingest__pb2.DeleteUserDataResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReindexDocuments(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/parley.ingest.v1.Ingest/ReindexDocuments',
+            parley_dot_ingest_dot_v1_dot_ingest__pb2.ReindexDocumentsRequest.SerializeToString,
+            parley_dot_ingest_dot_v1_dot_ingest__pb2.ReindexDocumentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListKnowledgeBases(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/parley.ingest.v1.Ingest/ListKnowledgeBases',
+            parley_dot_ingest_dot_v1_dot_ingest__pb2.ListKnowledgeBasesRequest.SerializeToString,
+            parley_dot_ingest_dot_v1_dot_ingest__pb2.ListKnowledgeBasesResponse.FromString,
             options,
             channel_credentials,
             insecure,

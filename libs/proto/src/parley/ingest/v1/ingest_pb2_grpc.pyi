@@ -63,6 +63,18 @@ class IngestStub:
     retrieval first, then its bytes, versions and jobs) and every other job row naming the
     user. A failure leaves what was not yet deleted in place: calling again finishes it.
     """
+    ReindexDocuments: _grpc.UnaryUnaryMultiCallable[_ingest_pb2.ReindexDocumentsRequest, _ingest_pb2.ReindexDocumentsResponse]
+    """ReindexDocuments indexes documents again from their stored bytes, as after a change of
+    retrieval's embedding model or of chunking: every document of the knowledge base (or the
+    one named) that is not being deleted gets a new version of the same bytes and a queued
+    job, as an upload of a new version would. The new version replaces the old one in search
+    once it is indexed whole; a document whose job failed is retried. A knowledge base with
+    no documents queues nothing; an unknown document is NOT_FOUND.
+    """
+    ListKnowledgeBases: _grpc.UnaryUnaryMultiCallable[_ingest_pb2.ListKnowledgeBasesRequest, _ingest_pb2.ListKnowledgeBasesResponse]
+    """ListKnowledgeBases lists the knowledge bases of the caller's tenant (the names that
+    hold documents), by name, with their documents counted by status.
+    """
 
 @_typing.type_check_only
 class IngestAsyncStub(IngestStub):
@@ -93,6 +105,18 @@ class IngestAsyncStub(IngestStub):
     """DeleteUserData deletes every document the caller's user created (its chunks in
     retrieval first, then its bytes, versions and jobs) and every other job row naming the
     user. A failure leaves what was not yet deleted in place: calling again finishes it.
+    """
+    ReindexDocuments: _aio.UnaryUnaryMultiCallable[_ingest_pb2.ReindexDocumentsRequest, _ingest_pb2.ReindexDocumentsResponse]  # type: ignore[assignment]
+    """ReindexDocuments indexes documents again from their stored bytes, as after a change of
+    retrieval's embedding model or of chunking: every document of the knowledge base (or the
+    one named) that is not being deleted gets a new version of the same bytes and a queued
+    job, as an upload of a new version would. The new version replaces the old one in search
+    once it is indexed whole; a document whose job failed is retried. A knowledge base with
+    no documents queues nothing; an unknown document is NOT_FOUND.
+    """
+    ListKnowledgeBases: _aio.UnaryUnaryMultiCallable[_ingest_pb2.ListKnowledgeBasesRequest, _ingest_pb2.ListKnowledgeBasesResponse]  # type: ignore[assignment]
+    """ListKnowledgeBases lists the knowledge bases of the caller's tenant (the names that
+    hold documents), by name, with their documents counted by status.
     """
 
 class IngestServicer(metaclass=_abc_1.ABCMeta):
@@ -175,6 +199,30 @@ class IngestServicer(metaclass=_abc_1.ABCMeta):
         """DeleteUserData deletes every document the caller's user created (its chunks in
         retrieval first, then its bytes, versions and jobs) and every other job row naming the
         user. A failure leaves what was not yet deleted in place: calling again finishes it.
+        """
+
+    @_abc_1.abstractmethod
+    def ReindexDocuments(
+        self,
+        request: _ingest_pb2.ReindexDocumentsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ingest_pb2.ReindexDocumentsResponse, _abc.Awaitable[_ingest_pb2.ReindexDocumentsResponse]]:
+        """ReindexDocuments indexes documents again from their stored bytes, as after a change of
+        retrieval's embedding model or of chunking: every document of the knowledge base (or the
+        one named) that is not being deleted gets a new version of the same bytes and a queued
+        job, as an upload of a new version would. The new version replaces the old one in search
+        once it is indexed whole; a document whose job failed is retried. A knowledge base with
+        no documents queues nothing; an unknown document is NOT_FOUND.
+        """
+
+    @_abc_1.abstractmethod
+    def ListKnowledgeBases(
+        self,
+        request: _ingest_pb2.ListKnowledgeBasesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ingest_pb2.ListKnowledgeBasesResponse, _abc.Awaitable[_ingest_pb2.ListKnowledgeBasesResponse]]:
+        """ListKnowledgeBases lists the knowledge bases of the caller's tenant (the names that
+        hold documents), by name, with their documents counted by status.
         """
 
 def add_IngestServicer_to_server(servicer: IngestServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
