@@ -184,6 +184,44 @@ async def test_no_search_sees_a_version_half_published(tmp_path: Path) -> None:
     assert seen[-1][1] == {11}
 
 
+async def test_concurrent_searches_go_to_the_engine_together_with_their_own_answers(
+    tmp_path: Path,
+) -> None:
+    store = await EdgeChunks.open(str(tmp_path), "c", SETTINGS)
+    try:
+        await put(store, chunks("doc", 60))
+        modes = [SearchMode.DENSE, SearchMode.SPARSE, SearchMode.HYBRID]
+        queries = [
+            ChunkQuery(
+                mode=modes[seed % 3],
+                limit=3,
+                dense=vector(seed),
+                sparse=ENCODER.query(f"passage {seed}"),
+            )
+            for seed in range(12)
+        ]
+        alone = [await store.search("acme", "kb", q) for q in queries]
+        calls: list[str] = []
+        forward = store._searches._call
+
+        async def recorded(method: str, *args: object) -> object:
+            calls.append(method)
+            return await forward(method, *args)
+
+        store._searches._call = recorded
+        # A query the engine refuses (a vector of the wrong size) fails only itself.
+        bad = ChunkQuery(mode=SearchMode.DENSE, limit=3, dense=[1.0, 2.0])
+        together = await asyncio.gather(
+            *(store.search("acme", "kb", q) for q in [*queries, bad]), return_exceptions=True
+        )
+        assert "search_batch" in calls
+        assert len(calls) < len(queries) + 1
+        assert together[:-1] == alone
+        assert isinstance(together[-1], Exception)
+    finally:
+        await store.close()
+
+
 async def test_a_stopped_engine_is_started_again(tmp_path: Path) -> None:
     store = await EdgeChunks.open(str(tmp_path), "c", SETTINGS)
     try:

@@ -37,6 +37,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,8 @@ from parley_runtime.errors import Internal, Unavailable
 
 log = logging.getLogger("parley.retrieval")
 CURRENT = "CURRENT"
+# The most searches one engine call answers together.
+MAX_SEARCH_BATCH = 16
 
 
 class EngineWorker:
@@ -137,6 +140,53 @@ class EngineWorker:
             await self._reader
 
 
+Search = tuple[str, str, ChunkQuery]  # tenant, knowledge base, query
+
+
+class _Searches:
+    """Concurrent searches sent to the engine together (``Engine.search_batch`` says why): a
+    search waits only for the batch under way, the searches that arrived meanwhile go
+    together in the next, and a lone search goes at once."""
+
+    def __init__(self, call: Callable[..., Awaitable[Any]]) -> None:
+        self._call = call
+        self._waiting: list[tuple[Search, asyncio.Future[list[Hit]]]] = []
+        self._running: asyncio.Task[None] | None = None
+
+    async def search(self, search: Search) -> list[Hit]:
+        future: asyncio.Future[list[Hit]] = asyncio.get_running_loop().create_future()
+        self._waiting.append((search, future))
+        if self._running is None or self._running.done():
+            self._running = asyncio.create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        while self._waiting:
+            batch = [item for item in self._waiting[:MAX_SEARCH_BATCH] if not item[1].done()]
+            del self._waiting[:MAX_SEARCH_BATCH]
+            if not batch:
+                continue
+            try:
+                if len(batch) == 1:
+                    outcomes = [(None, await self._call("search", *batch[0][0]))]
+                else:
+                    outcomes = await self._call("search_batch", [search for search, _ in batch])
+            except BaseException as error:
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(error)
+                if isinstance(error, asyncio.CancelledError):
+                    raise
+                continue
+            for (_, future), (refused, hits) in zip(batch, outcomes, strict=True):
+                if future.done():
+                    continue
+                if refused is None:
+                    future.set_result(hits)
+                else:
+                    future.set_exception(Internal(f"embedded engine: {refused}"))
+
+
 def _generation(number: int) -> str:
     return f"gen-{number:06d}"
 
@@ -158,6 +208,7 @@ class EdgeChunks:
         self._build: asyncio.Task[None] | None = None
         self._next_build_at = 0.0
         self.builds = 0
+        self._searches = _Searches(self._call)
 
     @classmethod
     async def open(cls, folder: str, collection: str, settings: ShardSettings) -> EdgeChunks:
@@ -225,8 +276,7 @@ class EdgeChunks:
         self._consider_build()
 
     async def search(self, tenant_id: str, knowledge_base_id: str, query: ChunkQuery) -> list[Hit]:
-        hits: list[Hit] = await self._call("search", tenant_id, knowledge_base_id, query)
-        return hits
+        return await self._searches.search((tenant_id, knowledge_base_id, query))
 
     async def delete_document(
         self,
