@@ -230,3 +230,11 @@ async def test_the_reindex_command_runs_as_a_process(
     refused = await asyncio.to_thread(run)
     assert refused.returncode == 2
     assert "one of the arguments --all --tenant is required" in refused.stderr
+
+
+async def test_the_reindex_command_refuses_an_empty_tenant(
+    database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings = Settings(database_url=database_url)
+    assert await reindex.run(settings, options(tenant=" ")) == 2
+    assert "--tenant needs a tenant id" in capsys.readouterr().err

@@ -196,29 +196,27 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     return _create_async_engine(url, **kwargs)
 
 
-def _in_thread(threaded: Engine, write: bool, work: Callable[..., T], args: tuple[Any, ...]) -> T:
+def _in_thread(threaded: Engine, write: bool, work: Callable[[Connection], T]) -> T:
     if write:
         with threaded.begin() as conn:
-            return work(conn, *args)
+            return work(conn)
     with threaded.connect() as conn:
-        return work(conn, *args)
+        return work(conn)
 
 
-async def _run(
-    engine: AsyncEngine, write: bool, work: Callable[..., T], args: tuple[Any, ...]
-) -> T:
+async def _run(engine: AsyncEngine, write: bool, work: Callable[[Connection], T]) -> T:
     threaded = _THREADED.get(engine.sync_engine)
     if threaded is None:
         async with engine.begin() if write else engine.connect() as conn:
-            return await conn.run_sync(work, *args)
+            return await conn.run_sync(work)
     if not write:
         # A read of a SQLite file in WAL mode takes no lock a writer holds: it never waits,
         # and a read by key takes tens of microseconds, less than a thread hand-off.
-        return _in_thread(threaded, False, work, args)
+        return _in_thread(threaded, False, work)
     # The context travels with the work: its statements are spans of the caller's trace.
     context = contextvars.copy_context()
     return await asyncio.get_running_loop().run_in_executor(
-        _SQLITE_THREADS, context.run, _in_thread, threaded, write, work, args
+        _SQLITE_THREADS, context.run, _in_thread, threaded, True, work
     )
 
 
@@ -228,12 +226,10 @@ async def transaction(
     *args: P.args,
     **kwargs: P.kwargs,
 ) -> T:
-    """``work(connection, *args)`` in one transaction, committed when it returns and rolled
-    back when it raises. ``work`` is plain (not async) code: on a SQLite file it runs in a
-    thread. Once started it runs to its end even if the caller is cancelled meanwhile."""
-    if kwargs:
-        raise TypeError("transaction: pass the work's arguments by position")
-    return await _run(engine, True, work, args)
+    """``work(connection, *args, **kwargs)`` in one transaction, committed when it returns
+    and rolled back when it raises. ``work`` is plain (not async) code: on a SQLite file it
+    runs in a thread, and once started it runs to its end even if the caller is cancelled."""
+    return await _run(engine, True, lambda conn: work(conn, *args, **kwargs))
 
 
 async def reading(
@@ -242,12 +238,10 @@ async def reading(
     *args: P.args,
     **kwargs: P.kwargs,
 ) -> T:
-    """``work(connection, *args)`` on a connection that commits nothing (as ``transaction``,
-    for short reads: on a SQLite file it runs on the event loop itself, where a read never
-    waits for a writer)."""
-    if kwargs:
-        raise TypeError("reading: pass the work's arguments by position")
-    return await _run(engine, False, work, args)
+    """``work(connection, *args, **kwargs)`` on a connection that commits nothing (as
+    ``transaction``, for short reads: on a SQLite file it runs on the event loop itself,
+    where a read never waits for a writer)."""
+    return await _run(engine, False, lambda conn: work(conn, *args, **kwargs))
 
 
 async def dispose(engine: AsyncEngine) -> None:

@@ -119,11 +119,10 @@ class IngestServicer(pb_grpc.IngestServicer):
     ) -> pb.ListDocumentsResponse:
         """A knowledge base's documents, newest first."""
         who = current_principal()
-        if not request.knowledge_base_id:
-            raise InvalidArgument("knowledge_base_id: required", code="missing_knowledge_base")
+        knowledge_base_id = _knowledge_base(request.knowledge_base_id)
         size = page_size(request.page_size, 20, 100)
         after = wire.page_after(request.page_token)
-        rows, more = await self.documents.page(who, request.knowledge_base_id, size, after)
+        rows, more = await self.documents.page(who, knowledge_base_id, size, after)
         return pb.ListDocumentsResponse(
             documents=[wire.document(r) for r in rows],
             next_page_token=wire.next_page_token(rows, more),

@@ -17,6 +17,7 @@ knowledge base (tenant, name, documents), then the total.
 from __future__ import annotations
 
 import argparse
+import sys
 from collections import Counter
 
 from parley_ingest.adapters.store import IngestStore
@@ -38,6 +39,9 @@ def arguments(parser: argparse.ArgumentParser) -> None:
 async def run(settings: Settings, args: argparse.Namespace) -> int:
     """Queue the jobs (or count them, for a dry run); the exit status."""
     tenant: str | None = None if args.all else args.tenant
+    if tenant is not None and not tenant.strip():
+        print("parley-ingest reindex: --tenant needs a tenant id", file=sys.stderr)
+        return 2
     engine = db.create_engine(settings.database_url)
     try:
         store = IngestStore(engine)

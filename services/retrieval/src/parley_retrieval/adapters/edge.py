@@ -171,12 +171,14 @@ class _Searches:
                     outcomes = [(None, await self._call("search", *batch[0][0]))]
                 else:
                     outcomes = await self._call("search_batch", [search for search, _ in batch])
-            except BaseException as error:
+            except asyncio.CancelledError:
+                for _, future in batch:
+                    future.cancel()
+                raise
+            except Exception as error:
                 for _, future in batch:
                     if not future.done():
                         future.set_exception(error)
-                if isinstance(error, asyncio.CancelledError):
-                    raise
                 continue
             for (_, future), (refused, hits) in zip(batch, outcomes, strict=True):
                 if future.done():
