@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 from axe_playwright_python.async_playwright import Axe  # type: ignore[import-untyped]
-from playwright.async_api import Page, Response, Route, expect
+from playwright.async_api import APIResponse, Page, Response, Route, expect
 
 from parley_fakes import Behaviour
 
@@ -353,6 +353,39 @@ async def test_an_answer_cut_off_mid_stream_is_read_back_whole(stack: Stack) -> 
         assert len(last["content"].split()) == 30
         assert shown.split() == last["content"].split()
         assert len(read_back) == 1
+        assert tab.errors == []
+    finally:
+        await tab.close()
+
+
+async def test_a_question_sent_while_the_page_still_loads_stays_shown(stack: Stack) -> None:
+    """Someone quick types before the list of conversations has arrived: when it arrives, the
+    conversation they started stays open with its question and answer."""
+    tab = await open_tab(stack, DESKTOP)
+    page = tab.page
+    held: list[tuple[Route, APIResponse]] = []
+
+    async def hold(route: Route) -> None:
+        if route.request.method == "GET" and not held:
+            # Read now, while the tenant has no conversation; delivered later.
+            held.append((route, await route.fetch()))
+            return
+        await route.fallback()
+
+    try:
+        await page.route(re.compile(r".*/v1/conversations\?.*"), hold)
+        await sign_in(page, stack.url, "quick")
+        stack.answer("Twenty-five days.")
+        await ask(page, "How many days?")
+        await answered(page)
+        assert len(held) == 1, "the list of conversations was not held back"
+        route, response = held[0]
+        assert (await response.json())["conversations"] == []
+        async with page.expect_response(re.compile(r".*/v1/conversations\?.*")):
+            await route.fulfill(response=response)
+        await expect(page.locator(".message")).to_have_count(2)
+        await expect(last_answer(page).locator(".markdown")).to_have_text("Twenty-five days.")
+        await expect(page.locator("#conversation-list .conversation")).to_have_count(1)
         assert tab.errors == []
     finally:
         await tab.close()

@@ -77,8 +77,8 @@ async function signIn(token) {
   new Memories(api).load();
   rememberKnowledgeBase(null);
   await Promise.all([loadModels(), loadConversations()]);
-  if (state.conversations.length) await openConversation(state.conversations[0]);
-  else openConversation(null);
+  // Someone quick may have sent a first message meanwhile: that conversation stays open.
+  if (!state.current) await openConversation(state.conversations[0] ?? null);
   state.knowledge.list();
   $("prompt").focus();
 }
@@ -186,7 +186,12 @@ async function loadConversations(more = false) {
   if (more && state.nextPage) query.set("page_token", state.nextPage);
   try {
     const page = await state.api.request("GET", `/v1/conversations?${query}`);
-    state.conversations = more ? [...state.conversations, ...page.conversations] : page.conversations;
+    if (more) state.conversations = [...state.conversations, ...page.conversations];
+    else {
+      // A conversation started while this page was on its way stays listed.
+      const listed = new Set(page.conversations.map((c) => c.id));
+      state.conversations = [...state.conversations.filter((c) => !listed.has(c.id) && c.id === state.current?.id), ...page.conversations];
+    }
     state.nextPage = page.next_page_token;
   } catch (error) {
     notice(describe(error));
