@@ -1,10 +1,17 @@
-"""Any server speaking OpenAI's ``/v1/embeddings`` (OpenAI, vLLM, Ollama, TEI...)."""
+"""Any server speaking OpenAI's ``/v1/embeddings`` (OpenAI, vLLM, Ollama, TEI...).
+
+httpx is imported when an embedder is made: a service on the local model does not pay its
+import at start (with click and rich installed it also imports its command line, a few
+tenths of a second).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-import httpx
+if TYPE_CHECKING:
+    import httpx
 
 
 class EmbeddingServerError(Exception):
@@ -27,8 +34,10 @@ class OpenAICompatibleEmbedder:
         self.model = model
         self.dimensions = dimensions
         self.batch_size = batch_size
+        import httpx
+
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._client = httpx.AsyncClient(
+        self._client: httpx.AsyncClient = httpx.AsyncClient(
             base_url=base_url.rstrip("/"), headers=headers, timeout=timeout
         )
 
@@ -39,6 +48,8 @@ class OpenAICompatibleEmbedder:
         return vectors
 
     async def _batch(self, texts: list[str]) -> list[list[float]]:
+        import httpx
+
         try:
             response = await self._client.post(
                 "/embeddings", json={"model": self.model, "input": texts}
