@@ -44,7 +44,7 @@ from parley_embeddings import LocalEmbedder
 from parley_embeddings.local import MAX_TOKENS, tokenizer_path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from harness import load_average
+from harness import host, load_average
 
 QUESTIONS = [
     "How many days of paid leave do employees get?",
@@ -225,7 +225,7 @@ def main() -> None:
     agreement = (old_vectors * new_vectors).sum(axis=1)
 
     baseline = statistics.median(f[0] for f in figures["old: int8 file, batches of 32"])
-    print(f"load average: {' → '.join(loads)}")
+    print(f"host: {host()}; load average: {' → '.join(loads)}")
     print("| variant | chunks/s | × old | CPU ms/chunk |")
     print("|---|---:|---:|---:|")
     for name, runs in figures.items():

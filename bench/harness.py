@@ -53,6 +53,24 @@ def memory_mib(pid: int) -> tuple[float, float]:
     return values["VmRSS"], values["VmHWM"]
 
 
+def host() -> str:
+    """The CPU the figures come from: model, count and widest vector unit. Figures of two
+    hosts differ by more than any change measured here (bench/results/2026-12-05-amd-host.md),
+    so every result says which it was."""
+    model, flags = "unknown CPU", set()
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "model name":
+            model = value.strip()
+        elif key.strip() == "flags":
+            flags = set(value.split())
+            break
+    vectors = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2"
+    if "avx512_vnni" in flags:
+        vectors += " with VNNI"
+    return f"{model}, {os.cpu_count()} CPUs, {vectors}"
+
+
 def load_average() -> str:
     """The host's load average over 1, 5 and 15 minutes, as ``uptime`` prints it."""
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])

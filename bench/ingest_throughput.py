@@ -45,7 +45,7 @@ from pathlib import Path
 
 import aiohttp
 import grpc
-from harness import client_session, cpu_seconds, load_average
+from harness import client_session, cpu_seconds, host, load_average
 
 from parley.ingest.v1 import ingest_pb2 as ing
 from parley.ingest.v1 import ingest_pb2_grpc as ing_grpc
@@ -274,7 +274,11 @@ async def main() -> None:
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="parley-ingest-bench-"))
-    print(f"load before: {load_average()}; data in {workdir}", file=sys.stderr, flush=True)
+    print(
+        f"host: {host()}; load before: {load_average()}; data in {workdir}",
+        file=sys.stderr,
+        flush=True,
+    )
     runs: list[Run] = []
     async with AsyncExitStack() as stack:
         session = await stack.enter_async_context(client_session(limit=args.uploaders + 10))

@@ -51,7 +51,7 @@ from typing import Any
 import grpc
 import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from harness import cpu_seconds, free_port, load_average, percentile, run_level
+from harness import cpu_seconds, free_port, host, load_average, percentile, run_level
 
 from parley.retrieval.v1 import retrieval_pb2 as pb
 from parley.retrieval.v1 import retrieval_pb2_grpc as pb_grpc
@@ -342,7 +342,8 @@ async def bench(args: argparse.Namespace) -> None:
         seconds = await build_index(index, texts, vectors)
         (index / "ready").write_text(f"{seconds:.0f}\n")
     print(
-        f"index: {args.chunks} chunks, built in {(index / 'ready').read_text().strip()} s",
+        f"index: {args.chunks} chunks, built in {(index / 'ready').read_text().strip()} s; "
+        f"host: {host()}",
         file=sys.stderr,
     )
     del texts, vectors

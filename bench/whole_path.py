@@ -55,6 +55,7 @@ from harness import (
     cpu_seconds,
     fake_requests,
     free_port,
+    host,
     litellm_installed,
     load_average,
     memory_mib,
@@ -445,7 +446,7 @@ async def bench(args: argparse.Namespace, placement: Placement) -> dict[str, obj
             "LIMITS_DEFAULT_TIER": "unlimited",
         },
     )
-    result: dict[str, object] = {"load_before": load_average()}
+    result: dict[str, object] = {"host": host(), "load_before": load_average()}
     session = client_session(limit=max([*args.levels, args.capacity]) + 100, total_timeout=300)
     try:
         await wait_http(f"{fake_url}/_fake/stats")
@@ -598,7 +599,7 @@ def main() -> None:
     placement = Placement() if args.shared_cpus else Placement.split()
     if placement.clients is not None:
         os.sched_setaffinity(0, placement.clients)  # before any thread starts
-    print(f"load average before: {load_average()}", flush=True)
+    print(f"host: {host()}; load average before: {load_average()}", flush=True)
     result = uvloop.run(bench(args, placement))
     print(f"load average after: {load_average()}", flush=True)
     out = ROOT / "bench" / "results" / f"whole-path-{time.strftime('%Y%m%d-%H%M%S')}.json"
