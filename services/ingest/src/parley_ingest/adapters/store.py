@@ -5,6 +5,11 @@ are internal and address jobs by id. A running job carries its worker (this repl
 and a lease: past the lease any replica may take the job over, and the worker's own next
 process takes it back at start. A document has at most one running job, whichever replica
 runs it: a claim locks the document's row while it checks (see :meth:`IngestStore.claim`).
+
+The worker's calls on every job (claim, progress, the version check, finish, the next job of
+the document) run as one plain function of a connection each (``parley_runtime.db``): on the
+SQLite file of the embedded defaults, one thread hand-off a transaction where the async
+driver makes three or four a statement, and reads on the event loop.
 """
 
 from __future__ import annotations
@@ -14,13 +19,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, case, delete, func, or_, select, update
+from sqlalchemy import ColumnElement, Connection, case, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
-from sqlalchemy.orm import aliased
+from sqlalchemy.orm import Session, aliased
 
 from parley_ingest.tables import DocumentContentRow, DocumentRow, JobRow
-from parley_runtime import telemetry
+from parley_runtime import db, telemetry
 from parley_runtime.context import Principal
 from parley_runtime.errors import NotFound, Unavailable
 from parley_runtime.ids import new_id
@@ -142,84 +147,20 @@ class IngestStore:
         return Created(row, job, deduplicated=False)
 
     async def _by_content(self, who: Principal, kb: str, sha256: str) -> Created | None:
-        async with self.sessions() as session:
-            document = await session.scalar(
-                select(DocumentRow).where(
-                    DocumentRow.tenant_id == who.tenant_id,
-                    DocumentRow.knowledge_base_id == kb,
-                    DocumentRow.sha256 == sha256,
-                )
-            )
-            if document is None:
-                return None
-            job = await session.get(JobRow, document.job_id)
-            assert job is not None
-            return Created(document, job, deduplicated=True)
+        return await db.reading(self.engine, _by_content, who.tenant_id, kb, sha256)
 
     async def _write(
         self, who: Principal, new: NewDocument, content: bytes, sha256: str
     ) -> Created:
-        at = utcnow()
-        async with self.sessions.begin() as session:
-            document = None
-            if new.external_id:
-                document = await session.scalar(
-                    select(DocumentRow).where(
-                        DocumentRow.tenant_id == who.tenant_id,
-                        DocumentRow.knowledge_base_id == new.knowledge_base_id,
-                        DocumentRow.external_id == new.external_id,
-                    )
-                )
-            job_id = new_id("job")
-            if document is None:
-                document = DocumentRow(
-                    id=new_id("doc"),
-                    tenant_id=who.tenant_id,
-                    user_id=who.user_id,
-                    knowledge_base_id=new.knowledge_base_id,
-                    external_id=new.external_id or None,
-                    version=1,
-                    created_at=at,
-                )
-                session.add(document)
-                new_content: DocumentContentRow | None = DocumentContentRow(
-                    document_id=document.id, content=content
-                )
-            else:
-                new_content = None
-                document.version += 1
-                stored = await session.get(DocumentContentRow, document.id)
-                assert stored is not None
-                stored.content = content
-            document.title = new.title or new.filename or "untitled"
-            document.filename = new.filename
-            document.content_type = new.content_type
-            document.size_bytes = len(content)
-            document.sha256 = sha256
-            document.status = PENDING
-            document.chunk_count = 0
-            document.metadata_ = dict(new.metadata)
-            document.error = ""
-            document.error_code = ""
-            document.deleting_since = None  # a new version revives a deletion that failed
-            document.job_id = job_id
-            document.updated_at = at
-            await session.flush()
-            if new_content is not None:
-                # Added after the document's row exists (no ORM relationship orders them).
-                session.add(new_content)
-            job = _new_job(document.id, who.tenant_id, who.user_id, document.version, at, job_id)
-            session.add(job)
-        return Created(document, job, deduplicated=False)
+        return await db.transaction(self.engine, _write, who, new, content, sha256, utcnow())
 
     async def document(self, who: Principal, document_id: str) -> DocumentRow:
         """The tenant's document; another tenant's id is as unknown as a made-up one."""
-        async with self.sessions() as session:
-            row = await session.scalar(
-                select(DocumentRow).where(
-                    DocumentRow.id == document_id, DocumentRow.tenant_id == who.tenant_id
-                )
-            )
+        query = select(DocumentRow).where(
+            DocumentRow.id == document_id, DocumentRow.tenant_id == who.tenant_id
+        )
+        rows: list[DocumentRow] = await db.reading(self.engine, _objects, query)
+        row = rows[0] if rows else None
         if row is None:
             raise NotFound(f"document {document_id!r} not found", code="document_not_found")
         return row
@@ -239,8 +180,8 @@ class IngestStore:
                 (DocumentRow.created_at < at)
                 | ((DocumentRow.created_at == at) & (DocumentRow.id < did))
             )
-        async with self.sessions() as session:
-            return list((await session.scalars(query)).all())
+        found: list[DocumentRow] = await db.reading(self.engine, _objects, query)
+        return found
 
     async def mark_deleting(self, who: Principal, document_id: str) -> None:
         """Mark the tenant's document as being deleted, before its chunks are removed: from
@@ -434,58 +375,9 @@ class IngestStore:
         """Take a queued job that is due (or one whose worker's lease ran out), counting the
         attempt; None if it is not ours to run: done, deleted, running elsewhere, waiting
         for a retry, or another job of its document is running (on any replica)."""
-        at = utcnow()
-        async with self.sessions.begin() as session:
-            # Claims of one document's jobs queue on its row (PostgreSQL; SQLite has one
-            # writer, and the update below is a single statement), so two replicas cannot
-            # both see "no other job running" and both start one.
-            document_id = await session.scalar(
-                select(DocumentRow.id)
-                .join(JobRow, JobRow.document_id == DocumentRow.id)
-                .where(JobRow.id == job_id)
-                .with_for_update(of=DocumentRow)
-            )
-            if document_id is None:
-                return None
-            other = aliased(JobRow)
-            busy = (
-                select(other.id)
-                .where(
-                    other.document_id == document_id,
-                    other.id != job_id,
-                    other.state == RUNNING,
-                    other.lease_until >= at,
-                )
-                .exists()
-            )
-            taken = await session.execute(
-                update(JobRow)
-                .where(JobRow.id == job_id, _claimable(at), ~busy)
-                .values(
-                    state=RUNNING,
-                    stage="parsing",
-                    attempts=JobRow.attempts + 1,
-                    retry_at=None,
-                    lease_until=at + self.lease,
-                    worker=self.worker or None,
-                    updated_at=at,
-                )
-            )
-            if taken.rowcount != 1:  # type: ignore[attr-defined]
-                return None
-            found = (
-                await session.execute(
-                    select(JobRow, DocumentRow, DocumentContentRow.content)
-                    .join(DocumentRow, DocumentRow.id == JobRow.document_id)
-                    .join(DocumentContentRow, DocumentContentRow.document_id == DocumentRow.id)
-                    .where(JobRow.id == job_id)
-                )
-            ).one()
-            job, document, content = found
-            if document.job_id == job_id:  # a superseded job does not speak for the document
-                document.status = PROCESSING
-                document.updated_at = at
-        return Work(job, document, content)
+        return await db.transaction(
+            self.engine, _claim, job_id, utcnow(), self.lease, self.worker or None
+        )
 
     async def renew(self, job_id: str) -> None:
         """Extend a running job's lease (the worker's heartbeat)."""
@@ -567,22 +459,20 @@ class IngestStore:
 
     async def current_version(self, document_id: str) -> int | None:
         """The document's current version; None once it is deleted, or being deleted."""
-        async with self.sessions() as session:
-            version: int | None = await session.scalar(
-                select(DocumentRow.version).where(
-                    DocumentRow.id == document_id, DocumentRow.deleting_since.is_(None)
-                )
-            )
-            return version
+        query = select(DocumentRow.version).where(
+            DocumentRow.id == document_id, DocumentRow.deleting_since.is_(None)
+        )
+        version: int | None = await db.reading(self.engine, _scalar, query)
+        return version
 
     async def progress(self, job_id: str, **values: Any) -> None:
         at = utcnow()
-        async with self.sessions.begin() as session:
-            await session.execute(
-                update(JobRow)
-                .where(JobRow.id == job_id)
-                .values(**values, lease_until=at + self.lease, updated_at=at)
-            )
+        statement = (
+            update(JobRow)
+            .where(JobRow.id == job_id)
+            .values(**values, lease_until=at + self.lease, updated_at=at)
+        )
+        await db.transaction(self.engine, _execute, statement)
 
     async def finish(
         self, job_id: str, document_id: str, *, chunks: int, error: str = "", code: str = ""
@@ -591,35 +481,35 @@ class IngestStore:
         follows when the job is its current one."""
         at = utcnow()
         ok = not error
-        async with self.sessions.begin() as session:
-            await session.execute(
-                update(JobRow)
-                .where(JobRow.id == job_id)
-                .values(
-                    state=SUCCEEDED if ok else JOB_FAILED,
-                    stage="done" if ok else "failed",
-                    progress=1.0 if ok else JobRow.progress,
-                    chunks_indexed=chunks if ok else JobRow.chunks_indexed,
-                    error=error,
-                    error_code=code,
-                    retry_at=None,
-                    lease_until=None,
-                    worker=None,
-                    updated_at=at,
-                )
+        job = (
+            update(JobRow)
+            .where(JobRow.id == job_id)
+            .values(
+                state=SUCCEEDED if ok else JOB_FAILED,
+                stage="done" if ok else "failed",
+                progress=1.0 if ok else JobRow.progress,
+                chunks_indexed=chunks if ok else JobRow.chunks_indexed,
+                error=error,
+                error_code=code,
+                retry_at=None,
+                lease_until=None,
+                worker=None,
+                updated_at=at,
             )
-            # Only the job of the document's current version speaks for the document.
-            await session.execute(
-                update(DocumentRow)
-                .where(DocumentRow.id == document_id, DocumentRow.job_id == job_id)
-                .values(
-                    status=READY if ok else FAILED,
-                    chunk_count=chunks if ok else DocumentRow.chunk_count,
-                    error=error,
-                    error_code=code,
-                    updated_at=at,
-                )
+        )
+        # Only the job of the document's current version speaks for the document.
+        document = (
+            update(DocumentRow)
+            .where(DocumentRow.id == document_id, DocumentRow.job_id == job_id)
+            .values(
+                status=READY if ok else FAILED,
+                chunk_count=chunks if ok else DocumentRow.chunk_count,
+                error=error,
+                error_code=code,
+                updated_at=at,
             )
+        )
+        await db.transaction(self.engine, _execute, job, document)
 
     async def retry_later(
         self, job_id: str, document_id: str, delay: float, *, error: str, code: str
@@ -665,13 +555,177 @@ class IngestStore:
     async def queued_of(self, document_id: str) -> list[str]:
         """The document's jobs that are queued and due, oldest first: the next to run once
         its running job ends."""
-        async with self.sessions() as session:
-            rows = await session.scalars(
-                select(JobRow.id)
-                .where(JobRow.document_id == document_id, _claimable(utcnow()))
-                .order_by(JobRow.created_at)
+        query = (
+            select(JobRow.id)
+            .where(JobRow.document_id == document_id, _claimable(utcnow()))
+            .order_by(JobRow.created_at)
+        )
+        ids: list[str] = await db.reading(self.engine, _scalars, query)
+        return ids
+
+
+def _objects(conn: Connection, query: Any) -> list[Any]:
+    """The ORM objects ``query`` selects, detached from ``conn``."""
+    with Session(bind=conn, expire_on_commit=False) as session:
+        found = list(session.scalars(query).all())
+        session.expunge_all()
+    return found
+
+
+def _by_content(conn: Connection, tenant_id: str, kb: str, sha256: str) -> Created | None:
+    """The tenant's document of ``kb`` holding these bytes (by their SHA-256), with its job."""
+    with Session(bind=conn, expire_on_commit=False) as session:
+        document = session.scalar(
+            select(DocumentRow).where(
+                DocumentRow.tenant_id == tenant_id,
+                DocumentRow.knowledge_base_id == kb,
+                DocumentRow.sha256 == sha256,
             )
-            return list(rows.all())
+        )
+        if document is None:
+            return None
+        job = session.get(JobRow, document.job_id)
+        assert job is not None
+        session.expunge_all()
+    return Created(document, job, deduplicated=True)
+
+
+def _write(
+    conn: Connection,
+    who: Principal,
+    new: NewDocument,
+    content: bytes,
+    sha256: str,
+    at: datetime,
+) -> Created:
+    """:meth:`IngestStore.create`'s transaction for new bytes: a new document, or a new
+    version of the one with the same external id."""
+    with Session(bind=conn, expire_on_commit=False) as session:
+        document = None
+        if new.external_id:
+            document = session.scalar(
+                select(DocumentRow).where(
+                    DocumentRow.tenant_id == who.tenant_id,
+                    DocumentRow.knowledge_base_id == new.knowledge_base_id,
+                    DocumentRow.external_id == new.external_id,
+                )
+            )
+        job_id = new_id("job")
+        if document is None:
+            document = DocumentRow(
+                id=new_id("doc"),
+                tenant_id=who.tenant_id,
+                user_id=who.user_id,
+                knowledge_base_id=new.knowledge_base_id,
+                external_id=new.external_id or None,
+                version=1,
+                created_at=at,
+            )
+            session.add(document)
+            new_content: DocumentContentRow | None = DocumentContentRow(
+                document_id=document.id, content=content
+            )
+        else:
+            new_content = None
+            document.version += 1
+            stored = session.get(DocumentContentRow, document.id)
+            assert stored is not None
+            stored.content = content
+        document.title = new.title or new.filename or "untitled"
+        document.filename = new.filename
+        document.content_type = new.content_type
+        document.size_bytes = len(content)
+        document.sha256 = sha256
+        document.status = PENDING
+        document.chunk_count = 0
+        document.metadata_ = dict(new.metadata)
+        document.error = ""
+        document.error_code = ""
+        document.deleting_since = None  # a new version revives a deletion that failed
+        document.job_id = job_id
+        document.updated_at = at
+        session.flush()
+        if new_content is not None:
+            # Added after the document's row exists (no ORM relationship orders them).
+            session.add(new_content)
+        job = _new_job(document.id, who.tenant_id, who.user_id, document.version, at, job_id)
+        session.add(job)
+        # Written now: the connection's transaction commits when this returns.
+        session.flush()
+        session.expunge_all()
+    return Created(document, job, deduplicated=False)
+
+
+def _claim(
+    conn: Connection, job_id: str, at: datetime, lease: timedelta, worker: str | None
+) -> Work | None:
+    """:meth:`IngestStore.claim`'s transaction."""
+    # Claims of one document's jobs queue on its row (PostgreSQL; SQLite has one writer, and
+    # the update below is a single statement), so two replicas cannot both see "no other job
+    # running" and both start one.
+    document_id = conn.scalar(
+        select(DocumentRow.id)
+        .join(JobRow, JobRow.document_id == DocumentRow.id)
+        .where(JobRow.id == job_id)
+        .with_for_update(of=DocumentRow)
+    )
+    if document_id is None:
+        return None
+    other = aliased(JobRow)
+    busy = (
+        select(other.id)
+        .where(
+            other.document_id == document_id,
+            other.id != job_id,
+            other.state == RUNNING,
+            other.lease_until >= at,
+        )
+        .exists()
+    )
+    taken = conn.execute(
+        update(JobRow)
+        .where(JobRow.id == job_id, _claimable(at), ~busy)
+        .values(
+            state=RUNNING,
+            stage="parsing",
+            attempts=JobRow.attempts + 1,
+            retry_at=None,
+            lease_until=at + lease,
+            worker=worker,
+            updated_at=at,
+        )
+    )
+    if taken.rowcount != 1:
+        return None
+    # A superseded job does not speak for the document.
+    conn.execute(
+        update(DocumentRow)
+        .where(DocumentRow.id == document_id, DocumentRow.job_id == job_id)
+        .values(status=PROCESSING, updated_at=at)
+    )
+    # The rows as objects the worker reads, detached from this connection.
+    with Session(bind=conn, expire_on_commit=False) as session:
+        job, document, content = session.execute(
+            select(JobRow, DocumentRow, DocumentContentRow.content)
+            .join(DocumentRow, DocumentRow.id == JobRow.document_id)
+            .join(DocumentContentRow, DocumentContentRow.document_id == DocumentRow.id)
+            .where(JobRow.id == job_id)
+        ).one()
+        session.expunge_all()
+    return Work(job, document, content)
+
+
+def _execute(conn: Connection, *statements: Any) -> None:
+    for statement in statements:
+        conn.execute(statement)
+
+
+def _scalar(conn: Connection, query: Any) -> Any:
+    return conn.scalar(query)
+
+
+def _scalars(conn: Connection, query: Any) -> list[Any]:
+    return list(conn.scalars(query).all())
 
 
 def _claimable(at: datetime) -> ColumnElement[bool]:
