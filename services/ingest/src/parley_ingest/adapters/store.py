@@ -160,10 +160,9 @@ class IngestStore:
             DocumentRow.id == document_id, DocumentRow.tenant_id == who.tenant_id
         )
         rows: list[DocumentRow] = await db.reading(self.engine, _objects, query)
-        row = rows[0] if rows else None
-        if row is None:
+        if not rows:
             raise NotFound(f"document {document_id!r} not found", code="document_not_found")
-        return row
+        return rows[0]
 
     async def documents(
         self, who: Principal, kb: str, limit: int, after: tuple[datetime, str] | None
@@ -462,7 +461,7 @@ class IngestStore:
         query = select(DocumentRow.version).where(
             DocumentRow.id == document_id, DocumentRow.deleting_since.is_(None)
         )
-        version: int | None = await db.reading(self.engine, _scalar, query)
+        version: int | None = await db.reading(self.engine, Connection.scalar, query)
         return version
 
     async def progress(self, job_id: str, **values: Any) -> None:
@@ -718,10 +717,6 @@ def _claim(
 def _execute(conn: Connection, *statements: Any) -> None:
     for statement in statements:
         conn.execute(statement)
-
-
-def _scalar(conn: Connection, query: Any) -> Any:
-    return conn.scalar(query)
 
 
 def _scalars(conn: Connection, query: Any) -> list[Any]:
