@@ -389,3 +389,38 @@ async def test_a_question_sent_while_the_page_still_loads_stays_shown(stack: Sta
         assert tab.errors == []
     finally:
         await tab.close()
+
+
+async def test_typing_right_after_new_conversation_stays_where_it_is_typed(stack: Stack) -> None:
+    """Someone clicks New conversation and types a knowledge base at once: the conversation's
+    messages arriving afterwards do not move the focus, so no keystroke lands in the prompt."""
+    tab = await open_tab(stack, DESKTOP)
+    page = tab.page
+    held: list[Route] = []
+
+    async def hold(route: Route) -> None:
+        if route.request.method == "GET" and not held:
+            held.append(route)
+            return
+        await route.fallback()
+
+    try:
+        await sign_in(page, stack.url, "typist")
+        await page.route(re.compile(r".*/v1/conversations/[^/?]+/messages.*"), hold)
+        await page.get_by_role("button", name="New conversation").click()
+        opened = page.locator("[aria-current=page]")
+        await expect(opened).to_have_text(re.compile("New conversation"))
+        field = page.get_by_label("Knowledge base", exact=True).first
+        await field.click()
+        await page.keyboard.type("hand")
+        assert len(held) == 1, "the new conversation's messages were not held back"
+        async with page.expect_response(re.compile(r".*/messages.*")):
+            await held[0].continue_()
+        await page.keyboard.type("book")
+        await page.keyboard.press("Tab")
+        await expect(page.locator("#announcer")).to_contain_text("Knowledge base: handbook")
+        await expect(field).to_have_value("handbook")
+        await expect(page.get_by_label("Message", exact=True)).to_have_value("")
+        assert tab.errors == []
+    finally:
+        await tab.close()

@@ -257,7 +257,9 @@ $("more-conversations").addEventListener("click", () => loadConversations(true))
 $("new-conversation").addEventListener("click", async () => {
   await createConversation();
   closeOverlays();
-  $("prompt").focus();
+  // The prompt takes the focus unless someone has already moved on, e.g. to the knowledge base.
+  const focus = document.activeElement;
+  if (!focus || focus === document.body || focus === $("new-conversation")) $("prompt").focus();
 });
 
 async function createConversation(title = UNTITLED) {
