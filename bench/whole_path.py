@@ -352,6 +352,25 @@ def row_line(row: Row) -> str:
     )
 
 
+def against_proxy(rows: list[Row]) -> list[str]:
+    """Per level, Parley's CPU a turn and added time to first token as a share of the proxy's
+    in the same runs: the figures that move least between hosts (bench/README.md)."""
+    lines = []
+    for streams in dict.fromkeys(row.streams for row in rows):
+        at = {row.target: row for row in rows if row.streams == streams}
+        parley, proxy = at.get("parley"), at.get("litellm-proxy")
+        if parley is None or proxy is None:
+            continue
+        ours, theirs = sum(parley.cpu_ms_per_turn.values()), sum(proxy.cpu_ms_per_turn.values())
+        level = f"{streams} stream{'' if streams == 1 else 's'}"
+        text = f"at {level}, Parley against LiteLLM in the same runs: CPU a turn "
+        text += f"{ours / theirs:.2f}" if theirs else "–"
+        if parley.added_ttft_p50_ms is not None and proxy.added_ttft_p50_ms:
+            text += f", added TTFT p50 {parley.added_ttft_p50_ms / proxy.added_ttft_p50_ms:.2f}"
+        lines.append(text)
+    return lines
+
+
 CAPACITY_HEADER = (
     "| target | streams | turns | errors | TTFT p50 ms | TTFT p99 ms | total p50 ms | "
     "total p99 ms | turns/s | tokens/s | RSS MiB after (peak during) |\n"
@@ -502,6 +521,8 @@ async def bench(args: argparse.Namespace, placement: Placement) -> dict[str, obj
                 rows.append(row)
                 print(row_line(row), flush=True)
         result["levels"] = [asdict(r) for r in rows]
+        for line in against_proxy(rows):
+            print(line, flush=True)
         result["load_after_levels"] = load_average()
 
         if args.profile:
