@@ -91,12 +91,14 @@ def _request_id(context: grpc.aio.ServicerContext) -> str | None:
 
 @dataclass
 class FakeConversation(conversation_pb2_grpc.ConversationServiceServicer):
-    """Stored messages, and a turn that yields ``turn`` (``pace`` seconds apart) then fails
-    with ``failure`` if set; ``cancelled`` is set when the caller cancels a turn."""
+    """Stored messages, and a turn that yields ``turn`` (``pace`` seconds apart), stays open
+    ``linger`` seconds after its last event, then fails with ``failure`` if set; ``cancelled``
+    is set when the caller cancels a turn."""
 
     messages: list[conv.Message] = field(default_factory=list)
     turn: list[conv.TurnEvent] = field(default_factory=list)
     pace: float = 0.0
+    linger: float = 0.0
     failure: ParleyError | None = None
     calls: list[Call] = field(default_factory=list)
     cancelled: asyncio.Event = field(default_factory=asyncio.Event)
@@ -130,6 +132,8 @@ class FakeConversation(conversation_pb2_grpc.ConversationServiceServicer):
                 if n and self.pace:
                     await asyncio.sleep(self.pace)
                 yield event
+            if self.linger:
+                await asyncio.sleep(self.linger)
         except asyncio.CancelledError:
             self.cancelled.set()
             raise

@@ -119,6 +119,22 @@ async def test_a_client_that_leaves_cancels_the_turn_at_the_peer(api: Api) -> No
     assert again.text.count("event: done") == 1
 
 
+async def test_a_turn_read_to_its_end_is_left_to_close_at_the_peer(api: Api) -> None:
+    """Once the peer's last event is read there is nothing to stop: the peer closes the call
+    itself, and is not cancelled while it finishes."""
+    async with api() as (client, fakes):
+        fakes.conversation.turn = [ACCEPTED, _delta("Twenty-five days."), DONE]
+        fakes.conversation.linger = 0.3
+        streamed = await client.post(
+            "/v1/conversations/c1/messages", json={"content": "hi"}, headers=STREAM
+        )
+        gathered = await client.post("/v1/conversations/c1/messages", json={"content": "hi"})
+        await asyncio.sleep(0.5)
+        assert not fakes.conversation.cancelled.is_set()
+    assert streamed.text.count("event: done") == 1
+    assert gathered.json()["message"]["content"] == "Twenty-five days."
+
+
 async def test_a_token_accepted_before_is_refused_once_it_expires(
     api: Api, error_of: ErrorOf
 ) -> None:

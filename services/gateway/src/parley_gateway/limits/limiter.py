@@ -256,10 +256,15 @@ class WatchedCall:
 
     def cancel(self) -> bool:
         cancelled: bool = self._call.cancel()
+        self.release()
+        return cancelled
+
+    def release(self) -> None:
+        """End the lease without cancelling the call: for a stream whose last event has been
+        read, which its server then closes on its own."""
         self._lease.end()
         if self._meter is not None:
             self._meter.end("cancelled")
-        return cancelled
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._call, name)

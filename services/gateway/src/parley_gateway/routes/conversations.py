@@ -394,15 +394,22 @@ async def _turn_events(
     """The turn's events, each as ``render(name, data)``, always ending with exactly one done
     or error; through the answer's ``guard`` when there is one."""
     request_id = request_id_var.get()
+    # Whether conversation's own terminal event was read: its call then ends on its own (a
+    # guard may end the stream earlier, while the answer goes on upstream).
+    ended = False
     try:
         try:
             if first is not None:
-                for name, data in _guarded(guard, *views.turn_event(first, request_id)):
+                seen = views.turn_event(first, request_id)
+                ended = seen[0] in TERMINAL
+                for name, data in _guarded(guard, *seen):
                     yield render(name, data)
                     if name in TERMINAL:
                         return
                 async for event in call:
-                    for name, data in _guarded(guard, *views.turn_event(event, request_id)):
+                    seen = views.turn_event(event, request_id)
+                    ended = seen[0] in TERMINAL
+                    for name, data in _guarded(guard, *seen):
                         yield render(name, data)
                         if name in TERMINAL:
                             return
@@ -422,8 +429,13 @@ async def _turn_events(
             if name in TERMINAL:
                 return
     finally:
-        # A client that went away cancels the chain down to the provider.
-        call.cancel()
+        if ended:
+            # Its server closes it with the status that follows the last event; cancelling
+            # it here costs both sides a cancellation for nothing.
+            call.release()
+        else:
+            # A client that went away cancels the chain down to the provider.
+            call.cancel()
 
 
 async def _gathered(call: Any, first: Any, guard: AnswerGuard | None = None) -> JSONResponse:
