@@ -29,6 +29,8 @@ from parley.conversation.v1 import conversation_pb2 as conv
 from parley.conversation.v1 import conversation_pb2_grpc
 from parley.ingest.v1 import ingest_pb2 as ing
 from parley.ingest.v1 import ingest_pb2_grpc
+from parley.llm_router.v1 import llm_router_pb2 as llm
+from parley.llm_router.v1 import llm_router_pb2_grpc
 from parley_gateway.app import create_app
 from parley_gateway.auth import issue_token
 from parley_gateway.settings import Settings
@@ -161,11 +163,34 @@ class FakeIngest(ingest_pb2_grpc.IngestServicer):
 
 
 @dataclass
+class FakeLlmRouter(llm_router_pb2_grpc.LlmRouterServicer):
+    """A streamed answer of ``answer``'s events that stays open ``linger`` seconds after the
+    last; ``cancelled`` is set when the caller cancels it."""
+
+    answer: list[llm.ChatEvent] = field(default_factory=list)
+    linger: float = 0.0
+    cancelled: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def StreamChat(
+        self, request: llm.ChatRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[llm.ChatEvent]:
+        try:
+            for event in self.answer:
+                yield event
+            if self.linger:
+                await asyncio.sleep(self.linger)
+        except asyncio.CancelledError:
+            self.cancelled.set()
+            raise
+
+
+@dataclass
 class Fakes:
     """The fakes a gateway under test talks to, and their addresses."""
 
     conversation: FakeConversation = field(default_factory=FakeConversation)
     ingest: FakeIngest = field(default_factory=FakeIngest)
+    llm_router: FakeLlmRouter = field(default_factory=FakeLlmRouter)
     address: str = ""
     dead: str = ""
 
@@ -176,7 +201,8 @@ class Fakes:
 
 @asynccontextmanager
 async def serving_fakes() -> AsyncIterator[Fakes]:
-    """Conversation and ingest fakes on one loopback port; llm-router is left down."""
+    """Conversation, ingest and llm-router fakes on one loopback port (the gateway is
+    pointed at this llm-router only when a test asks: ``api(live_router=True)``)."""
     fakes = Fakes(dead=dead_address())
     registrations = [
         Registration(
@@ -188,6 +214,12 @@ async def serving_fakes() -> AsyncIterator[Fakes]:
         Registration(
             "parley.ingest.v1.Ingest",
             lambda server: ingest_pb2_grpc.add_IngestServicer_to_server(fakes.ingest, server),
+        ),
+        Registration(
+            "parley.llm_router.v1.LlmRouter",
+            lambda server: llm_router_pb2_grpc.add_LlmRouterServicer_to_server(
+                fakes.llm_router, server
+            ),
         ),
     ]
     async with grpc_server(registrations) as address:
@@ -206,14 +238,17 @@ Api = Callable[..., AbstractAsyncContextManager[tuple[httpx.AsyncClient, Fakes]]
 
 
 @asynccontextmanager
-async def _api(**settings: Any) -> AsyncIterator[tuple[httpx.AsyncClient, Fakes]]:
-    """The gateway (with ``settings``) in front of fake conversation and ingest peers; its
-    client carries a bearer token of tenant acme."""
+async def _api(
+    *, live_router: bool = False, **settings: Any
+) -> AsyncIterator[tuple[httpx.AsyncClient, Fakes]]:
+    """The gateway (with ``settings``) in front of fake conversation and ingest peers, and
+    llm-router down (or the fake one with ``live_router``); its client carries a bearer
+    token of tenant acme."""
     async with serving_fakes() as fakes:
         config = Settings(
             conversation_addr=fakes.address,
             ingest_addr=fakes.address,
-            llm_router_addr=fakes.dead,
+            llm_router_addr=fakes.address if live_router else fakes.dead,
             **settings,
         )
         token = issue_token(config.auth_secret, config.auth_issuer, tenant="acme", user="ann")

@@ -1,6 +1,7 @@
 """A streamed turn on the wire, in front of a fake conversation peer that speaks real gRPC:
-how events are framed, keep-alive comments on a quiet stream, and a client that leaves
-cancelling the turn at the peer."""
+how events are framed, keep-alive comments on a quiet stream, a client that leaves
+cancelling the turn at the peer, and a stream read to its end left to close there (as the
+OpenAI-compatible stream does with a fake llm-router)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ from typing import Any
 
 import httpx
 
+from parley.common.v1 import common_pb2 as common
 from parley.conversation.v1 import conversation_pb2 as conv
+from parley.llm_router.v1 import llm_router_pb2 as llm
 from parley_gateway.auth import issue_token
 from parley_gateway.settings import Settings
 
@@ -133,6 +136,30 @@ async def test_a_turn_read_to_its_end_is_left_to_close_at_the_peer(api: Api) -> 
         assert not fakes.conversation.cancelled.is_set()
     assert streamed.text.count("event: done") == 1
     assert gathered.json()["message"]["content"] == "Twenty-five days."
+
+
+async def test_a_completion_read_to_its_end_is_left_to_close_at_llm_router(api: Api) -> None:
+    async with api(live_router=True) as (client, fakes):
+        fakes.llm_router.answer = [
+            llm.ChatEvent(text_delta="Twenty-five days."),
+            llm.ChatEvent(
+                finish=llm.ChatFinish(finish_reason=common.FINISH_REASON_STOP, usage=common.Usage())
+            ),
+        ]
+        fakes.llm_router.linger = 0.3
+        response = await client.post(
+            "/openai/v1/chat/completions",
+            json={
+                "model": "default",
+                "messages": [{"role": "user", "content": "hi"}],
+                "stream": True,
+            },
+        )
+        await asyncio.sleep(0.5)
+        assert not fakes.llm_router.cancelled.is_set()
+    assert response.status_code == 200, response.text
+    assert "Twenty-five days." in response.text
+    assert response.text.rstrip().endswith("data: [DONE]")
 
 
 async def test_a_token_accepted_before_is_refused_once_it_expires(

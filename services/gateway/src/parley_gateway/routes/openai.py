@@ -191,11 +191,13 @@ async def _streamed(
 ) -> AsyncGenerator[tuple[bytes, bool], None]:
     """The completion's chunks, each with whether it is the last: ``[DONE]`` after the
     finish, or an error line if the answer broke; its text through the answer's guard."""
+    read_to_end = False  # llm-router's last event was read: its call closes on its own
     try:
         try:
             event = first
             while event is not None:
                 kind = event.WhichOneof("event")
+                read_to_end = kind in ("finish", "error")
                 if kind == "text_delta":
                     for text in _shown(guard, event.text_delta):
                         yield chunks.text(text), False
@@ -226,8 +228,13 @@ async def _streamed(
             yield chunks.text(text), False
         yield ended, True
     finally:
-        # A client that went away cancels the call down to the provider.
-        call.cancel()
+        if read_to_end:
+            # Cancelling a call whose status follows its last event costs both sides a
+            # cancellation for nothing (it could also cut llm-router's store of the answer).
+            call.release()
+        else:
+            # A client that went away cancels the call down to the provider.
+            call.cancel()
 
 
 async def _unless_client_leaves(request: Request, call: Any) -> llm.ChatResponse:
