@@ -18,7 +18,7 @@ import tempfile
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 import httpx
@@ -40,6 +40,7 @@ from parley_testkit import grpc_server
 
 Serve = Callable[[Settings], AbstractAsyncContextManager[httpx.AsyncClient]]
 _DEFAULT_DATABASE = Settings.model_fields["database_url"].default
+T = TypeVar("T")
 
 
 @asynccontextmanager
@@ -91,6 +92,23 @@ def _request_id(context: grpc.aio.ServicerContext) -> str | None:
     return None
 
 
+async def _stream(
+    events: list[T], cancelled: asyncio.Event, *, pace: float = 0.0, linger: float = 0.0
+) -> AsyncIterator[T]:
+    """``events``, ``pace`` seconds apart, the stream kept open ``linger`` seconds after the
+    last; ``cancelled`` is set when the caller cancels it meanwhile."""
+    try:
+        for n, event in enumerate(events):
+            if n and pace:
+                await asyncio.sleep(pace)
+            yield event
+        if linger:
+            await asyncio.sleep(linger)
+    except asyncio.CancelledError:
+        cancelled.set()
+        raise
+
+
 @dataclass
 class FakeConversation(conversation_pb2_grpc.ConversationServiceServicer):
     """Stored messages, and a turn that yields ``turn`` (``pace`` seconds apart), stays open
@@ -129,16 +147,8 @@ class FakeConversation(conversation_pb2_grpc.ConversationServiceServicer):
         self, request: conv.SendMessageRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[conv.TurnEvent]:
         self.calls.append(Call("SendMessage", request, _request_id(context)))
-        try:
-            for n, event in enumerate(self.turn):
-                if n and self.pace:
-                    await asyncio.sleep(self.pace)
-                yield event
-            if self.linger:
-                await asyncio.sleep(self.linger)
-        except asyncio.CancelledError:
-            self.cancelled.set()
-            raise
+        async for event in _stream(self.turn, self.cancelled, pace=self.pace, linger=self.linger):
+            yield event
         if self.failure is not None:
             raise self.failure
 
@@ -174,14 +184,8 @@ class FakeLlmRouter(llm_router_pb2_grpc.LlmRouterServicer):
     async def StreamChat(
         self, request: llm.ChatRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[llm.ChatEvent]:
-        try:
-            for event in self.answer:
-                yield event
-            if self.linger:
-                await asyncio.sleep(self.linger)
-        except asyncio.CancelledError:
-            self.cancelled.set()
-            raise
+        async for event in _stream(self.answer, self.cancelled, linger=self.linger):
+            yield event
 
 
 @dataclass
