@@ -139,6 +139,8 @@ async def test_a_turn_read_to_its_end_is_left_to_close_at_the_peer(api: Api) -> 
 
 
 async def test_a_completion_read_to_its_end_is_left_to_close_at_llm_router(api: Api) -> None:
+    """The OpenAI-compatible stream, likewise: its client gets the whole completion and
+    ``[DONE]``, and llm-router, still finishing after its last event, is not cancelled."""
     async with api(live_router=True) as (client, fakes):
         fakes.llm_router.answer = [
             llm.ChatEvent(text_delta="Twenty-five days."),

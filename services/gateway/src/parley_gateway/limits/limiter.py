@@ -256,12 +256,20 @@ class WatchedCall:
 
     def cancel(self) -> bool:
         cancelled: bool = self._call.cancel()
-        self.release()
+        self._end()
         return cancelled
 
-    def release(self) -> None:
-        """End the lease without cancelling the call: for a stream whose last event has been
-        read, which its server then closes on its own."""
+    def close(self, *, read_to_end: bool) -> None:
+        """Done with the call on this side. A call whose last event was read is left to
+        close with the status that follows it (cancelling it would cost both sides a
+        cancellation for nothing, and could cut short the peer's work after its last
+        event); any other is cancelled, down to the provider."""
+        if read_to_end:
+            self._end()
+        else:
+            self.cancel()
+
+    def _end(self) -> None:
         self._lease.end()
         if self._meter is not None:
             self._meter.end("cancelled")

@@ -429,13 +429,9 @@ async def _turn_events(
             if name in TERMINAL:
                 return
     finally:
-        if ended:
-            # Its server closes it with the status that follows the last event; cancelling
-            # it here costs both sides a cancellation for nothing.
-            call.release()
-        else:
-            # A client that went away cancels the chain down to the provider.
-            call.cancel()
+        # Cancelled unless read to its end: a client that went away cancels the chain down
+        # to the provider.
+        call.close(read_to_end=ended)
 
 
 async def _gathered(call: Any, first: Any, guard: AnswerGuard | None = None) -> JSONResponse:

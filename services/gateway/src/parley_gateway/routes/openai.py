@@ -228,13 +228,9 @@ async def _streamed(
             yield chunks.text(text), False
         yield ended, True
     finally:
-        if read_to_end:
-            # Cancelling a call whose status follows its last event costs both sides a
-            # cancellation for nothing (it could also cut llm-router's store of the answer).
-            call.release()
-        else:
-            # A client that went away cancels the call down to the provider.
-            call.cancel()
+        # Cancelled unless read to its end: a client that went away cancels the call down
+        # to the provider.
+        call.close(read_to_end=read_to_end)
 
 
 async def _unless_client_leaves(request: Request, call: Any) -> llm.ChatResponse:
