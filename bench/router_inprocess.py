@@ -82,7 +82,15 @@ async def _streams(target: str, upstream: str) -> Callable[[], AsyncIterator[Any
 
         provider = servicer.holder.engine.providers["openai"]
         return lambda: provider.stream("gpt-fake", HELLO, TIMEOUTS)
-    return lambda: servicer.StreamChat(REQUEST, None)  # type: ignore[arg-type]
+    return lambda: servicer.StreamChat(REQUEST, _Context())  # type: ignore[arg-type]
+
+
+class _Context:
+    """What ``StreamChat`` uses of its gRPC context in process: the initial metadata that
+    says a call was accepted goes nowhere."""
+
+    async def send_initial_metadata(self, metadata: object) -> None:
+        return None
 
 
 async def child(target: str, upstream: str, streams: int, requests: int) -> dict[str, float]:
