@@ -20,7 +20,7 @@ from parley.llm_router.v1 import llm_router_pb2_grpc as llm_grpc
 from parley.retrieval.v1 import retrieval_pb2 as ret
 from parley.retrieval.v1 import retrieval_pb2_grpc as ret_grpc
 from parley_runtime.context import ACCEPTED, Principal
-from parley_runtime.errors import ParleyError
+from parley_runtime.errors import InvalidArgument, ParleyError
 
 
 def text(delta: str) -> llm.ChatEvent:
@@ -175,6 +175,11 @@ class FakeRouter(llm_grpc.LlmRouterServicer):
         script = self.scripts.pop(0) if self.scripts else self.script
         if script.refused is not None:
             raise script.refused
+        if request.model and request.model not in self.aliases:  # as llm-router's routing
+            valid = ", ".join(sorted(self.aliases))
+            raise InvalidArgument(
+                f"unknown model {request.model!r}; valid models: {valid}", code="unknown_model"
+            )
         await context.send_initial_metadata((ACCEPTED,))
         try:
             for event in script.events:

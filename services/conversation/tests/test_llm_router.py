@@ -1,6 +1,6 @@
 """The llm-router adapter's check of model aliases, against a fake router over real gRPC: a
-known alias passes from a short-lived cache, an unknown one is refused after one more look,
-and a router that does not answer is reported unavailable, quickly."""
+known alias passes from a list kept and renewed in the background, an unknown one is refused
+after one more look, and a router that does not answer is reported unavailable, quickly."""
 
 from __future__ import annotations
 
@@ -58,13 +58,22 @@ async def test_a_known_alias_passes_and_the_list_is_kept_briefly(
     assert peers.router.listings == 1
 
 
-async def test_the_list_is_asked_again_once_it_is_old(peers: Peers) -> None:
+async def test_an_old_list_is_asked_again_without_holding_the_check_back(peers: Peers) -> None:
     client = LlmRouter(peers.address, 30.0, aliases_ttl=0.1, check_timeout=0.5)
     try:
         await client.check_model("fast")
         await asyncio.sleep(0.15)
+        peers.router.list_hangs = True  # the new list does not come
+        began = time.monotonic()
+        await client.check_model("fast")  # passes on the list it has
+        assert time.monotonic() - began < 0.1
+        await asyncio.sleep(0.05)
+        assert peers.router.listings == 2  # and the list was asked for again
+        peers.router.list_hangs = False
+        await asyncio.sleep(0.5)  # the hung call's deadline passes; the next one is asked
         await client.check_model("fast")
-        assert peers.router.listings == 2
+        await asyncio.sleep(0.05)
+        assert peers.router.listings == 3
     finally:
         await client.close()
 

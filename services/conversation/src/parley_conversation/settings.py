@@ -22,7 +22,10 @@ class Settings(ServiceSettings):
     llm_router_addr: str = "127.0.0.1:50062"
     retrieval_addr: str = "127.0.0.1:50063"
     model_aliases_ttl_seconds: float = Field(
-        5.0, ge=0, description="How long llm-router's list of model aliases is kept."
+        5.0,
+        ge=0,
+        description="The age at which llm-router's list of model aliases is asked for again "
+        "(in the background: a send goes on with the list it has).",
     )
     model_check_timeout_seconds: float = Field(
         2.0,

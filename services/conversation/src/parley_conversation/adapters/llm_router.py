@@ -74,9 +74,13 @@ class ModelStream:
 class LlmRouter:
     """A channel to llm-router, opened once per process, and the aliases it serves.
 
-    The aliases are kept for ``aliases_ttl`` seconds, and only while the channel is connected:
-    a router that went away is asked again (within ``check_timeout``) before anything is
-    stored, so a send to a dead router is refused instead of stored and failed.
+    The list of aliases is used only while the channel is connected: a router that went away
+    is asked again (within ``check_timeout``) before anything is stored, so a send to a dead
+    router is refused instead of stored and failed. While it is connected, a list older than
+    ``aliases_ttl`` seconds is asked for again in the background and the turn goes on with
+    the one it has: a turn after a quiet spell does not wait a round trip for it. An alias
+    removed meanwhile is still refused before anything is stored, by llm-router itself,
+    which refuses the call before accepting it (``ModelStream.accepted``).
     """
 
     def __init__(
@@ -122,17 +126,21 @@ class LlmRouter:
         if (
             not fresh
             and cached is not None
-            and time.monotonic() - self._fetched_at < self._aliases_ttl
             and self._channel.get_state() == grpc.ChannelConnectivity.READY
         ):
+            if time.monotonic() - self._fetched_at >= self._aliases_ttl:
+                self._refresh()  # for the next turns; this one goes on with the list it has
             return cached
-        # Concurrent callers share one call: a dead router costs each of them one deadline,
-        # not one per caller queued behind it.
+        return await asyncio.shield(self._refresh())
+
+    def _refresh(self) -> asyncio.Future[ModelAliases]:
+        """The list's fetch under way, or a new one. Concurrent callers share one call: a
+        dead router costs each of them one deadline, not one per caller queued behind it."""
         if self._fetching is None:
             fetching = asyncio.ensure_future(self._fetch())
             fetching.add_done_callback(self._fetched)
             self._fetching = fetching
-        return await asyncio.shield(self._fetching)
+        return self._fetching
 
     def _fetched(self, fetching: asyncio.Future[ModelAliases]) -> None:
         if self._fetching is fetching:
