@@ -19,9 +19,10 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, cast
 
-from sqlalchemy import Connection, Table, and_, bindparam, delete, or_, select, update
+from sqlalchemy import Connection, Row, Table, and_, bindparam, delete, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.sql import Executable
 
 from parley_conversation.background import Task, TaskKind, TaskRequest
 from parley_conversation.tables import TaskRow
@@ -53,6 +54,56 @@ _CLAIM = (
     .returning(*TASKS.c)
 )
 _MINE = and_(_t.id == bindparam("task_id"), _t.owner == bindparam("worker"), _t.state == RUNNING)
+# The worker's statements, built once; each runs as one transaction (``db.transaction``).
+_RENEW = (
+    update(TASKS)
+    .where(_MINE)
+    .values(lease_until=bindparam("lease_until"), updated_at=bindparam("now"))
+)
+_FINISH = delete(TASKS).where(_MINE)
+_RETRY = (
+    update(TASKS)
+    .where(_MINE)
+    .values(
+        state=PENDING,
+        owner=None,
+        lease_until=None,
+        run_after=bindparam("run_after"),
+        last_error=bindparam("last_error"),
+        updated_at=bindparam("now"),
+    )
+)
+_FAIL = (
+    update(TASKS)
+    .where(_t.id == bindparam("task_id"))
+    .values(
+        state=FAILED,
+        owner=None,
+        lease_until=None,
+        dedup_key=None,
+        last_error=bindparam("last_error"),
+        updated_at=bindparam("now"),
+    )
+)
+_RELEASE = (
+    update(TASKS)
+    .where(_t.owner == bindparam("worker"), _t.state == RUNNING)
+    .values(
+        state=PENDING,
+        owner=None,
+        lease_until=None,
+        run_after=bindparam("now"),
+        updated_at=bindparam("now"),
+    )
+)
+
+
+def _first(conn: Connection, statement: Executable, params: dict[str, Any]) -> Row[Any] | None:
+    return conn.execute(statement, params).first()
+
+
+def _rowcount(conn: Connection, statement: Executable, params: dict[str, Any]) -> int:
+    return int(conn.execute(statement, params).rowcount)
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,8 +171,7 @@ class TaskStore:
         """Take the oldest due task for this replica (see the module docstring), or None."""
         now = utcnow()
         params = {"now": now, "owner": self.owner, "lease_until": now + self.lease}
-        async with self.engine.begin() as conn:
-            row = (await conn.execute(_CLAIM, params)).first()
+        row = await db.transaction(self.engine, _first, _CLAIM, params)
         if row is None:
             return None
         return Task(
@@ -135,67 +185,37 @@ class TaskStore:
 
     async def renew(self, task_id: str) -> bool:
         """Extend the lease of a task this replica runs; False when it is no longer ours."""
-        async with self.engine.begin() as conn:
-            done = await conn.execute(
-                update(TASKS)
-                .where(_MINE)
-                .values(lease_until=utcnow() + self.lease, updated_at=utcnow()),
-                {"task_id": task_id, "worker": self.owner},
-            )
-        return bool(done.rowcount)
+        now = utcnow()
+        params = {"task_id": task_id, "worker": self.owner, "lease_until": now + self.lease}
+        return bool(await db.transaction(self.engine, _rowcount, _RENEW, params | {"now": now}))
 
     async def finish(self, task_id: str) -> None:
         """A task this replica ran is done: it goes."""
-        async with self.engine.begin() as conn:
-            await conn.execute(
-                delete(TASKS).where(_MINE), {"task_id": task_id, "worker": self.owner}
-            )
+        params = {"task_id": task_id, "worker": self.owner}
+        await db.transaction(self.engine, _rowcount, _FINISH, params)
 
     async def retry(self, task_id: str, error: str, pause: float) -> None:
         """Put a task back, due again in ``pause`` seconds, with the error that stopped it."""
         now = utcnow()
-        async with self.engine.begin() as conn:
-            await conn.execute(
-                update(TASKS)
-                .where(_MINE)
-                .values(
-                    state=PENDING,
-                    owner=None,
-                    lease_until=None,
-                    run_after=now + timedelta(seconds=pause),
-                    last_error=error[:MAX_ERROR_CHARS],
-                    updated_at=now,
-                ),
-                {"task_id": task_id, "worker": self.owner},
-            )
+        params = {
+            "task_id": task_id,
+            "worker": self.owner,
+            "run_after": now + timedelta(seconds=pause),
+            "last_error": error[:MAX_ERROR_CHARS],
+            "now": now,
+        }
+        await db.transaction(self.engine, _rowcount, _RETRY, params)
 
     async def fail(self, task_id: str, error: str) -> None:
         """Keep a task failed (its tries ran out) with its last error; its subject may be
         queued again."""
-        async with self.engine.begin() as conn:
-            await conn.execute(
-                update(TASKS)
-                .where(_t.id == task_id)
-                .values(
-                    state=FAILED,
-                    owner=None,
-                    lease_until=None,
-                    dedup_key=None,
-                    last_error=error[:MAX_ERROR_CHARS],
-                    updated_at=utcnow(),
-                )
-            )
+        params = {"task_id": task_id, "last_error": error[:MAX_ERROR_CHARS], "now": utcnow()}
+        await db.transaction(self.engine, _rowcount, _FAIL, params)
 
     async def release(self) -> int:
         """Put back the tasks this replica runs (on shutdown), due at once for any replica."""
-        now = utcnow()
-        async with self.engine.begin() as conn:
-            done = await conn.execute(
-                update(TASKS)
-                .where(_t.owner == self.owner, _t.state == RUNNING)
-                .values(state=PENDING, owner=None, lease_until=None, run_after=now, updated_at=now)
-            )
-        return int(done.rowcount)
+        params = {"worker": self.owner, "now": utcnow()}
+        return await db.transaction(self.engine, _rowcount, _RELEASE, params)
 
     async def unfinished(self, conversation_id: str) -> list[TaskKind]:
         """The kinds of the conversation's tasks that are pending or running."""
