@@ -10,12 +10,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, delete, func, select
+from sqlalchemy import ColumnElement, Connection, bindparam, delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from parley_conversation.memory import Memory
 from parley_conversation.tables import MemoryRow
+from parley_runtime import db
 from parley_runtime.context import Principal
 from parley_runtime.errors import NotFound
 from parley_runtime.timestamps import utcnow
@@ -36,11 +37,19 @@ def _mine(who: Principal) -> ColumnElement[bool]:
     return (MemoryRow.tenant_id == who.tenant_id) & (MemoryRow.user_id == who.user_id)
 
 
+_COUNT = (
+    select(func.count())
+    .select_from(MemoryRow)
+    .where(MemoryRow.tenant_id == bindparam("tenant"), MemoryRow.user_id == bindparam("user"))
+)
+
+
 class MemoryStore:
     """:class:`~parley_conversation.memory.MemoryRecords` on SQLAlchemy (SQLite or
     PostgreSQL)."""
 
     def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
         self.sessions = async_sessionmaker(engine, expire_on_commit=False)
 
     async def _owned(self, session: AsyncSession, who: Principal, memory_id: str) -> MemoryRow:
@@ -97,9 +106,10 @@ class MemoryStore:
             return [_memory(row) for row in (await session.scalars(query)).all()]
 
     async def count(self, who: Principal) -> int:
-        query = select(func.count()).select_from(MemoryRow).where(_mine(who))
-        async with self.sessions() as session:
-            return int(await session.scalar(query) or 0)
+        """The caller's memories (read before a turn's recall: a short read, on SQLite on
+        the event loop itself, see ``db.reading``)."""
+        params = {"tenant": who.tenant_id, "user": who.user_id}
+        return int(await db.reading(self.engine, Connection.scalar, _COUNT, params) or 0)
 
     async def update(self, who: Principal, memory_id: str, content: str) -> Memory:
         async with self.sessions.begin() as session:
