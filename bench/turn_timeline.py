@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import shutil
 import signal
 import statistics
@@ -43,13 +42,12 @@ from pathlib import Path
 import hpack
 import uvloop
 
-from parley_devstack import Platform
 from parley_gateway.auth import issue_token
 from parley_gateway.settings import Settings as GatewaySettings
 
 sys.path.insert(0, str(Path(__file__).parent))
-from harness import Placement, client_session, free_port, host, pin, spawn_fake, wait_http
-from whole_path import FAST, ON_PATH, new_conversations, turn_stream
+from harness import Placement, client_session, free_port, host, spawn_fake, wait_http
+from whole_path import FAST, bench_platform, new_conversations, start_placed, turn_stream
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 SEND_MESSAGE = "/parley.conversation.v1.ConversationService/SendMessage"
@@ -283,27 +281,11 @@ async def drive(args: argparse.Namespace, ports_out: dict[str, int]) -> float:
     fake_port = free_port()
     fake = spawn_fake(fake_port, FAST, placement, (workdir / "logs" / "fake.log").open("wb"))
     fake_url = f"http://127.0.0.1:{fake_port}"
-    platform = Platform(
-        data_dir=workdir / "platform",
-        env={
-            "OPENAI_BASE_URL": f"{fake_url}/v1",
-            "OPENAI_MODEL": "gpt-fake",
-            "LOG_LEVEL": "WARNING",
-            "LIMITS_DEFAULT_TIER": "unlimited",
-        },
-    )
+    platform = bench_platform(workdir, fake_url)
     session = client_session(limit=10, total_timeout=60)
     try:
         await wait_http(f"{fake_url}/_fake/stats")
-        if placement.servers is not None:
-            os.sched_setaffinity(0, placement.servers)
-        try:
-            await platform.start(one_at_a_time=True)
-        finally:
-            if placement.clients is not None:
-                os.sched_setaffinity(0, placement.clients)
-        for name, process in platform.processes.items():
-            pin(process.pid, placement.servers if name in ON_PATH else placement.clients)
+        await start_placed(platform, placement)
         ports_out.update({name: spec.port for name, spec in platform.specs.items()})
         ports_out["fake"] = fake_port
         settings = GatewaySettings()

@@ -441,6 +441,37 @@ def where_cpu_goes(collapsed: Path, top: int = 8) -> dict[str, list[tuple[str, f
     }
 
 
+def bench_platform(workdir: Path, fake_url: str) -> Platform:
+    """The five services on embedded defaults, llm-router's provider the fake at
+    ``fake_url``, not yet started."""
+    return Platform(
+        data_dir=workdir / "platform",
+        env={
+            "OPENAI_BASE_URL": f"{fake_url}/v1",
+            "OPENAI_MODEL": "gpt-fake",
+            "LOG_LEVEL": "WARNING",
+            # The load is one user's: the gateway's per-user limits would refuse most of it.
+            "LIMITS_DEFAULT_TIER": "unlimited",
+        },
+    )
+
+
+async def start_placed(platform: Platform, placement: Placement) -> dict[str, float]:
+    """Start ``platform``: the services on a turn's path on the servers' CPUs, the rest on
+    the clients'; each service's seconds until ready."""
+    # The services inherit the CPUs of the thread that spawns them.
+    if placement.servers is not None:
+        os.sched_setaffinity(0, placement.servers)
+    try:
+        ready = await platform.start(one_at_a_time=True)
+    finally:
+        if placement.clients is not None:
+            os.sched_setaffinity(0, placement.clients)
+    for name, process in platform.processes.items():
+        pin(process.pid, placement.servers if name in ON_PATH else placement.clients)
+    return ready
+
+
 async def bench(args: argparse.Namespace, placement: Placement) -> dict[str, object]:
     workdir = Path(tempfile.mkdtemp(prefix="parley-whole-path-"))
     (workdir / "logs").mkdir(parents=True)
@@ -455,30 +486,12 @@ async def bench(args: argparse.Namespace, placement: Placement) -> dict[str, obj
         proxy_url = f"http://127.0.0.1:{proxy_port}"
     elif not args.no_litellm:
         print("LiteLLM is not installed in .bench/litellm: skipped", file=sys.stderr)
-    platform = Platform(
-        data_dir=workdir / "platform",
-        env={
-            "OPENAI_BASE_URL": f"{fake_url}/v1",
-            "OPENAI_MODEL": "gpt-fake",
-            "LOG_LEVEL": "WARNING",
-            # The load is one user's: the gateway's per-user limits would refuse most of it.
-            "LIMITS_DEFAULT_TIER": "unlimited",
-        },
-    )
+    platform = bench_platform(workdir, fake_url)
     result: dict[str, object] = {"host": host(), "load_before": load_average()}
     session = client_session(limit=max([*args.levels, args.capacity]) + 100, total_timeout=300)
     try:
         await wait_http(f"{fake_url}/_fake/stats")
-        # The services inherit the CPUs of the thread that spawns them.
-        if placement.servers is not None:
-            os.sched_setaffinity(0, placement.servers)
-        try:
-            ready = await platform.start(one_at_a_time=True)
-        finally:
-            if placement.clients is not None:
-                os.sched_setaffinity(0, placement.clients)
-        for name, process in platform.processes.items():
-            pin(process.pid, placement.servers if name in ON_PATH else placement.clients)
+        ready = await start_placed(platform, placement)
         print(f"ready: {ready}", file=sys.stderr, flush=True)
         if proxy is not None:
             await wait_http(f"{proxy_url}/health/liveliness", within=120)
