@@ -5,7 +5,8 @@
 
 The loopback traffic is captured with tcpdump (Debian's package; capturing needs root or
 CAP_NET_RAW) from before the services start, so that each HTTP/2 connection's header
-compression can be followed from its first frame and every gRPC call named. The fake OpenAI
+compression can be followed from its first frame (hyperframe reads the frames, hpack the
+headers) and every gRPC call named. The fake OpenAI
 server and the services are placed as in ``whole_path.py`` (the services on the last CPU,
 the fake and this client on the others). Turns are sent one at a time in one conversation,
 ``--pause`` seconds apart.
@@ -41,6 +42,7 @@ from pathlib import Path
 
 import hpack
 import uvloop
+from hyperframe.frame import ContinuationFrame, DataFrame, Frame, HeadersFrame
 
 from parley_gateway.auth import issue_token
 from parley_gateway.settings import Settings as GatewaySettings
@@ -101,7 +103,10 @@ def read_pcap(path: Path) -> list[Packet]:
 
 
 @dataclass
-class Frame:
+class Seen:
+    """An HTTP/2 frame as it completed on the wire: a DATA frame with a payload, or a
+    stream's headers (with the call's path)."""
+
     time: float
     stream: int
     kind: str  # "headers" or "data"
@@ -116,7 +121,7 @@ class Http2Direction:
     pending: bytes = b""
     started: bool = False
     block: bytes = b""
-    frames: list[Frame] = field(default_factory=list)
+    frames: list[Seen] = field(default_factory=list)
 
     def feed(self, time_: float, payload: bytes) -> None:
         buffer = self.pending + payload
@@ -125,26 +130,20 @@ class Http2Direction:
             if buffer.startswith(PREFACE):
                 buffer = buffer[len(PREFACE) :]
         while len(buffer) >= 9:
-            length = int.from_bytes(buffer[:3], "big")
+            frame, length = Frame.parse_frame_header(memoryview(buffer[:9]))
             if len(buffer) < 9 + length:
                 break
-            kind, flags = buffer[3], buffer[4]
-            stream = int.from_bytes(buffer[5:9], "big") & 0x7FFFFFFF
-            body = buffer[9 : 9 + length]
+            frame.parse_body(memoryview(buffer[9 : 9 + length]))
             buffer = buffer[9 + length :]
-            if kind == 0 and length:
-                self.frames.append(Frame(time_, stream, "data"))
-            elif kind in (1, 9):  # HEADERS, CONTINUATION
-                if kind == 1:
-                    if flags & 0x8:  # padded
-                        body = body[1 : len(body) - body[0]]
-                    if flags & 0x20:  # priority
-                        body = body[5:]
-                self.block += body
-                if flags & 0x4:  # end of headers
+            if isinstance(frame, DataFrame) and frame.data:
+                self.frames.append(Seen(time_, frame.stream_id, "data"))
+            elif isinstance(frame, HeadersFrame | ContinuationFrame):
+                self.block += frame.data
+                if "END_HEADERS" in frame.flags:
                     headers = dict(self.decoder.decode(self.block))
                     self.block = b""
-                    self.frames.append(Frame(time_, stream, "headers", headers.get(":path", "")))
+                    path = headers.get(":path", "")
+                    self.frames.append(Seen(time_, frame.stream_id, "headers", path))
         self.pending = buffer
 
 
