@@ -114,6 +114,7 @@ class FakeRouter(llm_grpc.LlmRouterServicer):
         self.cancelled = asyncio.Event()
         self.aliases: list[str] = list(ALIASES)
         self.listings = 0
+        self.listed = asyncio.Event()  # set by every ListModels call
         self.list_hangs = False
         # ListModels' limits of every alias; a local alias is the offline provider.
         self.context_window = 128_000
@@ -131,6 +132,7 @@ class FakeRouter(llm_grpc.LlmRouterServicer):
         self, request: llm.ListModelsRequest, context: grpc.aio.ServicerContext
     ) -> llm.ListModelsResponse:
         self.listings += 1
+        self.listed.set()
         if self.list_hangs:
             await asyncio.Event().wait()
         return llm.ListModelsResponse(
