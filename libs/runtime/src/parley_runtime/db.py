@@ -6,11 +6,17 @@ several services may share one PostgreSQL database without reading each other's 
 mapped onto the async drivers (aiosqlite, asyncpg).
 
 A store's hot path runs each transaction as one plain function of a connection
-(``transaction`` and ``reading``): on PostgreSQL through asyncpg as usual, on a SQLite file in
-a worker thread with the standard library's driver, one thread hand-off for the whole
-transaction where aiosqlite makes three or four for every statement (a three-statement
-transaction costs a third of the CPU: 0.37 against 1.1 ms); a short read runs on the event
-loop, since in WAL mode it never waits for a writer.
+(``transaction``, ``brief_transaction`` and ``reading``): on PostgreSQL through asyncpg as
+usual, on a SQLite file with the standard library's driver, in a worker thread: one thread
+hand-off for the whole transaction where aiosqlite makes three or four for every statement (a
+three-statement transaction costs a third of the CPU: 0.37 against 1.1 ms). A short read runs
+on the event loop, since in WAL mode it never waits for a writer. So does a brief write (a
+few statements by key: a chat turn's, a background task's) whenever it can start at once:
+it takes SQLite's write lock without waiting (``BEGIN IMMEDIATE``, no busy timeout) and goes
+to a thread only when another writer holds it. Its commit appends to the write-ahead log
+without a sync (``synchronous=NORMAL``), and the log is copied into the database file
+(the checkpoint, which syncs) in a thread, never on the loop. The thread and the hand-offs
+to it cost more than the write itself: about a third of a turn's database CPU.
 
 Every engine's pool is measured (``parley_db_pool_connections{state}``,
 ``parley_db_pool_limit``, summed over the process's engines and read when scraped, and
@@ -22,6 +28,8 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import logging
+import sqlite3
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Iterator
@@ -36,14 +44,17 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from sqlalchemy import event, text
 from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlalchemy.ext.asyncio import AsyncSession as AsyncSession
-from sqlalchemy.pool import AsyncAdaptedQueuePool, PoolProxiedConnection, QueuePool
+from sqlalchemy.pool import AsyncAdaptedQueuePool, PoolProxiedConnection, QueuePool, StaticPool
 
 from parley_runtime import telemetry
 
 if TYPE_CHECKING:
     from alembic.config import Config
+
+log = logging.getLogger("parley.db")
 
 POOL_WAIT = Histogram(
     "parley_db_pool_wait_seconds",
@@ -162,12 +173,27 @@ def _sqlite_pragmas(dbapi_connection: Any, _: Any) -> None:
     cursor.close()
 
 
+def _loop_pragmas(dbapi_connection: Any, _: Any) -> None:
+    """The event loop's connection never waits for the write lock, and leaves the
+    write-ahead log's checkpoints to the threads (``_on_loop``)."""
+    _sqlite_pragmas(dbapi_connection, _)
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA busy_timeout=0")
+    cursor.execute("PRAGMA wal_autocheckpoint=0")
+    cursor.close()
+
+
 # A SQLite file's async engine -> the same file through the standard driver, used by
 # ``transaction`` and ``reading`` in the threads below.
 _THREADED: weakref.WeakKeyDictionary[Engine, Engine] = weakref.WeakKeyDictionary()
+# ... and through one connection of the event loop's, for ``brief_transaction``.
+_ON_LOOP: weakref.WeakKeyDictionary[Engine, _LoopWriter] = weakref.WeakKeyDictionary()
 # SQLite takes one writer at a time; the threads wait for its lock, never the event loop.
 _THREADS = 4
 _SQLITE_THREADS = ThreadPoolExecutor(max_workers=_THREADS, thread_name_prefix="sqlite")
+# The loop's commits between two checkpoints of the log (a few pages each: SQLite's own
+# automatic checkpoint comes every 1,000 pages).
+CHECKPOINT_EVERY = 200
 
 
 def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
@@ -189,11 +215,77 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
             event.listen(threaded, "connect", _sqlite_pragmas)
             _THREADED[engine.sync_engine] = threaded
             _POOLS.engines.add(threaded)
+            # The driver left to begin nothing by itself: ``_on_loop`` says how to begin.
+            on_loop = sqlalchemy.create_engine(
+                plain,
+                connect_args={"timeout": 30, "check_same_thread": False, "isolation_level": None},
+                poolclass=StaticPool,
+            )
+            event.listen(on_loop, "connect", _loop_pragmas)
+            _ON_LOOP[engine.sync_engine] = _LoopWriter(on_loop, threaded)
         return engine
     kwargs.setdefault("pool_size", 10)
     kwargs.setdefault("max_overflow", 20)
     kwargs.setdefault("pool_pre_ping", True)
     return _create_async_engine(url, **kwargs)
+
+
+class _Busy:
+    """Another writer holds a SQLite file's write lock."""
+
+
+_BUSY = _Busy()
+
+
+class _LoopWriter:
+    """A SQLite file's connection for brief writes on the event loop (``brief_transaction``),
+    and the checkpoints of the log it writes."""
+
+    __slots__ = ("checkpointing", "commits", "engine", "threaded")
+
+    def __init__(self, engine: Engine, threaded: Engine) -> None:
+        self.engine = engine
+        self.threaded = threaded
+        self.commits = 0
+        self.checkpointing = False
+
+    def run(self, work: Callable[[Connection], T]) -> T | _Busy:
+        """``work`` in one transaction, or ``_BUSY`` at once when another writer holds the
+        lock (nothing was done)."""
+        with self.engine.connect() as conn:
+            try:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            except OperationalError as error:
+                conn.rollback()
+                if getattr(error.orig, "sqlite_errorcode", None) == sqlite3.SQLITE_BUSY:
+                    return _BUSY
+                raise
+            try:
+                result = work(conn)
+            except BaseException:
+                conn.rollback()
+                raise
+            conn.commit()
+        self.commits += 1
+        if self.commits >= CHECKPOINT_EVERY and not self.checkpointing:
+            self.commits, self.checkpointing = 0, True
+            loop = asyncio.get_running_loop()
+            done = loop.run_in_executor(_SQLITE_THREADS, _checkpoint, self.threaded)
+            done.add_done_callback(self._checkpointed)
+        return result
+
+    def _checkpointed(self, done: asyncio.Future[None]) -> None:
+        self.checkpointing = False
+        if not done.cancelled() and done.exception() is not None:
+            log.warning("could not checkpoint a SQLite file's log", exc_info=done.exception())
+
+
+def _checkpoint(threaded: Engine) -> None:
+    """Copy the log's pages into the database file, so that the next write starts the log
+    over (``RESTART`` waits for the writers and readers under way, in this thread; brief
+    writes go to the threads meanwhile, so the log is whole when it is done)."""
+    with threaded.connect() as conn:
+        conn.exec_driver_sql("PRAGMA wal_checkpoint(RESTART)")
 
 
 def _in_thread(threaded: Engine, write: bool, work: Callable[[Connection], T]) -> T:
@@ -232,6 +324,23 @@ async def transaction(
     return await _run(engine, True, lambda conn: work(conn, *args, **kwargs))
 
 
+async def brief_transaction(
+    engine: AsyncEngine,
+    work: Callable[Concatenate[Connection, P], T],
+    *args: P.args,
+    **kwargs: P.kwargs,
+) -> T:
+    """As ``transaction``, for a few statements by key: on a SQLite file it runs on the event
+    loop itself when it can take the write lock at once, else in a thread as ``transaction``
+    does (see the module docstring)."""
+    writer = _ON_LOOP.get(engine.sync_engine)
+    if writer is not None and not writer.checkpointing:
+        done = writer.run(lambda conn: work(conn, *args, **kwargs))
+        if not isinstance(done, _Busy):
+            return done
+    return await _run(engine, True, lambda conn: work(conn, *args, **kwargs))
+
+
 async def reading(
     engine: AsyncEngine,
     work: Callable[Concatenate[Connection, P], T],
@@ -246,6 +355,9 @@ async def reading(
 
 async def dispose(engine: AsyncEngine) -> None:
     """Close the engine's pooled connections, and those of its SQLite file's threaded twin."""
+    writer = _ON_LOOP.get(engine.sync_engine)
+    if writer is not None:
+        writer.engine.dispose()
     threaded = _THREADED.get(engine.sync_engine)
     if threaded is not None:
         threaded.dispose()

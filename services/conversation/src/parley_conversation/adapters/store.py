@@ -673,7 +673,7 @@ class ConversationStore:
             )
             return TurnStart(_conversation(conversation), user, assistant, replayed=False)
 
-        return await db.transaction(self.engine, insert)
+        return await db.brief_transaction(self.engine, insert)
 
     async def begin_regeneration(self, who: Principal, cid: str) -> TurnStart:
         """Supersede the last answer and open a new one to the same user message; while
@@ -760,7 +760,7 @@ class ConversationStore:
                 then(conn)
             return _message(row)
 
-        return await db.transaction(self.engine, finish)
+        return await db.brief_transaction(self.engine, finish)
 
     async def exchange(
         self, who: Principal, cid: str, answer_id: str
@@ -796,7 +796,7 @@ class ConversationStore:
         }
         if tool_activity is not None:
             values["tool_activity"] = [_tool_activity_json(t) for t in tool_activity]
-        row = await db.transaction(
+        row = await db.brief_transaction(
             self.engine, lambda conn: conn.execute(_SAVE_PROGRESS, values).first()
         )
         if row is None:

@@ -54,7 +54,7 @@ _CLAIM = (
     .returning(*TASKS.c)
 )
 _MINE = and_(_t.id == bindparam("task_id"), _t.owner == bindparam("worker"), _t.state == RUNNING)
-# The worker's statements, built once; each runs as one transaction (``db.transaction``).
+# The worker's statements, built once; each is one ``db.brief_transaction``.
 _RENEW = (
     update(TASKS)
     .where(_MINE)
@@ -165,13 +165,13 @@ class TaskStore:
 
     async def enqueue(self, who: Principal, requests: Sequence[TaskRequest]) -> None:
         """Queue ``requests`` in a transaction of their own."""
-        await db.transaction(self.engine, self.add, who, requests)
+        await db.brief_transaction(self.engine, self.add, who, requests)
 
     async def claim(self) -> Task | None:
         """Take the oldest due task for this replica (see the module docstring), or None."""
         now = utcnow()
         params = {"now": now, "owner": self.owner, "lease_until": now + self.lease}
-        row = await db.transaction(self.engine, _first, _CLAIM, params)
+        row = await db.brief_transaction(self.engine, _first, _CLAIM, params)
         if row is None:
             return None
         return Task(
@@ -187,12 +187,14 @@ class TaskStore:
         """Extend the lease of a task this replica runs; False when it is no longer ours."""
         now = utcnow()
         params = {"task_id": task_id, "worker": self.owner, "lease_until": now + self.lease}
-        return bool(await db.transaction(self.engine, _rowcount, _RENEW, params | {"now": now}))
+        return bool(
+            await db.brief_transaction(self.engine, _rowcount, _RENEW, params | {"now": now})
+        )
 
     async def finish(self, task_id: str) -> None:
         """A task this replica ran is done: it goes."""
         params = {"task_id": task_id, "worker": self.owner}
-        await db.transaction(self.engine, _rowcount, _FINISH, params)
+        await db.brief_transaction(self.engine, _rowcount, _FINISH, params)
 
     async def retry(self, task_id: str, error: str, pause: float) -> None:
         """Put a task back, due again in ``pause`` seconds, with the error that stopped it."""
@@ -204,18 +206,18 @@ class TaskStore:
             "last_error": error[:MAX_ERROR_CHARS],
             "now": now,
         }
-        await db.transaction(self.engine, _rowcount, _RETRY, params)
+        await db.brief_transaction(self.engine, _rowcount, _RETRY, params)
 
     async def fail(self, task_id: str, error: str) -> None:
         """Keep a task failed (its tries ran out) with its last error; its subject may be
         queued again."""
         params = {"task_id": task_id, "last_error": error[:MAX_ERROR_CHARS], "now": utcnow()}
-        await db.transaction(self.engine, _rowcount, _FAIL, params)
+        await db.brief_transaction(self.engine, _rowcount, _FAIL, params)
 
     async def release(self) -> int:
         """Put back the tasks this replica runs (on shutdown), due at once for any replica."""
         params = {"worker": self.owner, "now": utcnow()}
-        return await db.transaction(self.engine, _rowcount, _RELEASE, params)
+        return await db.brief_transaction(self.engine, _rowcount, _RELEASE, params)
 
     async def unfinished(self, conversation_id: str) -> list[TaskKind]:
         """The kinds of the conversation's tasks that are pending or running."""
