@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import signal
 import socket
 import sys
@@ -37,11 +38,43 @@ def _inherited() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k not in NOT_INHERITED}
 
 
+# Ports handed out by this process: each is bound later, by a child.
+_GIVEN: set[int] = set()
+
+
+def _ephemeral_floor() -> int:
+    """The lowest port the kernel gives outgoing connections."""
+    try:
+        low = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0]
+    except (OSError, IndexError):
+        return 32768
+    return int(low)
+
+
 def free_port() -> int:
+    """A free loopback port for a service to bind once it has started, seconds later.
+
+    It is taken below the kernel's range for outgoing connections: a port of that range (what
+    binding port 0 gives) may meanwhile become the local end of any connection made on the
+    machine, the starting services' own to each other among them, and the service then
+    fails to bind it.
+    """
+    floor = _ephemeral_floor()
+    for _ in range(100):
+        port = random.randrange(10_000, max(floor, 10_001))
+        if port in _GIVEN:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _GIVEN.add(port)
+        return port
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+        given: int = sock.getsockname()[1]
+        return given
 
 
 @dataclass
