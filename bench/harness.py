@@ -10,7 +10,6 @@ import asyncio
 import gc
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -23,16 +22,12 @@ from typing import IO, TypeVar
 import aiohttp
 import httpx
 
+from parley_devstack.platform import free_port as free_port
+
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parent.parent
 LITELLM_PYTHON = ROOT / ".bench" / "litellm" / "bin" / "python"
 LITELLM_KEY = "sk-bench"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def cpu_seconds(pid: int) -> float:
