@@ -35,7 +35,7 @@ import weakref
 from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar, cast
 
 import sqlalchemy
 import sqlalchemy.ext.asyncio
@@ -44,7 +44,6 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from sqlalchemy import event, text
 from sqlalchemy.engine import Connection, Engine, make_url
-from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlalchemy.ext.asyncio import AsyncSession as AsyncSession
 from sqlalchemy.pool import AsyncAdaptedQueuePool, PoolProxiedConnection, QueuePool, StaticPool
@@ -253,19 +252,25 @@ class _LoopWriter:
         """``work`` in one transaction, or ``_BUSY`` at once when another writer holds the
         lock (nothing was done)."""
         with self.engine.connect() as conn:
+            # Begun on the driver's connection: through SQLAlchemy, the BEGIN would cost as
+            # much as one of the statements that follow.
+            driver = cast(sqlite3.Connection, conn.connection.driver_connection)
             try:
-                conn.exec_driver_sql("BEGIN IMMEDIATE")
-            except OperationalError as error:
-                conn.rollback()
-                if getattr(error.orig, "sqlite_errorcode", None) == sqlite3.SQLITE_BUSY:
+                driver.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as error:
+                if error.sqlite_errorcode == sqlite3.SQLITE_BUSY:
                     return _BUSY
                 raise
             try:
                 result = work(conn)
+                conn.commit()
+                if driver.in_transaction:  # ``work`` ran no statement through ``conn``
+                    driver.commit()
             except BaseException:
                 conn.rollback()
+                if driver.in_transaction:
+                    driver.rollback()
                 raise
-            conn.commit()
         self.commits += 1
         if self.commits >= CHECKPOINT_EVERY and not self.checkpointing:
             self.commits, self.checkpointing = 0, True
