@@ -15,8 +15,8 @@ few statements by key: a chat turn's, a background task's) whenever it can start
 it takes SQLite's write lock without waiting (``BEGIN IMMEDIATE``, no busy timeout) and goes
 to a thread only when another writer holds it. Its commit appends to the write-ahead log
 without a sync (``synchronous=NORMAL``), and the log is copied into the database file
-(the checkpoint, which syncs) in a thread, never on the loop. The thread and the hand-offs
-to it cost more than the write itself: about a third of a turn's database CPU.
+(the checkpoint, which syncs) in a thread, never on the loop. The hand-offs to a thread cost
+more than such a write itself.
 
 Every engine's pool is measured (``parley_db_pool_connections{state}``,
 ``parley_db_pool_limit``, summed over the process's engines and read when scraped, and
@@ -174,7 +174,7 @@ def _sqlite_pragmas(dbapi_connection: Any, _: Any) -> None:
 
 def _loop_pragmas(dbapi_connection: Any, _: Any) -> None:
     """The event loop's connection never waits for the write lock, and leaves the
-    write-ahead log's checkpoints to the threads (``_on_loop``)."""
+    write-ahead log's checkpoints to the threads (``_LoopWriter``)."""
     _sqlite_pragmas(dbapi_connection, _)
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA busy_timeout=0")
@@ -214,7 +214,7 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
             event.listen(threaded, "connect", _sqlite_pragmas)
             _THREADED[engine.sync_engine] = threaded
             _POOLS.engines.add(threaded)
-            # The driver left to begin nothing by itself: ``_on_loop`` says how to begin.
+            # The driver begins nothing by itself: ``_LoopWriter.run`` begins each write.
             on_loop = sqlalchemy.create_engine(
                 plain,
                 connect_args={"timeout": 30, "check_same_thread": False, "isolation_level": None},
