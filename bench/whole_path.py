@@ -5,6 +5,7 @@ LiteLLM proxy.
     uv run python bench/whole_path.py                         # 1, 50, 200 streams, 3 runs
     uv run python bench/whole_path.py --levels 1 --runs 1 --requests 20 --no-capacity
     uv run python bench/whole_path.py --levels --capacity 1000  # the capacity run alone
+    uv run python bench/whole_path.py --levels 1 50 --no-capacity --floor  # and the bare chain
 
 The five services run as processes on embedded defaults (``parley_devstack.Platform``, SQLite,
 in-process caches), llm-router's ``OPENAI_BASE_URL`` at the fake (``python -m parley_fakes``).
@@ -16,7 +17,9 @@ each run's own figure against the direct run beside it), the added time to first
 the direct call, CPU milliseconds per turn of gateway, conversation and llm-router (or the
 proxy) from /proc, and errors. The capacity run then slows the fake to 1.5 s answers and keeps
 ``--capacity`` streams open: errors, time to first token, throughput and the memory of each
-service. Placement, the load's shape and the garbage collector as in bench/router.py (see
+service. With ``--floor``, every level also runs the bare chain of ``path_floor.py`` and
+``relay_floor.py`` ("path-floor"): the same hops and events with none of Parley's work.
+Placement, the load's shape and the garbage collector as in bench/router.py (see
 bench/README.md).
 """
 
@@ -456,6 +459,38 @@ def bench_platform(workdir: Path, fake_url: str) -> Platform:
     )
 
 
+def spawn_path_floor(
+    workdir: Path, fake_url: str, placement: Placement
+) -> tuple[str, dict[str, int], list[subprocess.Popen[bytes]]]:
+    """The bare chain of ``bench/path_floor.py`` (gateway, conversation) and
+    ``bench/relay_floor.py`` (llm-router) in front of the fake, on the servers' CPUs: the
+    gateway's URL, the pids by the service each stands for, and the processes."""
+    here = Path(__file__).parent
+    ports = {name: free_port() for name in ON_PATH}
+    commands = {
+        "llm-router": [str(here / "relay_floor.py"), "--upstream", f"{fake_url}/v1"],
+        "conversation": [
+            *(str(here / "path_floor.py"), "conversation"),
+            *("--upstream", f"127.0.0.1:{ports['llm-router']}"),
+        ],
+        "gateway": [
+            *(str(here / "path_floor.py"), "gateway"),
+            *("--upstream", f"127.0.0.1:{ports['conversation']}"),
+        ],
+    }
+    processes = {
+        name: subprocess.Popen(
+            [sys.executable, *command, "--port", str(ports[name])],
+            stdout=(workdir / "logs" / f"floor-{name}.log").open("wb"),
+            stderr=subprocess.STDOUT,
+            preexec_fn=placement.on(placement.servers),
+        )
+        for name, command in commands.items()
+    }
+    pids = {name: processes[name].pid for name in ON_PATH}
+    return f"http://127.0.0.1:{ports['gateway']}", pids, list(processes.values())
+
+
 async def start_placed(platform: Platform, placement: Placement) -> dict[str, float]:
     """Start ``platform``: the services on a turn's path on the servers' CPUs, the rest on
     the clients'; each service's seconds until ready."""
@@ -487,6 +522,9 @@ async def bench(args: argparse.Namespace, placement: Placement) -> dict[str, obj
     elif not args.no_litellm:
         print("LiteLLM is not installed in .bench/litellm: skipped", file=sys.stderr)
     platform = bench_platform(workdir, fake_url)
+    floor: tuple[str, dict[str, int], list[subprocess.Popen[bytes]]] | None = None
+    if args.floor:
+        floor = spawn_path_floor(workdir, fake_url, placement)
     result: dict[str, object] = {"host": host(), "load_before": load_average()}
     session = client_session(limit=max([*args.levels, args.capacity]) + 100, total_timeout=300)
     try:
@@ -512,6 +550,23 @@ async def bench(args: argparse.Namespace, placement: Placement) -> dict[str, obj
                 fresh_conversations,
             ),
         ]
+        if floor is not None:
+            floor_url, floor_pids, _ = floor
+            await wait_http(f"{floor_url}/docs")
+            # The floor keeps nothing: any conversation id will do.
+            floor_conversations: list[str] = []
+
+            async def floor_ids(count: int) -> None:
+                floor_conversations[:] = [f"conv_{n}" for n in range(count)]
+
+            targets.append(
+                Target(
+                    "path-floor",
+                    turn_stream(session, floor_url, token, floor_conversations),
+                    floor_pids,
+                    floor_ids,
+                )
+            )
         if proxy is not None:
             targets.append(
                 Target(
@@ -559,9 +614,9 @@ async def bench(args: argparse.Namespace, placement: Placement) -> dict[str, obj
 
         if args.capacity:
             await set_fake_timing(fake_url, SLOW)
-            capacity_targets = [t for t in targets if t.name != "litellm-proxy"]
+            capacity_targets = [t for t in targets if t.name in ("direct", "parley")]
             if args.capacity_litellm:
-                capacity_targets = targets
+                capacity_targets = [t for t in targets if t.name != "path-floor"]
             print("\n" + CAPACITY_HEADER, flush=True)
             capacity_rows = await level(
                 capacity_targets,
@@ -583,7 +638,7 @@ async def bench(args: argparse.Namespace, placement: Placement) -> dict[str, obj
     finally:
         await session.close()
         await platform.stop()
-        for server in (fake, proxy):
+        for server in (fake, proxy, *(floor[2] if floor else ())):
             if server is not None:
                 server.terminate()
                 server.wait(15)
@@ -605,6 +660,12 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=600, help="turns per level and run")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--no-litellm", action="store_true")
+    parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="also measure the bare chain of bench/path_floor.py and bench/relay_floor.py "
+        "(\"path-floor\"): the stack's own cost, none of Parley's work",
+    )
     parser.add_argument(
         "--capacity", type=int, default=1000, help="streams of the capacity run (0: none)"
     )
