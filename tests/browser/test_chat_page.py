@@ -5,6 +5,7 @@ Each test signs in as a user of its own tenant, so tests see only their own data
 
 from __future__ import annotations
 
+import asyncio
 import re
 from pathlib import Path
 
@@ -364,17 +365,22 @@ async def test_a_question_sent_while_the_page_still_loads_stays_shown(stack: Sta
     tab = await open_tab(stack, DESKTOP)
     page = tab.page
     held: list[tuple[Route, APIResponse]] = []
+    read = asyncio.Event()
 
     async def hold(route: Route) -> None:
         if route.request.method == "GET" and not held:
             # Read now, while the tenant has no conversation; delivered later.
             held.append((route, await route.fetch()))
+            read.set()
             return
         await route.fallback()
 
     try:
         await page.route(re.compile(r".*/v1/conversations\?.*"), hold)
         await sign_in(page, stack.url, "quick")
+        # The list is read before the question is sent (else the read could come after the
+        # question's conversation exists); only its delivery is late.
+        await asyncio.wait_for(read.wait(), 10)
         stack.answer("Twenty-five days.")
         await ask(page, "How many days?")
         await answered(page)
