@@ -258,7 +258,8 @@ class _LoopWriter:
             try:
                 driver.execute("BEGIN IMMEDIATE")
             except sqlite3.OperationalError as error:
-                if error.sqlite_errorcode == sqlite3.SQLITE_BUSY:
+                # The primary code: SQLITE_BUSY_RECOVERY and the like are busy too.
+                if error.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY:
                     return _BUSY
                 raise
             try:
