@@ -13,7 +13,7 @@ uvloop as they are:
   answers ``accepted`` at once, calls ``LlmRouter.StreamChat`` with the user's message and
   relays each text delta as a turn event, then ``usage`` and ``done``;
 - **llm-router**: ``relay_floor.py``, a bare ``StreamChat`` that posts to the fake over aiohttp
-  and coalesces the text in 50 ms windows, as the router does by default.
+  and coalesces the text in the router's window (``STREAM_COALESCE_MS``, else its default).
 
 The events on each hop are those of Parley's turn (``accepted``, deltas, ``usage``, ``done``),
 so each hop carries as many messages as Parley's. No identity, limits, validation,

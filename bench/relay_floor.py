@@ -5,7 +5,8 @@
 A bare grpc.aio ``LlmRouter.StreamChat`` that sends each call's messages, as a fixed
 Chat Completions request, to ``--upstream`` over aiohttp (one pooled session, as the router's
 OpenAI-compatible provider), and sends the streamed text back: the first delta at once, then
-at most one message per 50 ms window (the router's default coalescing), then a ``finish``.
+at most one message per coalescing window (the router's: ``STREAM_COALESCE_MS`` when set, else
+its default), then a ``finish``.
 No routing, validation, breakers, retries, ledger, cache, metrics or tracing. On uvloop, as
 the router. ``bench/router.py --floor`` measures it beside the router as "relay-floor":
 whatever the router adds beyond it is Parley's own work.
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -24,8 +26,12 @@ import uvloop
 
 from parley.llm_router.v1 import llm_router_pb2 as pb
 from parley.llm_router.v1 import llm_router_pb2_grpc as pb_grpc
+from parley_llm_router.settings import Settings
 
-WINDOW_SECONDS = 0.05
+WINDOW_SECONDS = (
+    float(os.environ.get("STREAM_COALESCE_MS", Settings.model_fields["stream_coalesce_ms"].default))
+    / 1000
+)
 
 
 class Relay(pb_grpc.LlmRouterServicer):

@@ -30,7 +30,7 @@ class Settings(ServiceSettings):
         8.0, ge=0, description="Pause between the local provider's tokens, for a readable stream."
     )
     stream_coalesce_ms: float = Field(
-        50.0,
+        100.0,
         ge=0,
         le=1000,
         description="Deltas within this time of the previous message leave as one; 0: each alone.",
