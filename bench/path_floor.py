@@ -11,13 +11,15 @@ uvloop as they are:
   event it gets as a Server-Sent Event through Starlette's ``StreamingResponse``;
 - **conversation** (``path_floor.py conversation``): a bare grpc.aio ``SendMessage`` that
   answers ``accepted`` at once, calls ``LlmRouter.StreamChat`` with the user's message and
-  relays each text delta as a turn event, then ``usage`` and ``done``;
+  relays each text delta as a turn event, then ``done`` with the usage in it (as Parley's
+  conversation does for a caller that asks, ``usage_with_done``);
 - **llm-router**: ``relay_floor.py``, a bare ``StreamChat`` that posts to the fake over aiohttp
   and coalesces the text in the router's window (``STREAM_COALESCE_MS``, else its default).
 
-The events on each hop are those of Parley's turn (``accepted``, deltas, ``usage``, ``done``),
-so each hop carries as many messages as Parley's. No identity, limits, validation,
-guardrails, store, history, prompt, routing, breakers, ledger, metrics or tracing.
+The events on each hop are those of Parley's turn (``accepted``, deltas, ``done``; the gateway
+writes ``usage`` and ``done`` from the last), so each hop carries as many messages as
+Parley's. No identity, limits, validation, guardrails, store, history, prompt, routing,
+breakers, ledger, metrics or tracing.
 ``whole_path.py --floor`` measures the chain beside Parley in the same runs ("path-floor"):
 what Parley adds beyond it is its own work, and what the chain itself adds is the least any
 Python service chain on these libraries adds.
@@ -68,12 +70,12 @@ class Conversation(conv_grpc.ConversationServiceServicer):
             if event.WhichOneof("event") == "text_delta":
                 parts.append(event.text_delta)
                 yield conv.TurnEvent(delta=conv.TextDelta(text=event.text_delta))
-        yield conv.TurnEvent(usage=conv.UsageEvent(usage=common.Usage(output_tokens=len(parts))))
         yield conv.TurnEvent(
             done=conv.TurnDone(
                 message=conv.Message(
                     id="a", role=conv.MESSAGE_ROLE_ASSISTANT, content="".join(parts)
-                )
+                ),
+                usage=common.Usage(output_tokens=len(parts)),
             )
         )
 
@@ -103,7 +105,9 @@ def gateway_app(conversation: str) -> FastAPI:
     @app.post("/v1/conversations/{conversation_id}/messages")
     async def send(conversation_id: str, body: Body) -> StreamingResponse:
         call = stub().SendMessage(
-            conv.SendMessageRequest(conversation_id=conversation_id, content=body.content)
+            conv.SendMessageRequest(
+                conversation_id=conversation_id, content=body.content, usage_with_done=True
+            )
         )
 
         async def events() -> AsyncIterator[bytes]:
@@ -113,9 +117,9 @@ def gateway_app(conversation: str) -> FastAPI:
                     data = {"text": event.delta.text}
                 elif kind == "accepted":
                     data = {"assistant_message_id": event.accepted.assistant_message_id}
-                elif kind == "usage":
-                    data = {"output_tokens": event.usage.usage.output_tokens}
                 else:
+                    usage = {"output_tokens": event.done.usage.output_tokens}
+                    yield b"event: usage\r\ndata: %s\r\n\r\n" % orjson.dumps(usage)
                     data = {"message": {"id": event.done.message.id}}
                 yield b"event: %s\r\ndata: %s\r\n\r\n" % (kind.encode(), orjson.dumps(data))
 

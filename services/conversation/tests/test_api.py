@@ -95,6 +95,45 @@ async def test_a_turn_streams_and_stores_both_messages(service: Service) -> None
     assert got.title == "What is in my documents?"
 
 
+async def test_a_caller_that_asks_gets_the_usage_in_the_done_event(service: Service) -> None:
+    cid = (await service.stub.CreateConversation(pb.CreateConversationRequest())).id
+    call = service.stub.SendMessage(
+        pb.SendMessageRequest(
+            conversation_id=cid, content="How long?", idempotency_key="k-1", usage_with_done=True
+        )
+    )
+    events = [event async for event in call]
+    assert [e.WhichOneof("event") for e in events] == [
+        "accepted",
+        "delta",
+        "delta",
+        "delta",
+        "done",
+    ]
+    done = events[-1].done
+    assert done.usage == done.message.usage
+    assert (done.usage.input_tokens, done.usage.output_tokens) == (12, 3)
+
+    # A replay used nothing: its done carries no usage, as it would have no usage event.
+    again = service.stub.SendMessage(
+        pb.SendMessageRequest(
+            conversation_id=cid, content="How long?", idempotency_key="k-1", usage_with_done=True
+        )
+    )
+    replayed = [event async for event in again]
+    assert replayed[0].accepted.replayed
+    assert [e.WhichOneof("event") for e in replayed] == ["accepted", "done"]
+    assert not replayed[-1].done.HasField("usage")
+    assert replayed[-1].done.message == done.message
+
+    regenerated = service.stub.RegenerateMessage(
+        pb.RegenerateMessageRequest(conversation_id=cid, usage_with_done=True)
+    )
+    kinds = [event async for event in regenerated]
+    assert kinds[-1].done.usage == kinds[-1].done.message.usage
+    assert "usage" not in [e.WhichOneof("event") for e in kinds]
+
+
 async def test_a_failed_turn_ends_with_an_error_event_and_a_stored_failure(
     service: Service,
 ) -> None:

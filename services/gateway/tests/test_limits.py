@@ -64,6 +64,17 @@ def _usage(input_tokens: int, output_tokens: int) -> conv.TurnEvent:
     )
 
 
+def _done_with(input_tokens: int, output_tokens: int) -> conv.TurnEvent:
+    """DONE carrying the turn's usage, as conversation sends it when asked
+    (``usage_with_done``)."""
+    done = conv.TurnEvent()
+    done.CopyFrom(DONE)
+    done.done.usage.CopyFrom(
+        common_pb2.Usage(input_tokens=input_tokens, output_tokens=output_tokens)
+    )
+    return done
+
+
 def bearer(tenant: str, user: str) -> dict[str, str]:
     token = issue_token(
         DEV_SECRET, "parley", tenant=tenant, user=user, scopes=("read", "chat", "documents")
@@ -372,6 +383,34 @@ async def test_the_send_after_a_spent_quota_is_refused_with_its_headers(
     assert tokens["user"]["month"]["limit"] is None
     assert tokens["tenant"]["month"]["used"] == 110
     assert [c.request.content for c in fakes.conversation.calls] == ["a"]
+
+
+@pytest.mark.parametrize("ending", ["usage event", "usage in done"])
+async def test_the_usage_is_counted_and_streamed_once_however_it_comes(
+    limited: Limited, ending: str
+) -> None:
+    # A conversation service of before ``usage_with_done`` sends a usage event; one of after
+    # puts the usage in the done. The client sees the same stream either way.
+    last = [_usage(60, 50), DONE] if ending == "usage event" else [_done_with(60, 50)]
+    async with limited("tokens: {user: {day: 1000}}") as (client, fakes):
+        fakes.conversation.turn = [ACCEPTED, _delta("Twenty-five days."), *last]
+        who = bearer(_tenant(), "ann")
+        sent = await client.post(SEND, json={"content": "a"}, headers={**STREAM, **who})
+
+        async def counted() -> bool:
+            return bool((await _tokens(client, who))["user"]["day"]["used"] == 110)
+
+        await _until(counted)
+    names = [line[len("event: ") :] for line in sent.text.splitlines() if line.startswith("event:")]
+    assert names == ["accepted", "delta", "usage", "done"]
+    usage = next(
+        line
+        for line in sent.text.splitlines()
+        if line.startswith("data:") and "output_tokens" in line
+    )
+    assert '"input_tokens":60' in usage.replace(" ", "")
+    assert '"output_tokens":50' in usage.replace(" ", "")
+    assert fakes.conversation.calls[0].request.usage_with_done
 
 
 async def test_streams_that_started_finish_and_the_next_is_refused(

@@ -209,9 +209,12 @@ class ConversationServicer(pb_grpc.ConversationServiceServicer):
         start = await self.turns.begin(
             who, request.conversation_id, content, request.idempotency_key or None, request.model
         )
-        async with aclosing(self.turns.run(start, request.model)) as events:
-            async for event in events:
-                yield wire.turn_event(event)
+        async with (
+            aclosing(self.turns.run(start, request.model)) as events,
+            aclosing(wire.turn_events(events, request.usage_with_done)) as messages,
+        ):
+            async for message in messages:
+                yield message
 
     async def RegenerateMessage(
         self, request: pb.RegenerateMessageRequest, context: grpc.aio.ServicerContext
@@ -222,9 +225,12 @@ class ConversationServicer(pb_grpc.ConversationServiceServicer):
             raise InvalidArgument("model: at most 100 characters", code="invalid_model")
         who = current_principal()
         start = await self.turns.begin_regeneration(who, request.conversation_id, request.model)
-        async with aclosing(self.turns.run(start, request.model)) as events:
-            async for event in events:
-                yield wire.turn_event(event)
+        async with (
+            aclosing(self.turns.run(start, request.model)) as events,
+            aclosing(wire.turn_events(events, request.usage_with_done)) as messages,
+        ):
+            async for message in messages:
+                yield message
 
     async def SubmitFeedback(
         self, request: pb.SubmitFeedbackRequest, context: grpc.aio.ServicerContext

@@ -3,7 +3,7 @@ own (conversation), llm-router's and retrieval's. The only module that knows bot
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Sequence
 
 from parley.common.v1 import common_pb2
 from parley.conversation.v1 import conversation_pb2 as pb
@@ -179,6 +179,27 @@ def feedback(item: Feedback) -> pb.Feedback:
 def rating(value: pb.Rating.ValueType) -> Rating | None:
     """The rating a request names; None for RATING_UNSPECIFIED or an unknown value."""
     return _RATING_OF.get(value)
+
+
+async def turn_events(
+    events: AsyncIterator[TurnEvent], usage_with_done: bool
+) -> AsyncGenerator[pb.TurnEvent, None]:
+    """A turn's ``events`` as its stream's messages; with ``usage_with_done`` its usage rides
+    in the ``done`` that follows it (``TurnDone.usage``), not in a message of its own."""
+    held: UsageReport | None = None
+    async for event in events:
+        if usage_with_done and isinstance(event, UsageReport):
+            held = event
+            continue
+        if held is not None:
+            if isinstance(event, Done):
+                done = pb.TurnDone(message=message(event.message), usage=usage(held.usage))
+                held = None
+                yield pb.TurnEvent(done=done)
+                continue
+            yield turn_event(held)  # not followed by its done: it goes alone, as it came
+            held = None
+        yield turn_event(event)
 
 
 def turn_event(event: TurnEvent) -> pb.TurnEvent:

@@ -142,6 +142,20 @@ def tool_activity(value: conv.ToolActivity) -> dict[str, Any]:
     }
 
 
+def turn_events(
+    event: conv.TurnEvent, request_id: str | None
+) -> tuple[tuple[str, dict[str, Any]], ...]:
+    """The SSE events (name and JSON data) of one turn event: a ``done`` that carries the
+    turn's usage (``TurnDone.usage``) is ``usage`` then ``done``, as when the usage came in
+    an event of its own."""
+    if event.WhichOneof("event") == "done" and event.done.HasField("usage"):
+        return ("usage", usage(event.done.usage)), (
+            "done",
+            {"message": message(event.done.message)},
+        )
+    return (turn_event(event, request_id),)
+
+
 def turn_event(event: conv.TurnEvent, request_id: str | None) -> tuple[str, dict[str, Any]]:
     """The SSE event name and JSON data of one turn event."""
     kind = event.WhichOneof("event")

@@ -151,9 +151,14 @@ def _period_of_day(period: Period, day_number: int) -> tuple[str, float, float]:
 
 
 def turn_usage(event: conv.TurnEvent) -> Usage | None:
-    """The usage a conversation turn event reports, if it is the ``usage`` event (a replayed
-    turn has none: it used nothing)."""
-    return event.usage.usage if event.HasField("usage") else None
+    """The usage a conversation turn event reports: the ``usage`` event's, or the ``done``
+    that carries it (``usage_with_done``). A replayed turn has none: it used nothing."""
+    kind = event.WhichOneof("event")
+    if kind == "usage":
+        return event.usage.usage
+    if kind == "done" and event.done.HasField("usage"):
+        return event.done.usage
+    return None
 
 
 def chat_usage(event: llm.ChatEvent) -> Usage | None:

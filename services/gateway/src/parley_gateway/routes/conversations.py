@@ -284,6 +284,7 @@ async def send_message(
                 content=content,
                 idempotency_key=idempotency_key or "",
                 model=body.model or "",
+                usage_with_done=True,
             ),
             timeout=settings.stream_timeout_seconds,
         )
@@ -341,7 +342,9 @@ async def regenerate(
     call = lease.watch(
         _peers(request).conversation.RegenerateMessage(
             conv.RegenerateMessageRequest(
-                conversation_id=conversation_id, model=(body.model or "") if body else ""
+                conversation_id=conversation_id,
+                model=(body.model or "") if body else "",
+                usage_with_done=True,
             ),
             timeout=settings.stream_timeout_seconds,
         )
@@ -400,19 +403,19 @@ async def _turn_events(
     try:
         try:
             if first is not None:
-                seen = views.turn_event(first, request_id)
-                ended = seen[0] in TERMINAL
-                for name, data in _guarded(guard, *seen):
-                    yield render(name, data)
-                    if name in TERMINAL:
-                        return
-                async for event in call:
-                    seen = views.turn_event(event, request_id)
+                for seen in views.turn_events(first, request_id):
                     ended = seen[0] in TERMINAL
                     for name, data in _guarded(guard, *seen):
                         yield render(name, data)
                         if name in TERMINAL:
                             return
+                async for event in call:
+                    for seen in views.turn_events(event, request_id):
+                        ended = seen[0] in TERMINAL
+                        for name, data in _guarded(guard, *seen):
+                            yield render(name, data)
+                            if name in TERMINAL:
+                                return
             incomplete = Unavailable(
                 "the answer stream ended without a result", code="stream_incomplete"
             )

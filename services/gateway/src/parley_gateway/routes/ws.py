@@ -308,6 +308,7 @@ class ChatSocket:
                         content=content,
                         idempotency_key=frame.idempotency_key or "",
                         model=frame.model or "",
+                        usage_with_done=True,
                     ),
                     timeout=timeout,
                 )
@@ -317,7 +318,9 @@ class ChatSocket:
             call = lease.watch(
                 self.peers.conversation.RegenerateMessage(
                     conv.RegenerateMessageRequest(
-                        conversation_id=frame.conversation_id, model=frame.model or ""
+                        conversation_id=frame.conversation_id,
+                        model=frame.model or "",
+                        usage_with_done=True,
                     ),
                     timeout=timeout,
                 )

@@ -554,6 +554,7 @@ class SendMessageRequest(_message.Message):
     CONTENT_FIELD_NUMBER: _builtins.int
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     MODEL_FIELD_NUMBER: _builtins.int
+    USAGE_WITH_DONE_FIELD_NUMBER: _builtins.int
     conversation_id: _builtins.str
     content: _builtins.str
     """The user's text; not empty, at most the configured limit."""
@@ -561,6 +562,10 @@ class SendMessageRequest(_message.Message):
     """Client-chosen key that makes a retry of the same send safe; empty means none."""
     model: _builtins.str
     """Model alias for this turn only; empty means the conversation's setting."""
+    usage_with_done: _builtins.bool
+    """The turn's usage rides in its `done` event (TurnDone.usage) instead of a `usage` event
+    of its own: one message less. Unset, an older caller gets the `usage` event.
+    """
     def __init__(
         self,
         *,
@@ -568,10 +573,11 @@ class SendMessageRequest(_message.Message):
         content: _builtins.str = ...,
         idempotency_key: _builtins.str = ...,
         model: _builtins.str = ...,
+        usage_with_done: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "conversation_id", b"conversation_id", "idempotency_key", b"idempotency_key", "model", b"model"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "conversation_id", b"conversation_id", "idempotency_key", b"idempotency_key", "model", b"model", "usage_with_done", b"usage_with_done"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -583,18 +589,22 @@ class RegenerateMessageRequest(_message.Message):
 
     CONVERSATION_ID_FIELD_NUMBER: _builtins.int
     MODEL_FIELD_NUMBER: _builtins.int
+    USAGE_WITH_DONE_FIELD_NUMBER: _builtins.int
     conversation_id: _builtins.str
     model: _builtins.str
     """Model alias for this answer only; empty means the conversation's setting."""
+    usage_with_done: _builtins.bool
+    """As SendMessageRequest.usage_with_done."""
     def __init__(
         self,
         *,
         conversation_id: _builtins.str = ...,
         model: _builtins.str = ...,
+        usage_with_done: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["conversation_id", b"conversation_id", "model", b"model"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["conversation_id", b"conversation_id", "model", b"model", "usage_with_done", b"usage_with_done"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -751,18 +761,26 @@ class TurnDone(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     MESSAGE_FIELD_NUMBER: _builtins.int
+    USAGE_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def message(self) -> Global___Message:
         """The stored assistant message, complete."""
+
+    @_builtins.property
+    def usage(self) -> _common_pb2.Usage:
+        """The turn's usage, when the request asked for it here (`usage_with_done`); unset on a
+        replay, which used nothing (and has no `usage` event either).
+        """
 
     def __init__(
         self,
         *,
         message: Global___Message | None = ...,
+        usage: _common_pb2.Usage | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["message", b"message"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["message", b"message", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["message", b"message"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["message", b"message", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
