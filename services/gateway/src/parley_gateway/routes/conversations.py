@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncGenerator, Callable, Iterable
+from collections.abc import AsyncGenerator, Callable, Iterable, Iterator
 from typing import Annotated, Any, TypeVar
 
 import grpc
@@ -400,22 +400,25 @@ async def _turn_events(
     # Whether conversation's own terminal event was read: its call then ends on its own (a
     # guard may end the stream earlier, while the answer goes on upstream).
     ended = False
+
+    def relayed(event: Any) -> Iterator[tuple[str, dict[str, Any]]]:
+        nonlocal ended
+        for seen in views.turn_events(event, request_id):
+            ended = seen[0] in TERMINAL
+            yield from _guarded(guard, *seen)
+
     try:
         try:
             if first is not None:
-                for seen in views.turn_events(first, request_id):
-                    ended = seen[0] in TERMINAL
-                    for name, data in _guarded(guard, *seen):
+                for name, data in relayed(first):
+                    yield render(name, data)
+                    if name in TERMINAL:
+                        return
+                async for event in call:
+                    for name, data in relayed(event):
                         yield render(name, data)
                         if name in TERMINAL:
                             return
-                async for event in call:
-                    for seen in views.turn_events(event, request_id):
-                        ended = seen[0] in TERMINAL
-                        for name, data in _guarded(guard, *seen):
-                            yield render(name, data)
-                            if name in TERMINAL:
-                                return
             incomplete = Unavailable(
                 "the answer stream ended without a result", code="stream_incomplete"
             )
