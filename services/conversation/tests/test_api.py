@@ -129,9 +129,9 @@ async def test_a_caller_that_asks_gets_the_usage_in_the_done_event(service: Serv
     regenerated = service.stub.RegenerateMessage(
         pb.RegenerateMessageRequest(conversation_id=cid, usage_with_done=True)
     )
-    kinds = [event async for event in regenerated]
-    assert kinds[-1].done.usage == kinds[-1].done.message.usage
-    assert "usage" not in [e.WhichOneof("event") for e in kinds]
+    answered = [event async for event in regenerated]
+    assert answered[-1].done.usage == answered[-1].done.message.usage
+    assert "usage" not in [e.WhichOneof("event") for e in answered]
 
 
 async def test_a_failed_turn_ends_with_an_error_event_and_a_stored_failure(

@@ -64,6 +64,9 @@ def _usage(input_tokens: int, output_tokens: int) -> conv.TurnEvent:
     )
 
 
+ParseSse = Callable[[str], list[tuple[str | None, str, dict[str, Any]]]]
+
+
 def _done_with(input_tokens: int, output_tokens: int) -> conv.TurnEvent:
     """DONE carrying the turn's usage, as conversation sends it when asked
     (``usage_with_done``)."""
@@ -387,7 +390,7 @@ async def test_the_send_after_a_spent_quota_is_refused_with_its_headers(
 
 @pytest.mark.parametrize("ending", ["usage event", "usage in done"])
 async def test_the_usage_is_counted_and_streamed_once_however_it_comes(
-    limited: Limited, ending: str
+    limited: Limited, parse_sse: ParseSse, ending: str
 ) -> None:
     # A conversation service of before ``usage_with_done`` sends a usage event; one of after
     # puts the usage in the done. The client sees the same stream either way.
@@ -401,15 +404,10 @@ async def test_the_usage_is_counted_and_streamed_once_however_it_comes(
             return bool((await _tokens(client, who))["user"]["day"]["used"] == 110)
 
         await _until(counted)
-    names = [line[len("event: ") :] for line in sent.text.splitlines() if line.startswith("event:")]
-    assert names == ["accepted", "delta", "usage", "done"]
-    usage = next(
-        line
-        for line in sent.text.splitlines()
-        if line.startswith("data:") and "output_tokens" in line
-    )
-    assert '"input_tokens":60' in usage.replace(" ", "")
-    assert '"output_tokens":50' in usage.replace(" ", "")
+    events = parse_sse(sent.text)
+    assert [name for _, name, _ in events] == ["accepted", "delta", "usage", "done"]
+    usage = events[2][2]
+    assert (usage["input_tokens"], usage["output_tokens"]) == (60, 50)
     assert fakes.conversation.calls[0].request.usage_with_done
 
 

@@ -149,10 +149,7 @@ def turn_events(
     turn's usage (``TurnDone.usage``) is ``usage`` then ``done``, as when the usage came in
     an event of its own."""
     if event.WhichOneof("event") == "done" and event.done.HasField("usage"):
-        return ("usage", usage(event.done.usage)), (
-            "done",
-            {"message": message(event.done.message)},
-        )
+        return ("usage", usage(event.done.usage)), turn_event(event, request_id)
     return (turn_event(event, request_id),)
 
 

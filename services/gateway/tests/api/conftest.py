@@ -152,27 +152,6 @@ async def stack(
                 await other.aclose()
 
 
-def sse_events(body: str) -> list[tuple[str | None, str, dict[str, Any]]]:
-    """The (id, event, data) of each event of a Server-Sent Events body; comments skipped."""
-    found = []
-    for block in body.replace("\r\n", "\n").split("\n\n"):
-        fields: dict[str, str] = {}
-        for line in block.splitlines():
-            if line.startswith(":"):
-                continue
-            name, _, value = line.partition(": ")
-            fields[name] = value
-        if "event" in fields:
-            found.append((fields.get("id"), fields["event"], json.loads(fields["data"])))
-    return found
-
-
-@pytest.fixture
-def parse_sse() -> Callable[[str], list[tuple[str | None, str, dict[str, Any]]]]:
-    """``parse_sse(body)``: the (id, event, data) of each event."""
-    return sse_events
-
-
 Event = tuple[str | None, str, dict[str, Any]]
 
 
